@@ -1,0 +1,1 @@
+"""bioprop data_pipelines."""

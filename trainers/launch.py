@@ -1,0 +1,168 @@
+"""The Ray Train launcher: runs one experiment or a sweep to the end, driver side.
+
+``run_experiment(spec)`` prepares the data once, opens the MLflow parent run and, per sweep
+setting, a child run and a ``TorchTrainer`` built from ``spec.scale`` (gloo on CPU, NCCL on
+GPU; ``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``). It joins the
+Ray cluster named by ``RAY_ADDRESS`` or starts a local one.
+
+``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
+service spawns per job: exit 0 when every setting finished, 1 when one failed, 143 when
+terminated; on SIGTERM it marks its MLflow runs KILLED before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from trainers.spec import ExperimentSpec, load_spec
+from trainers.tracking import default_tracking_uri, finish_run, start_child, start_parent
+
+__all__ = ["build_trainer", "main", "run_experiment"]
+
+log = logging.getLogger("bioprop.launch")
+
+
+class Terminated(Exception):
+    """Raised in the driver when it receives SIGTERM (cancel)."""
+
+
+def _init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _storage_path(spec: ExperimentSpec) -> str:
+    path = spec.storage_path or Path.cwd() / "bioprop-runs" / "ray_results"
+    path = Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _trial_name(spec: ExperimentSpec, job_id: str | None) -> str:
+    """Stable per job and setting, so restarting the same job resumes its Ray Train run."""
+    raw = f"{spec.name}-{spec.rule_names[0]}-{job_id or 'local'}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+
+def build_trainer(spec: ExperimentSpec, *, run_id: str, uri: str, job_id: str | None = None):
+    """A ``TorchTrainer`` for one resolved, data-prepared spec."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainers.loop import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
+        torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=spec.scale.workers,
+            use_gpu=spec.scale.gpu,
+            resources_per_worker={"CPU": spec.scale.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=_trial_name(spec, job_id),
+            storage_path=_storage_path(spec),
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+        ),
+    )
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
+    """Run every setting of ``spec`` in turn; return the parent run id and each child's outcome.
+
+    A failed setting is recorded (FAILED) and the sweep goes on to the next one.
+    """
+    import data_pipelines
+
+    uri = default_tracking_uri(spec.tracking.uri)
+    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data)})
+    _init_ray()
+    parent = start_parent(spec, uri=uri, job_id=job_id)
+    result: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": uri, "children": []}
+    open_runs = [parent]
+    try:
+        for setting in spec.expand():
+            rule = setting.rule_names[0]
+            child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id)
+            open_runs.append(child)
+            log.info("setting rule=%s run_id=%s", rule, child)
+            entry: dict[str, Any] = {"rule": rule, "run_id": child}
+            try:
+                fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id).fit()
+                entry.update(status="FINISHED", metrics=dict(fit.metrics or {}))
+                if fit.checkpoint is not None:
+                    entry["checkpoint"] = fit.checkpoint.path
+                    _log_final_checkpoint(uri, child, fit.checkpoint)
+            except Terminated:
+                raise
+            except Exception as exc:  # one failed setting must not sink the sweep
+                log.exception("rule %s failed", rule)
+                entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
+            finish_run(uri, child, entry["status"])
+            open_runs.remove(child)
+            result["children"].append(entry)
+        ok = all(c["status"] == "FINISHED" for c in result["children"])
+        finish_run(uri, parent, "FINISHED" if ok else "FAILED")
+        result["status"] = "FINISHED" if ok else "FAILED"
+        return result
+    except BaseException:
+        for run_id in open_runs:
+            finish_run(uri, run_id, "KILLED")
+        raise
+
+
+def _log_final_checkpoint(uri: str, run_id: str, checkpoint) -> None:
+    """Copy the last Ray Train checkpoint into the run's artifacts (``checkpoints/``)."""
+    from mlflow import MlflowClient
+
+    from trainers.loop import CHECKPOINT_FILE
+
+    with checkpoint.as_directory() as ckpt_dir:
+        MlflowClient(uri).log_artifact(run_id, str(Path(ckpt_dir) / CHECKPOINT_FILE), "checkpoints")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.launch", description=__doc__)
+    parser.add_argument("spec", help="spec file (YAML or JSON)")
+    parser.add_argument("--job-id", default=None)
+    parser.add_argument("--result", default=None, help="write the result JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    spec = load_spec(args.spec)
+    try:
+        result = run_experiment(spec, job_id=args.job_id)
+        code = 0 if result["status"] == "FINISHED" else 1
+    except Terminated:
+        log.warning("terminated: MLflow runs marked KILLED")
+        result, code = {"status": "KILLED"}, 143
+    if args.result:
+        tmp = Path(args.result).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(args.result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

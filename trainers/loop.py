@@ -1,0 +1,204 @@
+"""The per-worker classification training loop Ray Train runs on every rank.
+
+Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
+and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
+on checkpoint epochs. Loss and accuracy are all-reduced over ranks; rank 0 logs them, the
+learning rate, throughput and the rule's alignment to the child MLflow run.
+
+Checkpoint dict (torchvision references' layout): ``model`` (includes the rule's fixed and
+plastic feedback, which are buffers/parameters), ``optimizer``, ``lr_scheduler``, ``epoch``
+(the last finished one), ``rng`` (torch/numpy/python states) and ``spec``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import data_pipelines
+from trainers import metrics, rules
+from trainers.models import build_model
+from trainers.optim import build_optimizer
+from trainers.spec import ExperimentSpec
+from trainers.tracking import log_metrics
+
+__all__ = ["train_loop_per_worker", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).sum())
+
+
+def build_classifier(spec: ExperimentSpec, num_classes: int, in_channels: int) -> nn.Module:
+    """The spec's model with its layers converted to the spec's (single) rule."""
+    torch.manual_seed(spec.seed)
+    model = build_model(
+        spec.model,
+        num_classes=num_classes,
+        image_size=spec.data.image_size,
+        in_channels=in_channels,
+    )
+    model, _counts = rules.convert(
+        model, spec.rule_names[0], last_layer=spec.rule.last_layer, seed=spec.seed, **spec.rule.params
+    )
+    return model
+
+
+def _evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    model.eval()
+    loss_sum = correct1 = correct5 = count = 0.0
+    with torch.no_grad():
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct1 += _topk_correct(logits, labels, 1)
+            correct5 += _topk_correct(logits, labels, 5)
+            count += labels.numel()
+    loss_sum, correct1, correct5, count = _all_reduce_sum([loss_sum, correct1, correct5, count], device)
+    count = max(count, 1.0)
+    return {"val_loss": loss_sum / count, "val_acc": correct1 / count, "val_top5": correct5 / count}
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
+    spec = ExperimentSpec.model_validate(config["spec"])
+    run_id, uri = config["run_id"], config["uri"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_amp = device.type == "cuda"
+
+    local_batch = max(1, spec.batch_size // world)
+
+    def loader(split: str, seed: int):
+        return data_pipelines.build_loader(
+            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
+        )
+
+    val_loader = loader("val", spec.seed)
+    num_classes = data_pipelines.num_classes(spec.data)
+    in_channels = next(iter(val_loader))[0].shape[1]
+
+    model = build_classifier(spec, num_classes, in_channels)
+    optimizer = build_optimizer(model.parameters(), spec.optim)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
+    )
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start_epoch = state["epoch"] + 1
+    else:
+        torch.manual_seed(spec.seed + rank)
+    model = ray.train.torch.prepare_model(model)
+    if use_amp:
+        model = model.to(memory_format=torch.channels_last)
+
+    for epoch in range(start_epoch, spec.schedule.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = correct = count = 0.0
+        # a loader per epoch, seeded by the epoch: a resumed run sees the same data order
+        for images, labels in loader("train", spec.seed * 100_003 + epoch):
+            images, labels = images.to(device), labels.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(images)
+                loss = nn.functional.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            rules.after_step(_unwrap(model))
+            loss_sum += float(loss.detach()) * labels.numel()
+            correct += _topk_correct(logits.detach(), labels, 1)
+            count += labels.numel()
+        elapsed = time.perf_counter() - t0
+        loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+        epoch_metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(count, 1),
+            "train_acc": correct / max(count, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "samples_per_s": count / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+        scheduler.step()
+        epoch_metrics.update(_evaluate(model, val_loader, device))
+        epoch_metrics.update(
+            {f"align_{k}": v for k, v in metrics.alignment(_unwrap(model)).items() if np.isfinite(v)}
+        )
+        _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, device)
+        if rank == 0:
+            log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+
+
+def _gather_rng(world: int, device: torch.device) -> list[dict[str, Any]]:
+    """Every rank's RNG state, so a resumed rank continues its own random stream."""
+    states: list[Any] = [None] * world
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(states, _rng_state())
+    else:
+        states = [_rng_state()]
+    return states
+
+
+def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, device) -> None:
+    last = epoch + 1 == spec.schedule.epochs
+    save = last or (epoch + 1) % spec.checkpoint.every_epochs == 0
+    rng = _gather_rng(world, device) if save else []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if save and rank == 0:
+            state = {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "rng": rng,
+                "spec": spec.model_dump(mode="json"),
+            }
+            torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(epoch_metrics, checkpoint=checkpoint)

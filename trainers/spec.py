@@ -1,0 +1,212 @@
+"""The experiment spec: one pydantic model, the single source of configuration.
+
+Every component reads its own typed section (``spec.data``, ``spec.rule``,
+``spec.optim`` ...). A list in ``rule.name`` makes a sweep: :meth:`ExperimentSpec.expand`
+turns it into one fully resolved spec per setting. The resolved spec is stored with
+each run (as MLflow params) and each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "CheckpointSpec",
+    "DataSpec",
+    "ExperimentSpec",
+    "OptimSpec",
+    "RuleSpec",
+    "ScaleSpec",
+    "ScheduleSpec",
+    "SynthSpec",
+    "TrackingSpec",
+    "load_spec",
+]
+
+RULE_NAMES = ("bp", "fa", "dfa", "ss", "usf", "brsf", "frsf", "sc", "kp", "wm", "pfa", "pfa_o")
+MODEL_NAMES = ("mlp", "convnet", "resnet20", "resnet18", "alexnet_bn", "retinanet_resnet18_fpn")
+DETECTION_MODELS = ("retinanet_resnet18_fpn",)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthSpec(_Section):
+    """Size of the synthetic set built on first use when ``data.kind`` is ``synthetic``."""
+
+    classes: int = Field(4, ge=2, le=1000)
+    train_per_class: int = Field(48, ge=1)
+    val_per_class: int = Field(16, ge=1)
+    size: int = Field(40, ge=8, le=1024, description="side of the written JPEG files, pixels")
+    images: int = Field(32, ge=1, description="number of images for a synthetic COCO set")
+
+
+class DataSpec(_Section):
+    kind: Literal["imagefolder", "coco", "digits", "synthetic"] = "synthetic"
+    root: Path | None = Field(
+        None,
+        description="dataset root holding train/ and val/; for synthetic, where to build it "
+        "(default: a cache folder under the working directory)",
+    )
+    image_size: int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
+    val_resize: int | None = Field(
+        None, description="shorter side before the val center crop (default image_size*256/224)"
+    )
+    num_threads: int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
+    synth: SynthSpec = Field(default_factory=SynthSpec)
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> DataSpec:
+        if self.kind in ("imagefolder", "coco") and self.root is None:
+            raise ValueError(f"data.root is required when data.kind is {self.kind!r}")
+        return self
+
+
+class RuleSpec(_Section):
+    name: str | list[str] = Field("bp", description="rule name, or a list for a sweep")
+    last_layer: Literal["bp"] | None = Field(
+        None, description="'bp' keeps the final classifier on exact backprop"
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("rule.name must not be an empty list")
+        for name in names:
+            if name not in RULE_NAMES:
+                raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULE_NAMES)}")
+        return value
+
+
+class OptimSpec(_Section):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    manhattan: bool = Field(False, description="Batch Manhattan: step by the gradient's sign")
+
+
+class ScheduleSpec(_Section):
+    epochs: int = Field(3, ge=1)
+    step_every: int = Field(10, ge=1, description="divide lr by 1/gamma every N epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class ScaleSpec(_Section):
+    workers: int = Field(2, ge=1)
+    gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1)
+
+
+class CheckpointSpec(_Section):
+    every_epochs: int = Field(1, ge=1)
+    keep: int = Field(3, ge=1)
+
+
+class TrackingSpec(_Section):
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or a local sqlite store"
+    )
+    experiment: str = "bioprop"
+    alignment_every: int = Field(
+        0, ge=0, description="gradient alignment on a fixed probe batch every K steps (0 = per epoch)"
+    )
+
+
+class ExperimentSpec(_Section):
+    name: str = Field("experiment", min_length=1, max_length=200)
+    task: Literal["classify", "detect"] = "classify"
+    model: str = "convnet"
+    data: DataSpec = Field(default_factory=DataSpec)
+    rule: RuleSpec = Field(default_factory=RuleSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    batch_size: int = Field(32, ge=1, description="global batch, split across workers")
+    scale: ScaleSpec = Field(default_factory=ScaleSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage_path: Path | None = Field(
+        None, description="Ray Train storage (shared storage when multi-node)"
+    )
+    max_failures: int = Field(3, ge=0)
+    seed: int = 0
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODEL_NAMES:
+            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODEL_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        detect = self.model in DETECTION_MODELS
+        if detect != (self.task == "detect"):
+            raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
+        if (self.data.kind == "coco") != (self.task == "detect") and self.data.kind != "synthetic":
+            raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}")
+        if self.batch_size < self.scale.workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} is smaller than scale.workers {self.scale.workers}"
+            )
+        return self
+
+    @property
+    def is_sweep(self) -> bool:
+        return isinstance(self.rule.name, list)
+
+    @property
+    def rule_names(self) -> list[str]:
+        return list(self.rule.name) if isinstance(self.rule.name, list) else [self.rule.name]
+
+    def expand(self) -> list[ExperimentSpec]:
+        """One resolved spec per sweep setting (a single-element list when not a sweep)."""
+        return [
+            self.model_copy(update={"rule": self.rule.model_copy(update={"name": name})}, deep=True)
+            for name in self.rule_names
+        ]
+
+    def flat_params(self) -> dict[str, str]:
+        """The spec flattened to ``section.field`` keys, as MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
+            else:
+                out[prefix] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def load_spec(source: str | Path | dict[str, Any]) -> ExperimentSpec:
+    """Load a spec from a YAML/JSON file path, a YAML/JSON string, or a dict.
+
+    Raises ``pydantic.ValidationError`` naming the field path on bad content,
+    ``FileNotFoundError`` naming the file when a path does not exist.
+    """
+    if isinstance(source, dict):
+        return ExperimentSpec.model_validate(source)
+    text: str
+    path = Path(source) if not str(source).lstrip().startswith(("{", "name:")) else None
+    if path is not None and ("\n" not in str(source)):
+        if not path.exists():
+            raise FileNotFoundError(f"spec file not found: {path}")
+        text = path.read_text()
+    else:
+        text = str(source)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"spec must be a mapping, got {type(data).__name__}")
+    return ExperimentSpec.model_validate(data)

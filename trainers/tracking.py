@@ -1,0 +1,151 @@
+"""MLflow tracking: where runs live, how a job's runs are laid out, and how to read them back.
+
+Layout: an experiment (``spec.tracking.experiment``) holds, per job, one parent run
+(tag ``bioprop.role=parent``) and one child run per sweep setting (``bioprop.role=child``,
+``mlflow.parentRunId``); a single-rule experiment has the parent and one child too, so every
+job reads back the same way. Every run carries ``bioprop.job_id`` when the job has one.
+Params are the flattened resolved spec. All access goes through ``mlflow.MlflowClient``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus
+
+from trainers.spec import ExperimentSpec
+
+__all__ = [
+    "default_tracking_uri",
+    "finish_run",
+    "job_summary",
+    "log_metrics",
+    "start_child",
+    "start_parent",
+]
+
+TAG_JOB = "bioprop.job_id"
+TAG_ROLE = "bioprop.role"
+TAG_RULE = "bioprop.rule"
+SUMMARY_METRICS = ("epoch", "train_loss", "val_acc", "val_top5", "align_mean_angle", "lr")
+
+
+def default_tracking_uri(spec_uri: str | None = None) -> str:
+    """``spec.tracking.uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///./bioprop-runs/mlflow.db``."""
+    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    root = Path.cwd() / "bioprop-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        # keep artifacts beside the sqlite file instead of MLflow's cwd-relative ./mlruns
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another driver created it between the two calls
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def start_parent(spec: ExperimentSpec, *, uri: str, job_id: str | None = None) -> str:
+    """Create the job's parent run; returns its id."""
+    client = MlflowClient(uri)
+    tags = {TAG_ROLE: "parent", "mlflow.runName": spec.name}
+    if job_id:
+        tags[TAG_JOB] = job_id
+    run = client.create_run(_experiment_id(client, spec.tracking.experiment, uri), tags=tags)
+    _log_params(client, run.info.run_id, spec.flat_params())
+    return run.info.run_id
+
+
+def start_child(
+    spec: ExperimentSpec, *, uri: str, parent_run_id: str, job_id: str | None = None
+) -> str:
+    """Create one child run for a resolved (single-rule) spec under ``parent_run_id``."""
+    client = MlflowClient(uri)
+    rule = spec.rule_names[0]
+    tags = {
+        TAG_ROLE: "child",
+        TAG_RULE: rule,
+        "mlflow.parentRunId": parent_run_id,
+        "mlflow.runName": f"{spec.name}-{rule}",
+    }
+    if job_id:
+        tags[TAG_JOB] = job_id
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, tags=tags)
+    _log_params(client, run.info.run_id, spec.flat_params())
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) -> None:
+    """Log a dict of scalar metrics at ``step`` in one batch call."""
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client = MlflowClient(uri)
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+def finish_run(uri: str, run_id: str, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED (idempotent)."""
+    RunStatus.from_string(status)  # refuse a typo early
+    MlflowClient(uri).set_terminated(run_id, status=status)
+
+
+def job_summary(job_id: str, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """What MLflow holds for a job: its parent run and, per child, rule, status and latest metrics.
+
+    Returns None when the job has no runs yet.
+    """
+    uri = default_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments, filter_string=f"tags.`{TAG_JOB}` = '{job_id}'", max_results=1000
+    )
+    parent = next((r for r in runs if r.data.tags.get(TAG_ROLE) == "parent"), None)
+    if parent is None:
+        return None
+    children = sorted(
+        (r for r in runs if r.data.tags.get(TAG_ROLE) == "child"), key=lambda r: r.info.start_time
+    )
+    return {
+        "parent_run_id": parent.info.run_id,
+        "experiment_id": parent.info.experiment_id,
+        "status": parent.info.status,
+        "children": [
+            {
+                "rule": r.data.tags.get(TAG_RULE),
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "metrics": {k: v for k, v in r.data.metrics.items()},
+            }
+            for r in children
+        ],
+    }
