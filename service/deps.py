@@ -1,0 +1,75 @@
+"""FastAPI dependencies: settings, store sessions, scheduler, bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.progress import ProgressReader
+from service.scheduler import Scheduler
+from service.settings import Settings
+
+__all__ = ["Auth", "ProgressDep", "SchedulerDep", "SessionDep", "SettingsDep"]
+
+_bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+def get_progress(request: Request) -> ProgressReader:
+    return request.app.state.progress
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
+
+
+def token_ok(given: str, tokens: list[bytes]) -> bool:
+    """Compare ``given`` with every configured token in constant time (no early exit)."""
+    raw = given.encode()
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(raw, token)
+    return ok
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    tokens = settings.token_values()
+    if not tokens:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not token_ok(credentials.credentials, tokens):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid bearer token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+Auth = Depends(require_token)

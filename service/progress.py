@@ -1,0 +1,58 @@
+"""Job progress read from MLflow through ``trainers.tracking.job_summary`` (guarded, cached).
+
+The import is lazy and guarded so the service runs before (or without) the trainers'
+tracking module; answers are cached for ``ttl`` seconds so status polling stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+__all__ = ["ProgressReader"]
+
+log = logging.getLogger(__name__)
+
+
+class ProgressReader:
+    """``read(job_id, final=...)`` -> ``job_summary`` dict or None, cached per job."""
+
+    def __init__(self, tracking_uri: str, *, ttl: float = 2.0) -> None:
+        self.tracking_uri = tracking_uri
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, bool, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+        self._summary: Any = None
+        self._unavailable = False
+
+    def _fn(self) -> Any:
+        if self._summary is None and not self._unavailable:
+            try:
+                from trainers.tracking import job_summary
+            except Exception as exc:  # ImportError before trainers.tracking exists
+                log.warning("progress unavailable: cannot import trainers.tracking (%s)", exc)
+                self._unavailable = True
+                return None
+            self._summary = job_summary
+        return self._summary
+
+    def read(self, job_id: str, *, final: bool = False) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(job_id)
+        if hit is not None and (hit[1] or now - hit[0] < self.ttl):
+            return hit[2]
+        fn = self._fn()
+        if fn is None:
+            return None
+        try:
+            summary = fn(job_id, self.tracking_uri)
+        except Exception as exc:
+            log.warning("job_summary(%s) failed: %s", job_id, exc)
+            summary = None
+        with self._lock:
+            # a finished job's runs no longer change: keep its answer for good
+            self._cache[job_id] = (now, final and summary is not None, summary)
+        return summary

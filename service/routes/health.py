@@ -1,0 +1,20 @@
+"""``GET /healthz``: liveness plus queue counts (no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service import store
+from service.deps import SessionDep
+from service.schemas import Health
+from service.store import ACTIVE_STATES, JobState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and queue counts")
+def healthz(session: SessionDep) -> Health:
+    return Health(
+        jobs_active=store.count_jobs(session=session, states=ACTIVE_STATES),
+        jobs_pending=store.count_jobs(session=session, states=[JobState.PENDING]),
+    )

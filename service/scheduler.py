@@ -1,0 +1,354 @@
+"""Scheduler: one driver subprocess per job, watched by a background thread.
+
+A job runs as ``<DRIVER_CMD> <job_dir>/spec.json --job-id ID --result <job_dir>/result.json``
+(default ``python -m trainers.launch``) in its own process group, with stdout and stderr in
+``<job_dir>/driver.log`` and ``MLFLOW_TRACKING_URI`` (and ``RAY_ADDRESS``) in its environment.
+The driver connects to the Ray cluster and does the training; the scheduler only starts,
+follows and stops it, so the service can restart while drivers keep running: on start it
+reconciles every RUNNING/CANCELLING job with its process (followed again when alive, final
+state from ``result.json`` when gone) and starts PENDING ones.
+
+Exit 0 -> SUCCEEDED; any other exit -> FAILED with the log tail as error. Cancel sends
+SIGTERM to the process group (the driver marks its MLflow runs KILLED), then SIGKILL after
+``CANCEL_GRACE_S``; the job goes CANCELLING -> CANCELLED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import store
+from service.settings import Settings
+from service.store import ACTIVE_STATES, FINAL_STATES, JobState
+
+__all__ = ["Scheduler", "log_tail"]
+
+log = logging.getLogger(__name__)
+
+
+def log_tail(path: Path, *, lines: int = 40, max_bytes: int = 16384) -> str:
+    """The last ``lines`` lines of a text file (empty string when missing)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _pid_alive(pid: int, job_id: str) -> bool:
+    """True when ``pid`` runs and is this job's driver (guards against pid reuse)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our own zombie child
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return job_id.encode() in (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _result_ok(result: Any) -> bool:
+    if not isinstance(result, dict) or result.get("error"):
+        return False
+    return all(c.get("status") not in ("FAILED", "KILLED") for c in result.get("children", []))
+
+
+class Scheduler:
+    """Starts, follows and cancels driver subprocesses; keeps the job store in step."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
+        self._kill_at: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.reconcile()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="bioprop-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching; drivers keep running and are followed again on the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.settings.RUN_DIR / "jobs" / job_id
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.settings.POLL_INTERVAL_S)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One pass: finish exited drivers, escalate overdue cancels, start pending jobs."""
+        with self._lock:
+            self._poll()
+            self._escalate()
+            self._start_pending()
+
+    # reconciliation --------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Match every RUNNING/CANCELLING job in the store with its driver process."""
+        with self._lock, self.sessions() as session:
+            jobs, _ = store.list_jobs(session=session, states=ACTIVE_STATES, limit=100000)
+            for job in jobs:
+                if job.id in self._procs:
+                    continue
+                if job.pid is None:
+                    # claimed but never spawned: it never ran, so it may run now
+                    store.transition(
+                        session=session,
+                        job_id=job.id,
+                        from_states=[JobState.RUNNING],
+                        to_state=JobState.PENDING,
+                        started_at=None,
+                    )
+                    store.transition(
+                        session=session,
+                        job_id=job.id,
+                        from_states=[JobState.CANCELLING],
+                        to_state=JobState.CANCELLED,
+                    )
+                elif _pid_alive(job.pid, job.id):
+                    log.info("following job %s again (pid %d)", job.id, job.pid)
+                    self._procs[job.id] = job.pid
+                    if job.state == JobState.CANCELLING.value:
+                        _signal_group(job.pid, signal.SIGTERM)
+                        self._kill_at[job.id] = time.monotonic() + self.settings.CANCEL_GRACE_S
+                else:
+                    self._finish(session, job.id, returncode=None)
+
+    # process watching ------------------------------------------------------------------
+    def _poll(self) -> None:
+        with self.sessions() as session:
+            for job_id, proc in list(self._procs.items()):
+                if isinstance(proc, int):
+                    if _pid_alive(proc, job_id):
+                        continue
+                    returncode = None
+                else:
+                    returncode = proc.poll()
+                    if returncode is None:
+                        continue
+                self._procs.pop(job_id, None)
+                self._kill_at.pop(job_id, None)
+                self._finish(session, job_id, returncode=returncode)
+
+    def _finish(self, session: Session, job_id: str, *, returncode: int | None) -> None:
+        """Final state of a job whose driver is gone (``returncode`` None: not our child)."""
+        job_dir = self.job_dir(job_id)
+        result = None
+        try:
+            result = json.loads((job_dir / "result.json").read_text())
+        except (OSError, ValueError):
+            pass
+        fields: dict[str, Any] = {}
+        if isinstance(result, dict):
+            fields["result"] = result
+            if result.get("parent_run_id"):
+                fields["mlflow_parent_run_id"] = result["parent_run_id"]
+        if store.transition(
+            session=session,
+            job_id=job_id,
+            from_states=[JobState.CANCELLING],
+            to_state=JobState.CANCELLED,
+            **fields,
+        ):
+            log.info("job %s cancelled", job_id)
+            return
+        ok = returncode == 0 if returncode is not None else _result_ok(result)
+        if ok:
+            store.transition(
+                session=session,
+                job_id=job_id,
+                from_states=[JobState.RUNNING],
+                to_state=JobState.SUCCEEDED,
+                **fields,
+            )
+            log.info("job %s succeeded", job_id)
+            return
+        if returncode is None:
+            reason = "driver lost: its process ended while the service was not watching"
+        elif returncode < 0:
+            reason = f"driver killed by signal {-returncode}"
+        else:
+            reason = f"driver exited with code {returncode}"
+        tail = log_tail(job_dir / "driver.log")
+        error = f"{reason}\n--- driver.log (tail) ---\n{tail}" if tail else reason
+        store.transition(
+            session=session,
+            job_id=job_id,
+            from_states=[JobState.RUNNING],
+            to_state=JobState.FAILED,
+            error=error,
+            **fields,
+        )
+        log.info("job %s failed: %s", job_id, reason)
+
+    def _escalate(self) -> None:
+        now = time.monotonic()
+        for job_id, deadline in list(self._kill_at.items()):
+            if now >= deadline:
+                proc = self._procs.get(job_id)
+                if proc is not None:
+                    pid = proc if isinstance(proc, int) else proc.pid
+                    log.warning("job %s did not stop in time; SIGKILL", job_id)
+                    _signal_group(pid, signal.SIGKILL)
+                self._kill_at.pop(job_id, None)
+
+    # starting --------------------------------------------------------------------------
+    def _start_pending(self) -> None:
+        with self.sessions() as session:
+            free = self.settings.MAX_CONCURRENT_JOBS - store.count_jobs(
+                session=session, states=ACTIVE_STATES
+            )
+            if free <= 0:
+                return
+            pending, _ = store.list_jobs(
+                session=session, states=[JobState.PENDING], limit=free, oldest_first=True
+            )
+            for job in pending:
+                if store.transition(
+                    session=session,
+                    job_id=job.id,
+                    from_states=[JobState.PENDING],
+                    to_state=JobState.RUNNING,
+                    started_at=store.utcnow(),
+                ):
+                    self._spawn(session, job)
+
+    def _spawn(self, session: Session, job: store.Job) -> None:
+        job_dir = self.job_dir(job.id)
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            spec_path = job_dir / "spec.json"
+            spec_path.write_text(json.dumps(job.spec, indent=2))
+            (job_dir / "result.json").unlink(missing_ok=True)
+            env = dict(os.environ)
+            env["MLFLOW_TRACKING_URI"] = self.settings.MLFLOW_URI
+            if self.settings.RAY_ADDRESS:
+                env["RAY_ADDRESS"] = self.settings.RAY_ADDRESS
+            cmd = [
+                *self.settings.DRIVER_CMD,
+                str(spec_path),
+                "--job-id",
+                job.id,
+                "--result",
+                str(job_dir / "result.json"),
+            ]
+            with open(job_dir / "driver.log", "ab") as logf:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            log.exception("could not start job %s", job.id)
+            store.transition(
+                session=session,
+                job_id=job.id,
+                from_states=ACTIVE_STATES,
+                to_state=JobState.FAILED,
+                error=f"could not start the driver: {exc}",
+            )
+            return
+        self._procs[job.id] = proc
+        store.update_job(session=session, job_id=job.id, pid=proc.pid)
+        log.info("job %s started (pid %d)", job.id, proc.pid)
+        fresh = store.get_job(session=session, job_id=job.id)
+        if fresh is not None and fresh.state == JobState.CANCELLING.value:
+            self._terminate(job.id, proc.pid)
+
+    # cancelling ------------------------------------------------------------------------
+    def _terminate(self, job_id: str, pid: int, *, force: bool = False) -> None:
+        _signal_group(pid, signal.SIGKILL if force else signal.SIGTERM)
+        grace = 0.0 if force else self.settings.CANCEL_GRACE_S
+        self._kill_at.setdefault(job_id, time.monotonic() + grace)
+        self._wake.set()
+
+    def cancel(self, job_id: str, *, force: bool = False) -> str:
+        """Cancel a job: PENDING -> CANCELLED now; RUNNING -> CANCELLING, SIGTERM (or SIGKILL
+        with ``force``) to the driver's process group. Returns the job's state afterwards,
+        ``"missing"`` when unknown."""
+        with self._lock, self.sessions() as session:
+            job = store.get_job(session=session, job_id=job_id)
+            if job is None:
+                return "missing"
+            if job.state in (s.value for s in FINAL_STATES):
+                return job.state
+            if store.transition(
+                session=session,
+                job_id=job_id,
+                from_states=[JobState.PENDING],
+                to_state=JobState.CANCELLED,
+            ):
+                return JobState.CANCELLED.value
+            store.transition(
+                session=session,
+                job_id=job_id,
+                from_states=[JobState.RUNNING],
+                to_state=JobState.CANCELLING,
+            )
+            job = store.get_job(session=session, job_id=job_id)
+            if job is not None and job.state == JobState.CANCELLING.value and job.pid:
+                if force:
+                    self._kill_at.pop(job_id, None)
+                self._terminate(job_id, job.pid, force=force)
+                if job_id not in self._procs and _pid_alive(job.pid, job_id):
+                    self._procs[job_id] = job.pid  # owned by another replica: follow it too
+            return job.state if job is not None else "missing"

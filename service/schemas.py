@@ -1,0 +1,114 @@
+"""Request and response schemas of the REST API (``XCreate``/``XPublic`` pairs)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.store import Job, JobState
+
+__all__ = ["DEMO_SPEC_EXAMPLE", "JobList", "JobPublic", "Health", "CancelResult"]
+
+DEMO_SPEC_EXAMPLE: dict[str, Any] = {
+    "name": "demo-sweep",
+    "task": "classify",
+    "model": "convnet",
+    "data": {"kind": "synthetic", "image_size": 32},
+    "rule": {"name": ["bp", "fa", "ss"]},
+    "optim": {"name": "sgd", "lr": 0.05},
+    "schedule": {"epochs": 3},
+    "batch_size": 32,
+    "scale": {"workers": 2},
+}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class JobPublic(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    name: str
+    state: JobState
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    mlflow_parent_run_id: str | None = None
+    result: dict[str, Any] | None = Field(
+        None, description="the driver's result.json, when written"
+    )
+    progress: dict[str, Any] | None = Field(
+        None, description="what MLflow holds for the job: parent run, per-rule status and metrics"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "3f2a9c1d0b7e4a55",
+                    "name": "demo-sweep",
+                    "state": "RUNNING",
+                    "spec": DEMO_SPEC_EXAMPLE,
+                    "created_at": "2026-11-23T09:30:00Z",
+                    "started_at": "2026-11-23T09:30:01Z",
+                    "finished_at": None,
+                    "error": None,
+                    "mlflow_parent_run_id": "9d1c...",
+                    "result": None,
+                    "progress": {
+                        "parent_run_id": "9d1c...",
+                        "status": "RUNNING",
+                        "children": [
+                            {
+                                "rule": "bp",
+                                "status": "RUNNING",
+                                "metrics": {"epoch": 1, "val_acc": 0.61},
+                            }
+                        ],
+                    },
+                }
+            ]
+        }
+    }
+
+    @classmethod
+    def from_job(cls, job: Job, *, progress: dict[str, Any] | None = None) -> JobPublic:
+        return cls(
+            id=job.id,
+            name=job.name,
+            state=JobState(job.state),
+            spec=job.spec,
+            created_at=_utc(job.created_at),
+            started_at=_utc(job.started_at),
+            finished_at=_utc(job.finished_at),
+            error=job.error,
+            mlflow_parent_run_id=job.mlflow_parent_run_id or (progress or {}).get("parent_run_id"),
+            result=job.result,
+            progress=progress,
+        )
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int = Field(description="jobs matching the filters, all pages")
+    limit: int
+    offset: int
+
+
+class CancelResult(BaseModel):
+    id: str
+    state: JobState
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    jobs_active: int = 0
+    jobs_pending: int = 0

@@ -1,0 +1,63 @@
+"""Run the control plane under uvicorn: in the foreground (``bioprop serve``) or in a thread
+(``bioprop demo``, tests)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+
+__all__ = ["ServerThread", "free_port", "serve"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+class ServerThread:
+    """uvicorn serving ``create_app(settings)`` on ``host:port`` in a daemon thread."""
+
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int | None = None):
+        self.settings = settings
+        self.host = host
+        self.port = port or free_port(host)
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host=host, port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="bioprop-uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,83 @@
+"""Service settings: one pydantic-settings ``BaseSettings`` read from ``BIOPROP_*`` variables.
+
+Defaults make one laptop enough (SQLite job store and MLflow store under ``./bioprop-runs``,
+no tokens, one job at a time). Outside ``ENVIRONMENT=local`` the settings refuse to start
+without bearer tokens and data directories.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "default_driver_cmd", "get_settings"]
+
+
+def default_driver_cmd() -> list[str]:
+    """The driver the scheduler spawns per job: ``python -m trainers.launch``."""
+    return [sys.executable, "-m", "trainers.launch"]
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Control-plane settings (environment prefix ``BIOPROP_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BIOPROP_", extra="ignore")
+
+    ENVIRONMENT: Literal["local", "production"] = "local"
+    API_TOKENS: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated bearer tokens; none = open API (local use only)",
+    )
+    DATA_DIRS: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated roots a spec's data.root must lie under; none = any",
+    )
+    RUN_DIR: Path = Field(default_factory=lambda: Path.cwd() / "bioprop-runs")
+    DB_URL: str = Field("", description="job store URL; default sqlite:///<RUN_DIR>/jobs.db")
+    MLFLOW_URI: str = Field(
+        "", description="MLflow tracking URI; default sqlite:///<RUN_DIR>/mlflow.db"
+    )
+    RAY_ADDRESS: str | None = Field(None, description="Ray cluster the drivers connect to")
+    MAX_BODY_BYTES: int = Field(1 << 20, ge=1024)
+    MAX_CONCURRENT_JOBS: int = Field(1, ge=0, description="running drivers at once; others wait")
+    CANCEL_GRACE_S: float = Field(30.0, ge=0, description="SIGTERM to SIGKILL delay on cancel")
+    POLL_INTERVAL_S: float = Field(0.5, gt=0)
+    DRIVER_CMD: list[str] = Field(default_factory=default_driver_cmd)
+
+    @field_validator("API_TOKENS", "DATA_DIRS", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @model_validator(mode="after")
+    def _defaults_and_safety(self) -> Settings:
+        self.RUN_DIR = self.RUN_DIR.expanduser().resolve()
+        if not self.DB_URL:
+            self.DB_URL = f"sqlite:///{self.RUN_DIR / 'jobs.db'}"
+        if not self.MLFLOW_URI:
+            self.MLFLOW_URI = f"sqlite:///{self.RUN_DIR / 'mlflow.db'}"
+        self.DATA_DIRS = [p.expanduser().resolve() for p in self.DATA_DIRS]
+        if self.ENVIRONMENT != "local":
+            if not self.API_TOKENS:
+                raise ValueError("BIOPROP_API_TOKENS must be set outside ENVIRONMENT=local")
+            if not self.DATA_DIRS:
+                raise ValueError("BIOPROP_DATA_DIRS must be set outside ENVIRONMENT=local")
+        return self
+
+    def token_values(self) -> list[bytes]:
+        return [t.get_secret_value().encode() for t in self.API_TOKENS]
+
+
+def get_settings() -> Settings:
+    """Settings read from the environment now (no cache: tests and the CLI build their own)."""
+    return Settings()

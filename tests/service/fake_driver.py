@@ -1,0 +1,67 @@
+"""Stand-in for the trainers' driver (``python -m trainers.launch``), which this suite does not
+own: same command line and exit contract, behaviour chosen by the spec's name prefix.
+
+``ok*``: a few log lines, result.json, exit 0. ``sleep-S*``: the same after S seconds.
+``fail*``: exit 3 with an error line. ``hang*``: runs until SIGTERM (then exits 143).
+``stubborn*``: ignores SIGTERM (needs SIGKILL).
+"""
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("spec")
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args()
+    with open(args.spec) as fh:
+        spec = json.load(fh)
+    name = spec["name"]
+    print(f"fake driver job={args.job_id} name={name}", flush=True)
+    if name.startswith("fail"):
+        print("RuntimeError: boom in the training loop", flush=True)
+        return 3
+    if name.startswith("hang"):
+
+        def on_term(signum, frame):
+            print("got SIGTERM, marking runs KILLED", flush=True)
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+        while True:
+            time.sleep(0.05)
+    if name.startswith("stubborn"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(0.05)
+    seconds = float(name.split("-")[1]) if name.startswith("sleep-") else 0.1
+    rules = spec["rule"]["name"]
+    rules = rules if isinstance(rules, list) else [rules]
+    steps = 5
+    for i in range(steps):
+        print(f"epoch {i + 1}/{steps}", flush=True)
+        time.sleep(seconds / steps)
+    result = {
+        "parent_run_id": f"parent-{args.job_id}",
+        "children": [
+            {
+                "rule": r,
+                "run_id": f"{r}-{args.job_id}",
+                "status": "FINISHED",
+                "metrics": {"val_acc": 0.5},
+            }
+            for r in rules
+        ],
+    }
+    with open(args.result, "w") as fh:
+        json.dump(result, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

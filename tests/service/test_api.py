@@ -1,0 +1,90 @@
+"""The REST API over real HTTP (uvicorn on 127.0.0.1), driver = the fake trainers driver."""
+
+from __future__ import annotations
+
+import httpx
+from svc_helpers import spec, wait_state
+
+
+def test_healthz(http: httpx.Client) -> None:
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_submit_runs_to_succeeded(http: httpx.Client) -> None:
+    response = http.post("/v1/experiments", json=spec("ok"))
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["state"] in ("PENDING", "RUNNING")
+    assert job["spec"]["rule"]["name"] == ["bp", "fa"]
+    assert response.headers["Location"] == f"/v1/experiments/{job['id']}"
+    done = wait_state(http, job["id"])
+    assert done["state"] == "SUCCEEDED", done
+    assert done["started_at"] and done["finished_at"]
+    assert done["mlflow_parent_run_id"] == f"parent-{job['id']}"
+    assert [c["rule"] for c in done["result"]["children"]] == ["bp", "fa"]
+
+
+def test_failed_job_carries_log_tail(http: httpx.Client) -> None:
+    job = http.post("/v1/experiments", json=spec("fail")).json()
+    done = wait_state(http, job["id"])
+    assert done["state"] == "FAILED"
+    assert "exited with code 3" in done["error"]
+    assert "boom in the training loop" in done["error"]
+
+
+def test_get_unknown_is_404(http: httpx.Client) -> None:
+    assert http.get("/v1/experiments/nope").status_code == 404
+
+
+def _errors(response: httpx.Response) -> list[tuple[list, str]]:
+    assert response.status_code == 422, response.text
+    return [(e["loc"], e["msg"]) for e in response.json()["detail"]]
+
+
+def test_unknown_rule_is_422_listing_valid_rules(http: httpx.Client) -> None:
+    errors = _errors(http.post("/v1/experiments", json=spec(rule={"name": ["bp", "nope"]})))
+    ((loc, msg),) = errors
+    assert loc == ["body", "rule", "name"]
+    assert "'nope'" in msg and "valid rules: bp, fa" in msg
+
+
+def test_unknown_model_is_422_listing_valid_models(http: httpx.Client) -> None:
+    ((loc, msg),) = _errors(http.post("/v1/experiments", json=spec(model="vgg")))
+    assert loc == ["body", "model"]
+    assert "valid models:" in msg and "resnet18" in msg
+
+
+def test_bad_field_type_names_the_path(http: httpx.Client) -> None:
+    ((loc, msg),) = _errors(http.post("/v1/experiments", json=spec(optim={"lr": -1})))
+    assert loc == ["body", "optim", "lr"]
+    assert "greater than 0" in msg
+
+
+def test_unknown_field_is_422(http: httpx.Client) -> None:
+    ((loc, msg),) = _errors(http.post("/v1/experiments", json=spec(schedule={"epochz": 3})))
+    assert loc == ["body", "schedule", "epochz"]
+
+
+def test_cross_field_rule_is_422(http: httpx.Client) -> None:
+    ((loc, msg),) = _errors(
+        http.post("/v1/experiments", json=spec(batch_size=1, scale={"workers": 2}))
+    )
+    assert loc == ["body"]
+    assert "smaller than scale.workers" in msg
+
+
+def test_non_json_body_is_422(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/experiments", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_openapi_has_examples(http: httpx.Client) -> None:
+    schema = http.get("/openapi.json").json()
+    post = schema["paths"]["/v1/experiments"]["post"]
+    examples = post["requestBody"]["content"]["application/json"]["examples"]
+    assert examples["sweep"]["value"]["rule"]["name"] == ["bp", "fa", "ss"]
+    assert "Idempotency-Key" in [p["name"] for p in post["parameters"]]
