@@ -1,1 +1,182 @@
-"""bioprop data_pipelines."""
+"""bioprop data pipelines: DALI loaders for ImageNet-layout folders, digits, synthetic sets.
+
+Contract (docs/architecture.md):
+
+- :func:`prepare` runs once on the driver: builds the synthetic set on first use,
+  checks roots, returns the data section with ``root`` filled.
+- :func:`build_loader` runs on each worker over a prepared section: an iterable of
+  ``(images float32 NCHW, labels int64 [N])`` with ``len()`` = steps per epoch, the same
+  on every shard; each ``iter()`` is one epoch.
+- :func:`num_classes` gives the class count of a prepared section.
+
+Loaders are looked up by ``data.kind`` in :data:`LOADERS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_imagenet
+
+__all__ = [
+    "LOADERS",
+    "build_loader",
+    "default_device_id",
+    "num_classes",
+    "prepare",
+    "synth_imagenet",
+    "synthetic_root",
+]
+
+log = logging.getLogger(__name__)
+
+
+def default_device_id() -> int | None:
+    """The CUDA device DALI decodes on (``mixed``), or None for CPU pipelines."""
+    import torch
+
+    return torch.cuda.current_device() if torch.cuda.is_available() else None
+
+
+def synthetic_root(data: Any, base: str | Path | None = None) -> Path:
+    """Default cache folder of a synthetic set: ``bioprop-runs/data/synthetic-<hash>``."""
+    params = {"version": SYNTH_VERSION, **data.synth.model_dump()}
+    params.pop("images", None)  # COCO-only field does not change the classify set
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return (Path(base or Path.cwd()) / "bioprop-runs" / "data" / f"synthetic-{digest}").absolute()
+
+
+def _check_imagefolder(root: Path) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root not found: {root}")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"split folder not found: {root / split}")
+
+
+def prepare(data: Any) -> Any:
+    """Resolve a spec's ``data`` section on the driver; returns a copy with ``root`` set."""
+    if data.kind == "synthetic":
+        root = Path(data.root).absolute() if data.root else synthetic_root(data)
+        s = data.synth
+        atomic_build(
+            root,
+            lambda tmp: synth_imagenet(
+                tmp,
+                classes=s.classes,
+                train_per_class=s.train_per_class,
+                val_per_class=s.val_per_class,
+                size=s.size,
+            ),
+        )
+        return data.model_copy(update={"root": root})
+    if data.kind == "imagefolder":
+        root = Path(data.root).expanduser().absolute()
+        _check_imagefolder(root)
+        return data.model_copy(update={"root": root})
+    if data.kind == "digits":
+        return data.model_copy()
+    raise NotImplementedError(f"data.kind {data.kind!r} is not supported yet")
+
+
+def _val_resize(data: Any) -> int:
+    return data.val_resize or round(data.image_size * 256 / 224)
+
+
+def _folder_loader(
+    data: Any, split: str, *, batch_size: int, shard_id: int, num_shards: int, seed: int
+) -> Iterable:
+    from data_pipelines.folder import classify_pipeline, index_folder, shuffled
+    from data_pipelines.loader import DaliLoader, classify_batch
+
+    if data.root is None:
+        raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
+    root = Path(data.root)
+    classes = index_folder(root / "train").classes if split == "val" else None
+    index = index_folder(root / split, classes=classes)
+    train = split == "train"
+    steps = None
+    if train:
+        index = shuffled(index, seed)
+        steps = (len(index) // num_shards) // batch_size
+        if steps == 0:
+            raise ValueError(
+                f"train shard of {len(index) // num_shards} images ({root / split}) is smaller "
+                f"than batch_size {batch_size}"
+            )
+    pipe = classify_pipeline(
+        index,
+        train=train,
+        image_size=data.image_size,
+        val_resize=_val_resize(data),
+        batch_size=batch_size,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+        num_threads=data.num_threads,
+        device_id=default_device_id(),
+    )
+    return DaliLoader(pipe, output_map=["images", "labels"], steps=steps, convert=classify_batch)
+
+
+def _digits_loader(
+    data: Any, split: str, *, batch_size: int, shard_id: int, num_shards: int, seed: int
+) -> Iterable:
+    from data_pipelines.digits import DigitsLoader
+
+    return DigitsLoader(
+        split,
+        image_size=data.image_size,
+        batch_size=batch_size,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+    )
+
+
+LOADERS: dict[str, Callable[..., Iterable]] = {
+    "imagefolder": _folder_loader,
+    "synthetic": _folder_loader,
+    "digits": _digits_loader,
+}
+
+
+def build_loader(
+    data: Any,
+    split: str,
+    *,
+    batch_size: int,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    seed: int = 0,
+) -> Iterable:
+    """Loader for one split (``train`` or ``val``) and one shard of a prepared data section."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id {shard_id} not in [0, {num_shards})")
+    if data.kind not in LOADERS:
+        raise NotImplementedError(f"data.kind {data.kind!r} has no loader yet")
+    return LOADERS[data.kind](
+        data, split, batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed
+    )
+
+
+def num_classes(data: Any) -> int:
+    """Number of classes of a prepared data section."""
+    if data.kind == "digits":
+        from data_pipelines.digits import NUM_CLASSES
+
+        return NUM_CLASSES
+    if data.kind in ("imagefolder", "synthetic"):
+        from data_pipelines.folder import list_classes
+
+        if data.root is None:
+            raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
+        return len(list_classes(Path(data.root) / "train"))
+    raise NotImplementedError(f"data.kind {data.kind!r} has no class count yet")
