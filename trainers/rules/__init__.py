@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 # rule modules register themselves on import
+from trainers.optim import BatchManhattan
 from trainers.rules import bp, fa, ss, usf  # noqa: F401
 from trainers.rules._registry import RULES, get_rule, register_rule
 from trainers.rules.base import (
@@ -46,6 +47,7 @@ from trainers.rules.convert import convert
 
 __all__ = [
     "RULES",
+    "BatchManhattan",
     "FeedbackConv2d",
     "FeedbackLayer",
     "FeedbackLinear",

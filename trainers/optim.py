@@ -1,0 +1,76 @@
+"""Optimizers from the spec's ``optim`` section, and Batch Manhattan (Liao, Leibo, Poggio 2016).
+
+Batch Manhattan: each parameter's batch gradient is replaced by its sign before the
+optimizer's own step, so weight decay and momentum compose as usual on top of it:
+``v <- mu v + (sign(g) + wd w)``, ``w <- w - lr v`` for SGD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainers.spec import OptimSpec
+
+__all__ = ["OPTIMIZERS", "BatchManhattan", "build_optimizer", "register_optimizer"]
+
+OPTIMIZERS: dict[str, Callable[[Iterable[Tensor], OptimSpec], torch.optim.Optimizer]] = {}
+
+
+def register_optimizer(name: str):
+    """Decorator: register an optimizer builder ``(params, spec) -> Optimizer``."""
+
+    def deco(fn):
+        if name in OPTIMIZERS:
+            raise ValueError(f"optimizer {name!r} is already registered")
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_optimizer("sgd")
+def _sgd(params: Iterable[Tensor], spec: OptimSpec) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+
+
+@register_optimizer("adam")
+def _adam(params: Iterable[Tensor], spec: OptimSpec) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def _sign_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.sign_()
+
+
+def BatchManhattan(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:  # noqa: N802
+    """Make ``optimizer`` step by the sign of each gradient (Batch Manhattan); returns it.
+
+    Implemented as a step pre-hook, so the result is still the same ``Optimizer`` (LR
+    schedulers, ``state_dict`` and checkpoints work unchanged). Idempotent.
+    """
+    if not getattr(optimizer, "batch_manhattan", False):
+        optimizer.register_step_pre_hook(_sign_gradients)
+        optimizer.batch_manhattan = True
+    return optimizer
+
+
+def build_optimizer(params: Iterable[Tensor], spec: OptimSpec) -> torch.optim.Optimizer:
+    """The optimizer named by ``spec.name`` with its lr, momentum, weight decay, Manhattan flag."""
+    try:
+        builder = OPTIMIZERS[spec.name]
+    except KeyError:
+        raise ValueError(
+            f"unknown optimizer {spec.name!r}; valid: {', '.join(OPTIMIZERS)}"
+        ) from None
+    optimizer = builder(params, spec)
+    return BatchManhattan(optimizer) if spec.manhattan else optimizer
