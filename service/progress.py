@@ -54,5 +54,5 @@ class ProgressReader:
             summary = None
         with self._lock:
             # a finished job's runs no longer change: keep its answer for good
-            self._cache[job_id] = (now, final and summary is not None, summary)
+            self._cache[job_id] = (now, final, summary)
         return summary

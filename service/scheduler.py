@@ -85,6 +85,8 @@ def _signal_group(pid: int, sig: int) -> None:
 def _result_ok(result: Any) -> bool:
     if not isinstance(result, dict) or result.get("error"):
         return False
+    if result.get("status") not in (None, "FINISHED"):
+        return False
     return all(c.get("status") not in ("FAILED", "KILLED") for c in result.get("children", []))
 
 

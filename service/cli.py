@@ -1,0 +1,430 @@
+"""The ``bioprop`` command line: serve, submit, status, logs, cancel, run, demo, data, bench."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.client import FINAL_STATES, ApiError, Client
+
+app = typer.Typer(
+    name="bioprop",
+    help="Train networks with credit-assignment rules that need no weight transport.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+ServerOpt = Annotated[
+    str, typer.Option("--server", help="control-plane URL", envvar="BIOPROP_SERVER")
+]
+STATE_STYLE = {
+    "PENDING": "yellow",
+    "RUNNING": "cyan",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLING": "magenta",
+    "CANCELLED": "magenta",
+}
+
+try:  # another package's sub-app; the CLI must work before (or without) it
+    from data_pipelines.cli import app as _data_app
+except ImportError as _exc:  # pragma: no cover - depends on what is installed
+    _data_app = None
+    _data_error = str(_exc)
+
+if _data_app is not None:
+    app.add_typer(_data_app, name="data", help="Build and benchmark datasets.")
+else:
+
+    @app.command(
+        "data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )
+    def data_unavailable() -> None:
+        """Build and benchmark datasets (data_pipelines.cli is not available)."""
+        err.print(f"[red]bioprop data is unavailable:[/] {_data_error}")
+        raise typer.Exit(2)
+
+
+def _client(server: str) -> Client:
+    return Client(server, token=os.environ.get("BIOPROP_TOKEN"))
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+def _state(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _when(value: str | None) -> str:
+    return value.replace("T", " ")[:19] if value else "-"
+
+
+def pick(metrics: dict[str, Any], *names: str) -> float | None:
+    """First metric present among ``names`` (the trainers' names first, then fallbacks)."""
+    for name in names:
+        if metrics.get(name) is not None:
+            return metrics[name]
+    return None
+
+
+def _acc(metrics: dict[str, Any]) -> float | None:
+    return pick(metrics, "val_acc", "val_accuracy", "accuracy", "acc")
+
+
+def _angle(metrics: dict[str, Any]) -> float | None:
+    return pick(metrics, "align_mean_angle", "mean_angle", "alignment.mean_angle")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _children(job: dict[str, Any]) -> list[dict[str, Any]]:
+    progress = job.get("progress") or {}
+    children = progress.get("children") or (job.get("result") or {}).get("children") or []
+    return children
+
+
+def progress_table(job: dict[str, Any]) -> Table:
+    """Per-rule epoch / accuracy / alignment of a job, as a rich table."""
+    epochs = (job.get("spec") or {}).get("schedule", {}).get("epochs")
+    table = Table(title=f"job {job['id']} {job['name']}: {_state(job['state'])}")
+    for column in ("rule", "status", "epoch", "val accuracy", "mean angle (deg)"):
+        table.add_column(column)
+    seen = set()
+    for child in _children(job):
+        metrics = child.get("metrics") or {}
+        epoch = metrics.get("epoch")
+        epoch_text = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
+        table.add_row(
+            str(child.get("rule")),
+            str(child.get("status", "-")),
+            epoch_text,
+            _fmt(_acc(metrics), ".3f"),
+            _fmt(_angle(metrics), ".1f"),
+        )
+        seen.add(child.get("rule"))
+    rules = (job.get("spec") or {}).get("rule", {}).get("name")
+    for rule in [rules] if isinstance(rules, str) else rules or []:
+        if rule not in seen:
+            table.add_row(rule, "waiting", "-", "-", "-")
+    return table
+
+
+# service ---------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Start the control plane (SQLite job store and local MLflow store unless configured)."""
+    from service.server import serve as run_server
+    from service.settings import Settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    if not settings.API_TOKENS and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[red]refusing to serve on {host} without BIOPROP_API_TOKENS[/]: "
+            "an open API may only listen on 127.0.0.1"
+        )
+        raise typer.Exit(2)
+    run_server(settings, host=host, port=port)
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="spec file (YAML or JSON)", exists=True)],
+    server: ServerOpt = DEFAULT_SERVER,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the job to finish")] = False,
+) -> None:
+    """Submit a spec to a running service; prints the job id."""
+    with _client(server) as client:
+        try:
+            job = client.submit(spec, idempotency_key=idempotency_key)
+        except (ApiError, OSError, ValueError) as exc:
+            raise _fail(exc) from exc
+        console.print(f"submitted job [bold]{job['id']}[/] ({job['name']}): {_state(job['state'])}")
+        if wait:
+            job = _watch(client, job["id"])
+            raise typer.Exit(0 if job["state"] == "SUCCEEDED" else 1)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="job id; none lists jobs")] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    state: Annotated[list[str] | None, typer.Option(help="filter by state")] = None,
+    name: Annotated[str | None, typer.Option(help="filter by spec name")] = None,
+    limit: Annotated[int, typer.Option(help="page size")] = 20,
+    offset: Annotated[int, typer.Option(help="page start")] = 0,
+) -> None:
+    """Show one job with its per-rule progress, or list jobs."""
+    with _client(server) as client:
+        try:
+            if job_id:
+                job = client.get(job_id)
+                console.print(progress_table(job))
+                console.print(
+                    f"created {_when(job['created_at'])}  started {_when(job['started_at'])}  "
+                    f"finished {_when(job['finished_at'])}  "
+                    f"mlflow parent run {job.get('mlflow_parent_run_id') or '-'}"
+                )
+                if job.get("error"):
+                    console.print(f"[red]error:[/] {job['error']}")
+                return
+            page = client.list(state=state, name=name, limit=limit, offset=offset)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    table = Table(title=f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}")
+    table.add_column("id", no_wrap=True, min_width=16)
+    for column in ("name", "state", "rules", "created", "finished"):
+        table.add_column(column)
+    for job in page["items"]:
+        rules = job["spec"].get("rule", {}).get("name")
+        table.add_row(
+            job["id"],
+            job["name"],
+            _state(job["state"]),
+            ",".join(rules) if isinstance(rules, list) else str(rules),
+            _when(job["created_at"]),
+            _when(job["finished_at"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def logs(
+    job_id: str,
+    server: ServerOpt = DEFAULT_SERVER,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="stream until the job ends")
+    ] = False,
+    tail: Annotated[int | None, typer.Option(help="last N lines")] = None,
+) -> None:
+    """Print a job's driver log."""
+    with _client(server) as client:
+        try:
+            if follow:
+                for chunk in client.follow_logs(job_id, tail=tail):
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            else:
+                sys.stdout.write(client.logs(job_id, tail=tail))
+        except ApiError as exc:
+            raise _fail(exc) from exc
+
+
+@app.command()
+def cancel(
+    job_id: str,
+    server: ServerOpt = DEFAULT_SERVER,
+    force: Annotated[bool, typer.Option(help="SIGKILL now instead of a graceful stop")] = False,
+) -> None:
+    """Cancel a job (its driver gets SIGTERM and marks its MLflow runs KILLED)."""
+    with _client(server) as client:
+        try:
+            answer = client.cancel(job_id, force=force)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    console.print(f"job {job_id}: {_state(answer['state'])}")
+
+
+# in-process run ------------------------------------------------------------------------
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="spec file (YAML or JSON)", exists=True)],
+    workers: Annotated[int | None, typer.Option(help="override scale.workers")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS)")
+    ] = None,
+) -> None:
+    """Run one experiment or sweep in this process (local Ray unless an address is given)."""
+    from trainers.launch import run_experiment
+    from trainers.spec import load_spec
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    loaded = load_spec(spec)
+    if workers is not None:
+        loaded = loaded.model_copy(
+            update={"scale": loaded.scale.model_copy(update={"workers": workers})}
+        )
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+    result = run_experiment(loaded)
+    console.print(results_table(result.get("children", []), title=f"{loaded.name}"))
+    console.print(f"MLflow parent run {result.get('parent_run_id')}")
+    failed = [c for c in result.get("children", []) if c.get("status") != "FINISHED"]
+    raise typer.Exit(1 if failed else 0)
+
+
+def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("rule", "status", "final accuracy", "mean alignment angle (deg)"):
+        table.add_column(column)
+    for child in children:
+        metrics = child.get("metrics") or {}
+        table.add_row(
+            str(child.get("rule")),
+            str(child.get("status", "-")),
+            _fmt(_acc(metrics), ".3f"),
+            _fmt(_angle(metrics), ".1f"),
+        )
+    return table
+
+
+# demo ------------------------------------------------------------------------------------
+def _watch(client: Client, job_id: str, *, poll: float = 2.0) -> dict[str, Any]:
+    from rich.live import Live
+
+    job = client.get(job_id)
+    with Live(progress_table(job), console=console, refresh_per_second=2) as live:
+        while job["state"] not in FINAL_STATES:
+            time.sleep(poll)
+            job = client.get(job_id)
+            live.update(progress_table(job))
+    return job
+
+
+@app.command()
+def demo(
+    spec: Annotated[Path | None, typer.Option(help="spec to run instead of the demo sweep")] = None,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 1800,
+) -> None:
+    """Start the service, submit the bp/fa/ss sweep over HTTP, follow it, print the results."""
+    from service.server import ServerThread
+    from service.settings import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(RUN_DIR=Path.cwd() / "bioprop-runs")
+    text = (
+        spec.read_text() if spec else resources.files("service").joinpath("demo.yaml").read_text()
+    )
+    started = time.monotonic()
+    with ServerThread(settings) as server:
+        console.print(f"control plane on {server.url} (job store {settings.DB_URL})")
+        with Client(server.url) as client:
+            import yaml
+
+            try:
+                job = client.submit(yaml.safe_load(text))
+            except ApiError as exc:
+                raise _fail(exc) from exc
+            console.print(f"submitted job [bold]{job['id']}[/] over HTTP")
+            try:
+                job = _watch(client, job["id"])
+            except KeyboardInterrupt:
+                client.cancel(job["id"])
+                err.print(f"cancelled job {job['id']}")
+                raise typer.Exit(130) from None
+            metrics = client.metrics(job["id"])
+            tail = client.logs(job["id"], tail=40) if job["state"] != "SUCCEEDED" else ""
+    elapsed = time.monotonic() - started
+    children = metrics.get("children") or (job.get("result") or {}).get("children") or []
+    console.print(results_table(children, title=f"{job['name']}: {_state(job['state'])}"))
+    console.print(f"finished in {elapsed:.0f} s; MLflow parent run {metrics.get('parent_run_id')}")
+    console.print(
+        "open the MLflow UI: [bold]make mlflow-ui[/]  (mlflow ui --backend-store-uri "
+        f"{settings.MLFLOW_URI} --port 5000), then http://127.0.0.1:5000"
+    )
+    if job["state"] != "SUCCEEDED":
+        err.print(f"[red]job {job['state']}[/]: {job.get('error') or ''}")
+        if tail:
+            err.print(tail)
+        raise typer.Exit(1)
+
+
+# benchmarks ------------------------------------------------------------------------------
+@bench_app.command("rules", context_settings={"allow_extra_args": True})
+def bench_rules_cmd(
+    rules: Annotated[str | None, typer.Option(help="comma-separated rules")] = None,
+    model: Annotated[str | None, typer.Option(help="model name")] = None,
+    steps: Annotated[int | None, typer.Option(help="timed steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+) -> None:
+    """Step time of each rule relative to BP (trainers.bench.bench_rules)."""
+    import inspect
+
+    try:
+        from trainers.bench import bench_rules
+    except ImportError as exc:
+        raise _fail(RuntimeError(f"trainers.bench is unavailable: {exc}")) from exc
+    given = {
+        "rules": rules.split(",") if rules else None,
+        "model": model,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
+    accepted = inspect.signature(bench_rules).parameters
+    kwargs = {k: v for k, v in given.items() if v is not None and k in accepted}
+    result = bench_rules(**kwargs)
+    rows = (
+        result
+        if isinstance(result, list)
+        else result.get("rows", result)
+        if isinstance(result, dict)
+        else result
+    )
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+        table = Table(title="step time vs BP")
+        for column in rows[0]:
+            table.add_column(str(column))
+        for row in rows:
+            table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+        console.print(table)
+    else:
+        console.print(result)
+
+
+@bench_app.command("service")
+def bench_service_cmd(
+    server: Annotated[
+        str | None, typer.Option(help="benchmark this running service instead of a fresh one")
+    ] = None,
+    clients: Annotated[int, typer.Option(help="concurrent clients")] = 50,
+    submissions: Annotated[int, typer.Option(help="submissions per client")] = 4,
+    status_seconds: Annotated[float, typer.Option(help="duration of the status phase")] = 5.0,
+) -> None:
+    """Submission latency (p50/p99) with concurrent clients, and status requests per second."""
+    from service.bench import bench_service
+
+    result = bench_service(
+        server=server,
+        clients=clients,
+        submissions=submissions,
+        status_seconds=status_seconds,
+        token=os.environ.get("BIOPROP_TOKEN"),
+    )
+    table = Table(title="control plane")
+    table.add_column("measure")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
