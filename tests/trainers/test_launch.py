@@ -1,0 +1,52 @@
+"""A real sweep on a local Ray cluster: DDP workers, DALI over JPEG files, MLflow read back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from trainers.launch import run_experiment
+from trainers.spec import ExperimentSpec
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "name": "tiny",
+    "model": "convnet",
+    "data": {
+        "kind": "synthetic",
+        "image_size": 24,
+        "synth": {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28},
+    },
+    "optim": {"lr": 0.05},
+    "schedule": {"epochs": 3},
+    "batch_size": 16,
+    "scale": {"workers": 2},
+}
+
+
+def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, ray_cluster):
+    spec = ExperimentSpec.model_validate({**TINY, "rule": {"name": ["bp", "fa"]}})
+    result = run_experiment(spec, job_id="sweep-1")
+    assert result["status"] == "FINISHED", result
+
+    client = MlflowClient(result["tracking_uri"])
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = {c["rule"]: c["run_id"] for c in result["children"]}
+    assert set(children) == {"bp", "fa"}
+    for rule, run_id in children.items():
+        run = client.get_run(run_id)
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.params["rule.name"] == rule
+        losses = [m.value for m in client.get_metric_history(run_id, "train_loss")]
+        assert len(losses) == 3 and losses[-1] < losses[0], losses
+        angle = run.data.metrics["align_mean_angle"]
+        assert angle < 1e-3 if rule == "bp" else angle > 10.0
+        artifacts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+        assert artifacts == ["checkpoints/checkpoint.pt"]
+        local = client.download_artifacts(run_id, "checkpoints/checkpoint.pt", str(workdir))
+        state = torch.load(local, weights_only=False)
+        assert state["epoch"] == 2 and state["spec"]["rule"]["name"] == rule
