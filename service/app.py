@@ -50,34 +50,33 @@ class BodySizeLimit:
                 if declared > self.max_bytes:
                     await too_big(scope, receive, send)
                     return
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        # read the body up front (it is small by construction), refusing it past the bound
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        started = False
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message, receive), send)
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
                 await too_big(scope, receive, send)
+                return
+        first = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay(first, receive), send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _replay(first: dict, receive: Any) -> Any:
+    """A ``receive`` that returns ``first`` once, then defers to the real one."""
+    pending = [first]
+
+    async def replay() -> dict:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
