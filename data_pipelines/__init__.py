@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_imagenet
+from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
 
 __all__ = [
     "LOADERS",
@@ -29,6 +29,7 @@ __all__ = [
     "default_device_id",
     "num_classes",
     "prepare",
+    "synth_coco",
     "synth_imagenet",
     "synthetic_root",
 ]
@@ -43,12 +44,18 @@ def default_device_id() -> int | None:
     return torch.cuda.current_device() if torch.cuda.is_available() else None
 
 
-def synthetic_root(data: Any, base: str | Path | None = None) -> Path:
-    """Default cache folder of a synthetic set: ``bioprop-runs/data/synthetic-<hash>``."""
-    params = {"version": SYNTH_VERSION, **data.synth.model_dump()}
-    params.pop("images", None)  # COCO-only field does not change the classify set
+def synthetic_root(data: Any, base: str | Path | None = None, *, task: str = "classify") -> Path:
+    """Default cache folder of a synthetic set: ``bioprop-runs/data/synthetic-<hash>``
+    (``synthetic-coco-<hash>`` for detection)."""
+    s = data.synth
+    if task == "detect":
+        params, prefix = {"images": s.images, "size": s.size}, "synthetic-coco"
+    else:
+        params = {"classes": s.classes, "train": s.train_per_class, "val": s.val_per_class}
+        params, prefix = {**params, "size": s.size}, "synthetic"
+    params["version"] = SYNTH_VERSION
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return (Path(base or Path.cwd()) / "bioprop-runs" / "data" / f"synthetic-{digest}").absolute()
+    return (Path(base or Path.cwd()) / "bioprop-runs" / "data" / f"{prefix}-{digest}").absolute()
 
 
 def _check_imagefolder(root: Path) -> None:
@@ -59,8 +66,19 @@ def _check_imagefolder(root: Path) -> None:
             raise FileNotFoundError(f"split folder not found: {root / split}")
 
 
-def prepare(data: Any) -> Any:
-    """Resolve a spec's ``data`` section on the driver; returns a copy with ``root`` set."""
+def prepare(data: Any, *, task: str = "classify") -> Any:
+    """Resolve a spec's ``data`` section on the driver; returns a copy with ``root`` set.
+
+    ``synthetic`` builds its set on first use (atomically; skipped when present). With
+    ``task="detect"`` it builds a COCO-format set and returns ``kind="coco"``, so workers
+    need not know the task. ``coco`` sections are checked here (annotations against
+    images), so a broken set fails on the driver before any worker starts.
+    """
+    if data.kind == "synthetic" and task == "detect":
+        root = Path(data.root).absolute() if data.root else synthetic_root(data, task=task)
+        s = data.synth
+        atomic_build(root, lambda tmp: synth_coco(tmp, images=s.images, size=s.size))
+        return prepare(data.model_copy(update={"root": root, "kind": "coco"}))
     if data.kind == "synthetic":
         root = Path(data.root).absolute() if data.root else synthetic_root(data)
         s = data.synth
@@ -79,6 +97,15 @@ def prepare(data: Any) -> Any:
         root = Path(data.root).expanduser().absolute()
         _check_imagefolder(root)
         return data.model_copy(update={"root": root})
+    if data.kind == "coco":
+        from data_pipelines.coco import index_coco
+
+        root = Path(data.root).expanduser().absolute()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root not found: {root}")
+        for split in ("train", "val"):
+            index_coco(root, split)
+        return data.model_copy(update={"root": root})
     if data.kind == "digits":
         return data.model_copy()
     raise NotImplementedError(f"data.kind {data.kind!r} is not supported yet")
@@ -91,6 +118,7 @@ def _val_resize(data: Any) -> int:
 def _folder_loader(
     data: Any, split: str, *, batch_size: int, shard_id: int, num_shards: int, seed: int
 ) -> Iterable:
+    from data_pipelines.check import explain_decode_error
     from data_pipelines.folder import classify_pipeline, index_folder, shuffled
     from data_pipelines.loader import DaliLoader, classify_batch
 
@@ -121,7 +149,14 @@ def _folder_loader(
         num_threads=data.num_threads,
         device_id=default_device_id(),
     )
-    return DaliLoader(pipe, output_map=["images", "labels"], steps=steps, convert=classify_batch)
+    paths = [index.root / f for f in index.files]
+    return DaliLoader(
+        pipe,
+        output_map=["images", "labels"],
+        steps=steps,
+        convert=classify_batch,
+        on_error=lambda exc: explain_decode_error(exc, paths),
+    )
 
 
 def _digits_loader(
@@ -139,10 +174,60 @@ def _digits_loader(
     )
 
 
+def _coco_loader(
+    data: Any,
+    split: str,
+    *,
+    batch_size: int,
+    shard_id: int,
+    num_shards: int,
+    seed: int,
+    include_crowd: bool = False,
+    skip_empty: bool = False,
+    with_ids: bool = False,
+) -> Iterable:
+    from data_pipelines.check import explain_decode_error
+    from data_pipelines.coco import OUTPUT_MAP, DetectionBatch, coco_pipeline, index_coco
+    from data_pipelines.loader import DaliLoader
+
+    if data.root is None:
+        raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
+    index = index_coco(data.root, split, include_crowd=include_crowd, skip_empty=skip_empty)
+    train = split == "train"
+    steps = (len(index) // num_shards) // batch_size if train else None
+    if steps == 0:
+        raise ValueError(
+            f"train shard of {len(index) // num_shards} images ({index.annotations}) is smaller "
+            f"than batch_size {batch_size}"
+        )
+    pipe = coco_pipeline(
+        index,
+        train=train,
+        image_size=data.image_size,
+        batch_size=batch_size,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+        num_threads=data.num_threads,
+        device_id=default_device_id(),
+        include_crowd=include_crowd,
+    )
+    convert = DetectionBatch(index.category_ids, with_ids=with_ids)
+    paths = [index.image_root / f for f in index.files]
+    return DaliLoader(
+        pipe,
+        output_map=OUTPUT_MAP,
+        steps=steps,
+        convert=convert,
+        on_error=lambda exc: explain_decode_error(exc, paths),
+    )
+
+
 LOADERS: dict[str, Callable[..., Iterable]] = {
     "imagefolder": _folder_loader,
     "synthetic": _folder_loader,
     "digits": _digits_loader,
+    "coco": _coco_loader,
 }
 
 
@@ -154,8 +239,16 @@ def build_loader(
     shard_id: int = 0,
     num_shards: int = 1,
     seed: int = 0,
+    **options: Any,
 ) -> Iterable:
-    """Loader for one split (``train`` or ``val``) and one shard of a prepared data section."""
+    """Loader for one split (``train`` or ``val``) and one shard of a prepared data section.
+
+    Classification: batches ``(images float32 NCHW, labels int64 [N])``. Detection
+    (``coco``): ``(list of float32 [3, h, w], list of {"boxes", "labels"})``; ``options``
+    ``include_crowd`` (default False: crowd boxes dropped), ``skip_empty`` (default False:
+    images without boxes kept, with empty targets) and ``with_ids`` (a third item, the COCO
+    image ids) apply to it.
+    """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not 0 <= shard_id < num_shards:
@@ -163,7 +256,13 @@ def build_loader(
     if data.kind not in LOADERS:
         raise NotImplementedError(f"data.kind {data.kind!r} has no loader yet")
     return LOADERS[data.kind](
-        data, split, batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed
+        data,
+        split,
+        batch_size=batch_size,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+        **options,
     )
 
 
@@ -179,4 +278,8 @@ def num_classes(data: Any) -> int:
         if data.root is None:
             raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
         return len(list_classes(Path(data.root) / "train"))
+    if data.kind == "coco":
+        from data_pipelines.coco import index_coco
+
+        return len(index_coco(data.root, "train").category_ids)
     raise NotImplementedError(f"data.kind {data.kind!r} has no class count yet")

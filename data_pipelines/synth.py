@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["atomic_build", "class_name", "synth_imagenet"]
+__all__ = ["atomic_build", "class_name", "synth_coco", "synth_imagenet"]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +109,68 @@ def atomic_build(final: Path, build: Callable[[Path], object]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+COCO_CATEGORIES = (  # non-contiguous ids, as real COCO's, to exercise the remapping
+    {"id": 1, "name": "red_box", "colour": (220, 40, 40)},
+    {"id": 3, "name": "green_box", "colour": (40, 200, 60)},
+    {"id": 7, "name": "blue_box", "colour": (50, 70, 230)},
+)
+
+
+def synth_coco(
+    out: str | Path,
+    *,
+    images: int,
+    size: int = 64,
+    val_images: int | None = None,
+    max_objects: int = 3,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write a COCO-format detection set: ``out/{train,val}/*.jpg`` and
+    ``out/annotations/instances_{train,val}.json`` with the true boxes (xywh, pixels).
+
+    Each image (``size`` high, ``size`` to ``1.5 * size`` wide) holds 1..``max_objects``
+    filled rectangles in the colour of their category on a noisy grey background.
+    """
+    import json
+
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    val_images = max(1, images // 4) if val_images is None else val_images
+    categories = [{"id": c["id"], "name": c["name"]} for c in COCO_CATEGORIES]
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    ann_id = 1
+    for split, count in (("train", images), ("val", val_images)):
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        entries, anns = [], []
+        for i in range(count):
+            h, w = size, int(rng.integers(size, size * 3 // 2 + 1))
+            img = rng.normal(110, 15, size=(h, w, 3))
+            for _ in range(int(rng.integers(1, max_objects + 1))):
+                cat = COCO_CATEGORIES[int(rng.integers(len(COCO_CATEGORIES)))]
+                bw, bh = (int(rng.integers(max(4, size // 6), size // 2 + 1)) for _ in range(2))
+                x, y = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+                img[y : y + bh, x : x + bw] = cat["colour"]
+                anns.append(
+                    {
+                        "id": ann_id,
+                        "image_id": i + 1,
+                        "category_id": cat["id"],
+                        "bbox": [x, y, bw, bh],
+                        "area": bw * bh,
+                        "iscrowd": 0,
+                    }
+                )
+                ann_id += 1
+            name = f"{split}_{i:06d}.jpg"
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name, quality=92)
+            entries.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+            if progress is not None:
+                progress(1)
+        doc = {"images": entries, "annotations": anns, "categories": categories}
+        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    log.info("wrote synthetic coco set at %s", out)
+    return out
