@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ProgressReader"]
@@ -38,7 +39,16 @@ class ProgressReader:
             self._summary = job_summary
         return self._summary
 
+    def _store_missing(self) -> bool:
+        # a sqlite store that does not exist yet holds nothing; creating it here would race
+        # the driver's own schema migration
+        if self.tracking_uri.startswith("sqlite:///"):
+            return not Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
+        return False
+
     def read(self, job_id: str, *, final: bool = False) -> dict[str, Any] | None:
+        if self._store_missing():
+            return None
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(job_id)

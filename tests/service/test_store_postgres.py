@@ -1,0 +1,79 @@
+"""The job store and the service on PostgreSQL (127.0.0.1:5432, database ``test``), each run in
+its own schema; skipped with the reason when no server answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from svc_helpers import make_settings, spec, wait_state
+
+from service import store
+from service.server import ServerThread
+
+pytestmark = pytest.mark.postgres
+
+BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"bioprop_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg.connect(
+            "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True, connect_timeout=3
+        )
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (database test) unreachable: {exc}")
+    with conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{BASE}?options=-csearch_path%3D{schema}"
+        finally:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_store_functions_on_postgres(pg_url: str) -> None:
+    engine = store.make_engine(pg_url)
+    sessions = store.make_sessionmaker(engine)
+    with sessions() as session:
+        job, created = store.create_job(
+            session=session, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
+        )
+        assert created
+        again, created = store.create_job(
+            session=session, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
+        )
+        assert not created and again.id == job.id
+        assert store.transition(
+            session=session, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
+        )
+        assert not store.transition(
+            session=session, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
+        )
+        store.transition(
+            session=session, job_id=job.id, from_states=["RUNNING"], to_state="SUCCEEDED"
+        )
+        fetched = store.get_job(session=session, job_id=job.id)
+        assert fetched.state == "SUCCEEDED" and fetched.finished_at is not None
+        assert fetched.spec == {"a": 1}
+        page, total = store.list_jobs(session=session, states=["SUCCEEDED"])
+        assert total == 1 and page[0].id == job.id
+    engine.dispose()
+
+
+def test_service_on_postgres(
+    pg_url: str, tmp_path: Path, start_server: Callable[..., ServerThread]
+) -> None:
+    server = start_server(make_settings(tmp_path / "runs", DB_URL=pg_url))
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        job = http.post("/v1/experiments", json=spec("ok"), headers={"Idempotency-Key": "pg"})
+        assert job.status_code == 201
+        replay = http.post("/v1/experiments", json=spec("ok"), headers={"Idempotency-Key": "pg"})
+        assert replay.status_code == 200 and replay.json()["id"] == job.json()["id"]
+        assert wait_state(http, job.json()["id"])["state"] == "SUCCEEDED"
+        assert http.get("/v1/experiments").json()["total"] == 1
