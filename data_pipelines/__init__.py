@@ -121,16 +121,23 @@ def _folder_loader(
     from data_pipelines.check import explain_decode_error
     from data_pipelines.folder import classify_pipeline, index_folder, shuffled
     from data_pipelines.loader import DaliLoader, classify_batch
+    from data_pipelines.pack import is_packed, iter_packed_images, read_packed
 
     if data.root is None:
         raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
     root = Path(data.root)
-    classes = index_folder(root / "train").classes if split == "val" else None
-    index = index_folder(root / split, classes=classes)
     train = split == "train"
+    if is_packed(root):
+        index = read_packed(root, split)
+        sources = lambda: iter_packed_images(index)  # noqa: E731
+    else:
+        classes = index_folder(root / "train").classes if split == "val" else None
+        index = index_folder(root / split, classes=classes)
+        if train:
+            index = shuffled(index, seed)
+        sources = lambda: (index.root / f for f in index.files)  # noqa: E731
     steps = None
     if train:
-        index = shuffled(index, seed)
         steps = (len(index) // num_shards) // batch_size
         if steps == 0:
             raise ValueError(
@@ -149,13 +156,12 @@ def _folder_loader(
         num_threads=data.num_threads,
         device_id=default_device_id(),
     )
-    paths = [index.root / f for f in index.files]
     return DaliLoader(
         pipe,
         output_map=["images", "labels"],
         steps=steps,
         convert=classify_batch,
-        on_error=lambda exc: explain_decode_error(exc, paths),
+        on_error=lambda exc: explain_decode_error(exc, sources()),
     )
 
 
@@ -274,9 +280,12 @@ def num_classes(data: Any) -> int:
         return NUM_CLASSES
     if data.kind in ("imagefolder", "synthetic"):
         from data_pipelines.folder import list_classes
+        from data_pipelines.pack import is_packed, read_packed
 
         if data.root is None:
             raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
+        if is_packed(data.root):
+            return len(read_packed(data.root, "train").classes)
         return len(list_classes(Path(data.root) / "train"))
     if data.kind == "coco":
         from data_pipelines.coco import index_coco

@@ -9,6 +9,8 @@ decoder sniffs the format and converts CMYK to RGB.
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,37 +26,42 @@ log = logging.getLogger(__name__)
 class DecodeError(ValueError):
     """Image files that cannot be decoded; ``paths`` names them."""
 
-    def __init__(self, message: str, paths: list[Path]) -> None:
+    def __init__(self, message: str, paths: list[Path | str]) -> None:
         super().__init__(message)
         self.paths = paths
 
 
-def _bad(path: Path) -> str | None:
+Source = Path | tuple[str, bytes]  # a file, or (name, bytes) of a member of a packed shard
+
+
+def _bad(source: Source) -> str | None:
     try:
-        with Image.open(path) as img:
+        opened = source if isinstance(source, Path) else io.BytesIO(source[1])
+        with Image.open(opened) as img:
             img.load()
         return None
     except Exception as exc:  # PIL raises many types for broken files
         return f"{type(exc).__name__}: {exc}"
 
 
-def find_undecodable(paths: Iterable[Path], *, limit: int = 5, threads: int = 4) -> dict[Path, str]:
-    """Up to ``limit`` files PIL cannot decode, with the reason."""
-    found: dict[Path, str] = {}
-    paths = list(paths)
-    chunk = 256
+def find_undecodable(
+    sources: Iterable[Source], *, limit: int = 5, threads: int = 4
+) -> dict[Path | str, str]:
+    """Up to ``limit`` files (or packed members) PIL cannot decode, with the reason."""
+    found: dict[Path | str, str] = {}
+    it = iter(sources)
     with ThreadPoolExecutor(threads) as pool:
-        for start in range(0, len(paths), chunk):
-            part = paths[start : start + chunk]
-            for path, reason in zip(part, pool.map(_bad, part), strict=True):
-                if reason is not None:
-                    found[path] = reason
-            if len(found) >= limit:
+        while len(found) < limit:
+            part = list(itertools.islice(it, 256))
+            if not part:
                 break
+            for source, reason in zip(part, pool.map(_bad, part), strict=True):
+                if reason is not None:
+                    found[source if isinstance(source, Path) else source[0]] = reason
     return dict(list(found.items())[:limit])
 
 
-def explain_decode_error(exc: Exception, paths: Iterable[Path]) -> Exception:
+def explain_decode_error(exc: Exception, paths: Iterable[Source]) -> Exception:
     """A :class:`DecodeError` naming the undecodable files, or ``exc`` if none is found."""
     if "decoder" not in str(exc) and "nvImageCodec" not in str(exc):
         return exc

@@ -12,6 +12,10 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from data_pipelines.pack import PackedIndex
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -95,7 +99,7 @@ def shuffled(index: FolderIndex, seed: int) -> FolderIndex:
 
 
 def classify_pipeline(
-    index: FolderIndex,
+    index: FolderIndex | PackedIndex,
     *,
     train: bool,
     image_size: int,
@@ -107,7 +111,11 @@ def classify_pipeline(
     num_threads: int,
     device_id: int | None,
 ):
-    """Build the DALI pipeline (one ``@pipeline_def``) for one split and shard."""
+    """Build the DALI pipeline (one ``@pipeline_def``) for one split and shard.
+
+    ``index`` is a folder's file list (read by ``readers.file``) or packed tar shards
+    (read by ``readers.webdataset``); everything after the reader is the same.
+    """
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device_id is not None
@@ -116,10 +124,7 @@ def classify_pipeline(
 
     @pipeline_def(enable_conditionals=False)
     def imagenet_pipe():
-        jpegs, labels = fn.readers.file(
-            file_root=str(index.root),
-            files=index.files,
-            labels=index.labels,
+        shard = dict(
             random_shuffle=train,
             shard_id=shard_id,
             num_shards=num_shards,
@@ -128,6 +133,19 @@ def classify_pipeline(
             name="Reader",
             seed=seed,
         )
+        if isinstance(index, FolderIndex):
+            jpegs, labels = fn.readers.file(
+                file_root=str(index.root), files=index.files, labels=index.labels, **shard
+            )
+        else:  # packed webdataset shards (data_pipelines.pack)
+            jpegs, labels = fn.readers.webdataset(
+                paths=[str(p) for p in index.tars],
+                index_paths=[str(p) for p in index.indexes],
+                ext=["jpg", "cls"],
+                dtypes=[types.UINT8, types.INT64],
+                missing_component_behavior="error",
+                **shard,
+            )
         decode_device = "mixed" if gpu else "cpu"
         if train:
             # ROI decoding of a random-resized crop (area 0.08-1, aspect 3/4-4/3), as DALI's
