@@ -1,0 +1,115 @@
+"""Loader benchmark: the DALI train pipeline against torchvision ImageFolder + DataLoader.
+
+Both read the same JPEG files of ``root/train`` and apply the same transforms (random
+resized crop to ``image_size`` with area 0.08-1 and aspect 3/4-4/3, horizontal flip,
+ImageNet normalization, float NCHW batches), with the same number of CPU threads: DALI
+``num_threads=threads``, torchvision ``num_workers=threads`` worker processes. Each
+loader is timed over ``batches`` batches after ``warmup`` batches, in alternating
+rounds; the best round of each counts (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["bench_loader", "dali_train_loader", "torchvision_train_loader"]
+
+log = logging.getLogger(__name__)
+
+
+def _cycle(loader: Iterable) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def _images_per_s(loader: Iterable, *, batches: int, warmup: int) -> float:
+    it = _cycle(loader)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    seen = 0
+    for _ in range(batches):
+        images, _labels = next(it)
+        seen += images.shape[0]
+    return seen / (time.perf_counter() - start)
+
+
+def dali_train_loader(root: Path, *, image_size: int, batch_size: int, threads: int) -> Iterable:
+    """The project's DALI train loader over ``root`` (one shard)."""
+    from data_pipelines import build_loader
+    from trainers.spec import DataSpec
+
+    data = DataSpec(kind="imagefolder", root=root, image_size=image_size, num_threads=threads)
+    return build_loader(data, "train", batch_size=batch_size)
+
+
+def torchvision_train_loader(
+    root: Path, *, image_size: int, batch_size: int, threads: int
+) -> Iterable:
+    """torchvision's ImageFolder + DataLoader with the same transforms."""
+    from torchvision import datasets, transforms
+
+    from data_pipelines.folder import IMAGENET_MEAN, IMAGENET_STD
+
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    dataset = datasets.ImageFolder(str(Path(root) / "train"), transform=tf)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=threads,
+        drop_last=True,
+        persistent_workers=threads > 0,
+    )
+
+
+def bench_loader(
+    root: str | Path,
+    *,
+    image_size: int = 224,
+    batch_size: int = 64,
+    threads: int = 2,
+    batches: int = 20,
+    warmup: int = 3,
+    rounds: int = 2,
+) -> dict[str, Any]:
+    """Images/s of both loaders on ``root/train``; returns the numbers and settings."""
+    from data_pipelines import default_device_id
+
+    root = Path(root)
+    kw = {"image_size": image_size, "batch_size": batch_size, "threads": threads}
+    dali = dali_train_loader(root, **kw)
+    tv = torchvision_train_loader(root, **kw)
+    best = {"dali": 0.0, "torchvision": 0.0}
+    for r in range(rounds):
+        for name, loader in (("dali", dali), ("torchvision", tv)):
+            rate = _images_per_s(loader, batches=batches, warmup=warmup)
+            log.info("round %d %s: %.1f images/s", r, name, rate)
+            best[name] = max(best[name], rate)
+    device_id = default_device_id()
+    return {
+        "dali_images_per_s": round(best["dali"], 1),
+        "torchvision_images_per_s": round(best["torchvision"], 1),
+        "speedup": round(best["dali"] / best["torchvision"], 2),
+        "dali_decoding": "mixed" if device_id is not None else "cpu",
+        "threads": threads,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "batches": batches,
+        "rounds": rounds,
+        "train_images": sum(1 for p in (root / "train").rglob("*") if p.is_file()),
+        "root": str(root),
+    }
