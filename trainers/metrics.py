@@ -125,7 +125,8 @@ def gradient_alignment(
         out = _weight_grads(net)
         with torch.no_grad():
             for n, b in net.named_buffers():
-                b.copy_(saved_buffers[n])
+                if n in saved_buffers and saved_buffers[n].shape == b.shape:
+                    b.copy_(saved_buffers[n])
         return out
 
     try:

@@ -187,3 +187,180 @@ def test_autocast_bfloat16(rule: str) -> None:
     assert xc.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
     ref = torch.ones(4, 5) @ layer.backward_weight().detach()
     torch.testing.assert_close(x.grad, ref, atol=0.05, rtol=0.02)
+
+
+# --- rule-specific math ------------------------------------------------------------------
+
+
+def test_dfa_hidden_errors_come_from_output_error() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3))
+    net, counts = convert(net, "dfa", seed=2)
+    assert counts == {"Linear": 3, "Conv2d": 0}
+    x = torch.randn(4, 6, requires_grad=True)
+    t = torch.tensor([0, 2, 1, 2])
+    logits = net(x)
+    F.cross_entropy(logits, t).backward()
+    e = (torch.softmax(logits.detach(), 1) - F.one_hot(t, 3)) / 4  # dL/dlogits by hand
+    l1, l2, l3 = net[0], net[2], net[4]
+    d1, d2, d3 = l1.feedback_direct, l2.feedback_direct, l3.feedback_direct
+    assert d1.shape == (3, 6) and d2.shape == (3, 7) and d3.shape == l3.weight.shape
+    with torch.no_grad():
+        a1 = l1.stock_forward(x)
+        h1 = torch.relu(a1)
+        a2 = l2.stock_forward(h1)
+        h2 = torch.relu(a2)
+    delta2 = (e @ d3) * (a2 > 0)
+    delta1 = (e @ d2) * (a1 > 0)
+    torch.testing.assert_close(l3.weight.grad, e.t() @ h2)
+    torch.testing.assert_close(l2.weight.grad, delta2.t() @ h1)
+    torch.testing.assert_close(l1.weight.grad, delta1.t() @ x.detach())
+    torch.testing.assert_close(x.grad, e @ d1)
+
+
+def test_dfa_conv_and_last_layer_bp() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4))
+    net, counts = convert(net, "dfa", last_layer="bp")
+    assert counts == {"Linear": 0, "Conv2d": 1}
+    x = torch.randn(2, 2, 4, 4, requires_grad=True)
+    logits = net(x)
+    g = torch.randn_like(logits)
+    logits.backward(g)
+    torch.testing.assert_close(x.grad, (g @ net[0].feedback_direct).view_as(x))
+    state = net.state_dict()
+    fresh = convert(
+        nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4)),
+        "dfa",
+        last_layer="bp",
+    )[0]
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh[0].feedback_direct, net[0].feedback_direct)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_kp_and_pfa_feedback_gradients(kind: str) -> None:
+    """kp: ``dB = dW``;  pfa: ``dR^T = B dW``."""
+    torch.manual_seed(0)
+    base = nn.Linear(6, 4) if kind == "linear" else nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 6) if kind == "linear" else torch.randn(2, 3, 5, 5)
+    kp = RULES["kp"].from_layer(base)
+    kp(x).square().sum().backward()
+    torch.testing.assert_close(kp.feedback.grad, kp.weight.grad)
+    base.weight.grad = None
+    pfa = RULES["pfa"].from_layer(base, expansion=2)
+    assert pfa.feedback_r.shape == (8, *base.weight.shape[1:])
+    pfa(x).square().sum().backward()
+    b = pfa.feedback_expand
+    expected = (b @ pfa.weight.grad.flatten(1)).view_as(pfa.feedback_r)
+    torch.testing.assert_close(pfa.feedback_r.grad, expected)
+
+
+def _teacher_problem(rule: str, steps: int, **params) -> nn.Module:
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5))
+    student = convert(
+        nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5)), rule, **params
+    )[0]
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        x = torch.randn(32, 10)
+        with torch.no_grad():
+            y = teacher(x)
+        loss = F.mse_loss(student(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rules.after_step(student)
+    return student
+
+
+def test_kp_aligns_below_one_degree_with_decay() -> None:
+    from trainers.metrics import alignment
+
+    student = _teacher_problem("kp", 300, decay=0.03)
+    out = alignment(student)
+    assert out["0.angle"] < 1.0 and out["2.angle"] < 1.0, out
+
+
+def test_wm_mirror_phase_drives_angle_down() -> None:
+    from trainers.metrics import alignment
+
+    torch.manual_seed(0)
+    for base in (nn.Linear(16, 8), nn.Conv2d(4, 6, 3, dilation=2, groups=2)):
+        layer = RULES["wm"].from_layer(base, mirror_batch=128, mirror_lr=0.1)
+        before = alignment(nn.Sequential(layer))["0.angle"]
+        for _ in range(60):
+            layer.after_step()
+        after = alignment(nn.Sequential(layer))["0.angle"]
+        assert before > 60 and after < 25, (before, after)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.75, 0.5])
+def test_sc_sign_concordance_within_two_points(p: float) -> None:
+    from trainers.metrics import alignment
+
+    torch.manual_seed(0)
+    net = convert(nn.Sequential(nn.Linear(64, 64), nn.Conv2d(16, 32, 3)), "sc", p=p)[0]
+    out = alignment(net)
+    assert abs(out["0.sign_concordance"] - p) < 0.02
+    assert abs(out["1.sign_concordance"] - p) < 0.02
+    with torch.no_grad():  # concordance is with W's current sign
+        net[0].weight.neg_()
+    assert abs(alignment(net)["0.sign_concordance"] - p) < 0.02
+
+
+def test_brsf_redraws_every_training_batch() -> None:
+    base = nn.Linear(5, 4)  # two "ranks" holding the same weights
+    layer = RULES["brsf"].from_layer(base, seed=1, name="fc")
+    twin = RULES["brsf"].from_layer(base, seed=1, name="fc")
+    draws = []
+    for _ in range(3):
+        layer(torch.randn(2, 5))
+        twin(torch.randn(2, 5))
+        assert torch.equal(layer.feedback_magnitude, twin.feedback_magnitude)
+        draws.append(layer.feedback_magnitude.clone())
+    assert not torch.equal(draws[0], draws[1]) and int(layer.feedback_step) == 4
+    layer.eval()
+    layer(torch.randn(2, 5))
+    assert torch.equal(layer.feedback_magnitude, draws[-1])
+
+
+def _path_angle(w: torch.Tensor, bw: torch.Tensor) -> float:
+    from trainers.metrics import angle
+
+    return angle(w, bw)
+
+
+def test_pfa_path_alignment_improves_with_expansion_and_fits_prediction() -> None:
+    """With ``R^T = B W`` (decayed initialisation), ``cos(W, B^T B W) ~ sqrt(r/(1+r))``.
+
+    The random-matrix prediction (Proposition 3 of Ji-An & Benna): ``B^T B`` has
+    Marchenko-Pastur spectrum with mean 1 and second moment ``1 + 1/r``.
+    """
+    import math
+
+    torch.manual_seed(0)
+    base = nn.Linear(256, 100)
+    angles = []
+    for r in (1, 4, 16):
+        layer = RULES["pfa"].from_layer(base, expansion=r, seed=r)
+        with torch.no_grad():
+            layer.feedback_r.copy_(layer.feedback_expand @ layer.weight)
+        a = _path_angle(layer.weight, layer.backward_weight())
+        predicted = math.degrees(math.acos(math.sqrt(r / (1 + r))))
+        assert abs(a - predicted) < 3.0, (r, a, predicted)
+        angles.append(a)
+    assert angles[0] > angles[1] > angles[2]
+    ortho = RULES["pfa_o"].from_layer(base)
+    with torch.no_grad():
+        ortho.feedback_r.copy_(ortho.feedback_expand @ ortho.weight)
+    assert _path_angle(ortho.weight, ortho.backward_weight()) < 0.1
+
+
+def test_pfa_trained_path_alignment_improves() -> None:
+    from trainers.metrics import alignment
+
+    small = alignment(_teacher_problem("pfa", 150, expansion=1, decay=0.03))
+    large = alignment(_teacher_problem("pfa", 150, expansion=8, decay=0.03))
+    assert large["mean_angle"] < small["mean_angle"]

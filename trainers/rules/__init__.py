@@ -33,7 +33,7 @@ from torch import nn
 
 # rule modules register themselves on import
 from trainers.optim import BatchManhattan
-from trainers.rules import bp, fa, ss, usf  # noqa: F401
+from trainers.rules import bp, brsf, dfa, fa, frsf, kp, pfa, sc, ss, usf, wm  # noqa: F401
 from trainers.rules._registry import RULES, get_rule, register_rule
 from trainers.rules.base import (
     FeedbackConv2d,

@@ -1,0 +1,47 @@
+"""``brsf``: batchwise random-magnitude sign-concordant feedback (Liao et al. 2016; BioTorch).
+
+Backward uses ``|M| * sign(W)`` with ``M ~ N(0, s^2)`` redrawn for every training batch.
+The draw comes from a generator seeded by (run seed, layer name, ``feedback_step``), a
+counter kept in the state_dict, so every rank draws the same ``M`` and a resumed run
+continues the same sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from trainers.rules._registry import register_rule
+from trainers.rules.base import FeedbackLayer, init_scale, layer_seed
+
+
+@register_rule("brsf")
+class BRSF(FeedbackLayer):
+    """``B = |M_t| * sign(W)``, ``M_t`` redrawn at each training forward pass."""
+
+    def init_feedback(self, generator: torch.Generator) -> None:
+        device = self.weight.device
+        self.register_buffer("feedback_scale", torch.tensor(init_scale(self.weight), device=device))
+        self.register_buffer("feedback_step", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("feedback_magnitude", torch.empty_like(self.weight))
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the next ``|M|`` (identical on every rank)."""
+        step = int(self.feedback_step)
+        gen = torch.Generator(device=self.weight.device)
+        gen.manual_seed(layer_seed(self.rule_seed, f"brsf{step}"))
+        m = torch.randn(
+            self.weight.shape, generator=gen, device=self.weight.device, dtype=self.weight.dtype
+        )
+        self.feedback_magnitude.copy_(m.abs_().mul_(self.feedback_scale))
+        self.feedback_step.fill_(step + 1)
+
+    def backward_weight(self) -> Tensor:
+        return self.feedback_magnitude * torch.sign(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and torch.is_grad_enabled() and not self._exact_bp:
+            with torch.no_grad():
+                self.redraw()
+        return super().forward(x)

@@ -1,0 +1,37 @@
+"""``kp``: Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019).
+
+Backward uses a plastic ``B`` (a parameter shaped like ``W``, initialised like ``fa``'s).
+``B`` receives the same gradient as ``W`` (``dB = dW``; the autograd Function returns
+the local weight gradient for it), so the optimizer gives it the same update, momentum
+and weight decay, and DDP all-reduces it like ``W``. With ``decay`` > 0,
+:meth:`after_step` shrinks both, ``W <- (1-decay) W``, ``B <- (1-decay) B``, so
+``W - B`` falls as ``(1-decay)^t`` and ``B`` aligns with ``W``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from trainers.rules._registry import register_rule
+from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+
+
+@register_rule("kp")
+class KP(FeedbackLayer):
+    """``grad_input = grad_output @ B``, ``dB = dW``; ``params``: ``decay``."""
+
+    defaults = {"decay": 0.0}
+
+    def init_feedback(self, generator: torch.Generator, decay: float) -> None:
+        b = draw_normal(self.weight.shape, generator, self.weight, init_scale(self.weight))
+        self.feedback = nn.Parameter(b)
+        self.decay = float(decay)
+
+    def backward_weight(self) -> Tensor:
+        return self.feedback
+
+    def after_step(self) -> None:
+        if self.decay:
+            self.weight.mul_(1.0 - self.decay)
+            self.feedback.mul_(1.0 - self.decay)
