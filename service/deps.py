@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -19,20 +19,22 @@ __all__ = ["Auth", "ProgressDep", "SchedulerDep", "SessionDep", "SettingsDep"]
 _bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # async on purpose: sync dependencies each cost a threadpool hop per request; creating
+    # and closing a Session does no I/O beyond returning a pooled connection
     with request.app.state.sessions() as session:
         yield session
 
 
-def get_scheduler(request: Request) -> Scheduler:
+async def get_scheduler(request: Request) -> Scheduler:
     return request.app.state.scheduler
 
 
-def get_progress(request: Request) -> ProgressReader:
+async def get_progress(request: Request) -> ProgressReader:
     return request.app.state.progress
 
 
@@ -51,7 +53,7 @@ def token_ok(given: str, tokens: list[bytes]) -> bool:
     return ok
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -46,14 +46,23 @@ class ProgressReader:
             return not Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
         return False
 
-    def read(self, job_id: str, *, final: bool = False) -> dict[str, Any] | None:
-        if self._store_missing():
+    MISS: Any = object()
+
+    def cached(self, job_id: str, *, final: bool = False) -> Any:
+        """The cached answer, or ``MISS`` when :meth:`read` must ask MLflow."""
+        if self._unavailable or self._store_missing():
             return None
-        now = time.monotonic()
         with self._lock:
             hit = self._cache.get(job_id)
-        if hit is not None and (hit[1] or now - hit[0] < self.ttl):
+        if hit is not None and (hit[1] or time.monotonic() - hit[0] < self.ttl):
             return hit[2]
+        return self.MISS
+
+    def read(self, job_id: str, *, final: bool = False) -> dict[str, Any] | None:
+        hit = self.cached(job_id, final=final)
+        if hit is not self.MISS:
+            return hit
+        now = time.monotonic()
         fn = self._fn()
         if fn is None:
             return None

@@ -89,7 +89,7 @@ def body_hash(spec_json: dict[str, Any]) -> str:
         },
     },
 )
-def submit(
+async def submit(
     spec: Annotated[ExperimentSpec, Body(openapi_examples=_SPEC_EXAMPLES)],
     response: Response,
     session: SessionDep,
@@ -129,7 +129,7 @@ def submit(
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
-def list_experiments(
+async def list_experiments(
     session: SessionDep,
     state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
     name: Annotated[str | None, Query(description="exact spec name")] = None,
@@ -145,7 +145,7 @@ def list_experiments(
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job, with progress from MLflow")
-def get_experiment(
+async def get_experiment(
     job_id: str,
     session: SessionDep,
     progress: ProgressDep,
@@ -158,7 +158,10 @@ def get_experiment(
         raise _not_found(job_id)
     summary = None
     if with_progress and job.started_at is not None:
-        summary = progress.read(job.id, final=job.state in _FINAL)
+        final = job.state in _FINAL
+        summary = progress.cached(job.id, final=final)
+        if summary is progress.MISS:  # MLflow reads may be slow: keep them off the event loop
+            summary = await run_in_threadpool(progress.read, job.id, final=final)
     return JobPublic.from_job(job, progress=summary)
 
 

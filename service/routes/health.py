@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness and queue counts")
-def healthz(session: SessionDep) -> Health:
+async def healthz(session: SessionDep) -> Health:
     return Health(
         jobs_active=store.count_jobs(session=session, states=ACTIVE_STATES),
         jobs_pending=store.count_jobs(session=session, states=[JobState.PENDING]),
