@@ -297,11 +297,15 @@ def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
 
 
 # demo ------------------------------------------------------------------------------------
-def _watch(client: Client, job_id: str, *, poll: float = 2.0) -> dict[str, Any]:
+def _watch(
+    client: Client, job_id: str, *, poll: float = 2.0, transient: bool = False
+) -> dict[str, Any]:
     from rich.live import Live
 
     job = client.get(job_id)
-    with Live(progress_table(job), console=console, refresh_per_second=2) as live:
+    with Live(
+        progress_table(job), console=console, refresh_per_second=2, transient=transient
+    ) as live:
         while job["state"] not in FINAL_STATES:
             time.sleep(poll)
             job = client.get(job_id)
@@ -319,6 +323,8 @@ def demo(
     from service.settings import Settings
 
     logging.basicConfig(level=logging.WARNING)
+    for name in ("service", "mlflow", "alembic"):  # keep the live display clean
+        logging.getLogger(name).setLevel(logging.ERROR)
     settings = Settings(RUN_DIR=Path.cwd() / "bioprop-runs")
     text = (
         spec.read_text() if spec else resources.files("service").joinpath("demo.yaml").read_text()
@@ -335,7 +341,7 @@ def demo(
                 raise _fail(exc) from exc
             console.print(f"submitted job [bold]{job['id']}[/] over HTTP")
             try:
-                job = _watch(client, job["id"])
+                job = _watch(client, job["id"], transient=True)
             except KeyboardInterrupt:
                 client.cancel(job["id"])
                 err.print(f"cancelled job {job['id']}")
