@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from trainers.spec import ExperimentSpec, load_spec
-from trainers.tracking import default_tracking_uri, finish_run, start_child, start_parent
+from trainers.tracking import (
+    default_tracking_uri,
+    finish_run,
+    log_curves,
+    start_child,
+    start_parent,
+)
 
 __all__ = ["build_trainer", "main", "run_experiment"]
 
@@ -119,6 +125,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
             except Exception as exc:  # one failed setting must not sink the sweep
                 log.exception("rule %s failed", rule)
                 entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
+            log_curves(uri, child)
             finish_run(uri, child, entry["status"])
             open_runs.remove(child)
             result["children"].append(entry)
@@ -148,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", default=None)
     parser.add_argument("--result", default=None, help="write the result JSON here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     signal.signal(signal.SIGTERM, _raise_terminated)
     spec = load_spec(args.spec)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -46,7 +47,11 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -75,7 +80,11 @@ def build_classifier(spec: ExperimentSpec, num_classes: int, in_channels: int) -
         in_channels=in_channels,
     )
     model, _counts = rules.convert(
-        model, spec.rule_names[0], last_layer=spec.rule.last_layer, seed=spec.seed, **spec.rule.params
+        model,
+        spec.rule_names[0],
+        last_layer=spec.rule.last_layer,
+        seed=spec.seed,
+        **spec.rule.params,
     )
     return model
 
@@ -91,7 +100,9 @@ def _evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float
             correct1 += _topk_correct(logits, labels, 1)
             correct5 += _topk_correct(logits, labels, 5)
             count += labels.numel()
-    loss_sum, correct1, correct5, count = _all_reduce_sum([loss_sum, correct1, correct5, count], device)
+    loss_sum, correct1, correct5, count = _all_reduce_sum(
+        [loss_sum, correct1, correct5, count], device
+    )
     count = max(count, 1.0)
     return {"val_loss": loss_sum / count, "val_acc": correct1 / count, "val_top5": correct5 / count}
 
@@ -131,8 +142,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["lr_scheduler"])
         _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         start_epoch = state["epoch"] + 1
+        if rank == 0:
+            log_metrics(uri, run_id, {"resumed_from_epoch": start_epoch}, step=start_epoch)
     else:
         torch.manual_seed(spec.seed + rank)
+    nodes = _count_nodes(world)  # a collective: every rank calls it
+    if rank == 0 and start_epoch == 0:
+        log_metrics(uri, run_id, {"ddp_nodes": nodes}, step=0)
     model = ray.train.torch.prepare_model(model)
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
@@ -167,11 +183,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.step()
         epoch_metrics.update(_evaluate(model, val_loader, device))
         epoch_metrics.update(
-            {f"align_{k}": v for k, v in metrics.alignment(_unwrap(model)).items() if np.isfinite(v)}
+            {
+                f"align_{k}": v
+                for k, v in metrics.alignment(_unwrap(model)).items()
+                if np.isfinite(v)
+            }
         )
         _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, device)
         if rank == 0:
             log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+
+
+def _count_nodes(world: int) -> int:
+    """How many distinct Ray nodes this worker group spans."""
+    node = ray.get_runtime_context().get_node_id()
+    nodes: list[Any] = [None] * world
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(nodes, node)
+    else:
+        nodes = [node]
+    return len(set(nodes))
 
 
 def _gather_rng(world: int, device: torch.device) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from trainers.spec import ExperimentSpec
 __all__ = [
     "default_tracking_uri",
     "finish_run",
+    "log_curves",
     "job_summary",
     "log_metrics",
     "start_child",
@@ -108,6 +109,39 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) 
     client = MlflowClient(uri)
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+CURVES = (("train_loss", "val_loss"), ("train_acc", "val_acc", "map"), ("align_mean_angle",))
+
+
+def log_curves(uri: str, run_id: str) -> None:
+    """Plot the run's loss, accuracy and alignment-angle curves per epoch; log ``curves.png``."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient(uri)
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.4))
+    for ax, names in zip(axes, CURVES, strict=True):
+        for name in names:
+            points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    axes[-1].set_ylabel("degrees")
+    fig.suptitle(client.get_run(run_id).data.tags.get("mlflow.runName", run_id))
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "curves.png"
+        fig.savefig(path, dpi=100)
+        client.log_artifact(run_id, str(path))
+    plt.close(fig)
 
 
 def finish_run(uri: str, run_id: str, status: str) -> None:

@@ -9,6 +9,7 @@ from trainers.tracking import (
     default_tracking_uri,
     finish_run,
     job_summary,
+    log_curves,
     log_metrics,
     start_child,
     start_parent,
@@ -42,3 +43,24 @@ def test_parent_children_metrics_and_summary(workdir):
     assert [c["rule"] for c in summary["children"]] == ["bp", "fa"]
     assert summary["children"][1]["metrics"]["val_acc"] == 0.75
     assert job_summary("no-such-job", uri) is None
+
+
+def test_curves_png_is_logged_with_each_metric(workdir):
+    from PIL import Image
+
+    uri = default_tracking_uri()
+    spec = ExperimentSpec()
+    parent = start_parent(spec, uri=uri)
+    child = start_child(spec, uri=uri, parent_run_id=parent)
+    for epoch in (1, 2, 3):
+        log_metrics(
+            uri,
+            child,
+            {"train_loss": 2.0 / epoch, "val_acc": 0.3 * epoch, "align_mean_angle": 80 - 5 * epoch},
+            step=epoch,
+        )
+    log_curves(uri, child)
+    client = MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(child)] == ["curves.png"]
+    image = Image.open(client.download_artifacts(child, "curves.png", str(workdir)))
+    assert image.format == "PNG" and image.width > image.height > 200
