@@ -79,6 +79,7 @@ class FeedbackLayer:
     rule_name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     has_backward_weight: ClassVar[bool] = True
+    plastic: ClassVar[bool] = False  # backward matrix learns by gradient (receives dW)
     Linear: ClassVar[type[nn.Linear]]
     Conv2d: ClassVar[type[nn.Conv2d]]
     _exact_bp: bool = False
@@ -105,6 +106,9 @@ class FeedbackLayer:
     def forward(self, x: Tensor) -> Tensor:
         if self._exact_bp or not torch.is_grad_enabled():
             return self.stock_forward(x)
+        if not x.requires_grad and not self.plastic:
+            # no input gradient to compute (e.g. the first layer): skip building the matrix
+            return self.feedback_forward(x, self.weight.detach())
         return self.feedback_forward(x, self.backward_weight())
 
     def stock_forward(self, x: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ class BRSF(FeedbackLayer):
         self.feedback_step.fill_(step + 1)
 
     def backward_weight(self) -> Tensor:
-        return self.feedback_magnitude * torch.sign(self.weight)
+        return torch.sign(self.weight).mul_(self.feedback_magnitude)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and torch.is_grad_enabled() and not self._exact_bp:

@@ -22,4 +22,4 @@ class FRSF(FeedbackLayer):
         self.register_buffer("feedback_magnitude", m.abs())
 
     def backward_weight(self) -> Tensor:
-        return self.feedback_magnitude * torch.sign(self.weight)
+        return torch.sign(self.weight).mul_(self.feedback_magnitude)

@@ -22,6 +22,7 @@ class KP(FeedbackLayer):
     """``grad_input = grad_output @ B``, ``dB = dW``; ``params``: ``decay``."""
 
     defaults = {"decay": 0.0}
+    plastic = True
 
     def init_feedback(self, generator: torch.Generator, decay: float) -> None:
         b = draw_normal(self.weight.shape, generator, self.weight, init_scale(self.weight))

@@ -30,6 +30,7 @@ class PFA(FeedbackLayer):
     """Backward ``B^T R^T``: fixed expansion ``B``, plastic ``R``; params ``expansion``, ``decay``."""
 
     defaults = {"expansion": 4.0, "decay": 0.0}
+    plastic = True
 
     def draw_expansion(self, n_expand: int, generator: torch.Generator) -> Tensor:
         return draw_normal(

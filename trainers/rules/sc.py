@@ -30,4 +30,4 @@ class SC(FeedbackLayer):
         self.register_buffer("feedback_magnitude", m * flips)
 
     def backward_weight(self) -> Tensor:
-        return self.feedback_magnitude * torch.sign(self.weight)
+        return torch.sign(self.weight).mul_(self.feedback_magnitude)

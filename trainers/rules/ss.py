@@ -25,4 +25,4 @@ class SS(FeedbackLayer):
         self.register_buffer("feedback_scale", torch.tensor(s, device=self.weight.device))
 
     def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight) * self.feedback_scale.to(self.weight.dtype)
+        return torch.sign(self.weight).mul_(self.feedback_scale)
