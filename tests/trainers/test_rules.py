@@ -364,3 +364,15 @@ def test_pfa_trained_path_alignment_improves() -> None:
     small = alignment(_teacher_problem("pfa", 150, expansion=1, decay=0.03))
     large = alignment(_teacher_problem("pfa", 150, expansion=8, decay=0.03))
     assert large["mean_angle"] < small["mean_angle"]
+
+
+@pytest.mark.parametrize("rule", ["fa", "ss", "kp", "pfa"])
+def test_first_layer_without_input_grad_keeps_local_weight_grad(rule: str) -> None:
+    layer = _linear(rule)
+    x = torch.randn(3, 6)  # no requires_grad: the matrix is not needed, the weight grad is
+    y = layer(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    torch.testing.assert_close(layer.weight.grad, g.t() @ x)
+    if rule == "kp":
+        torch.testing.assert_close(layer.feedback.grad, layer.weight.grad)
