@@ -5,12 +5,14 @@ resized crop to ``image_size`` with area 0.08-1 and aspect 3/4-4/3, horizontal f
 ImageNet normalization, float NCHW batches), with the same number of CPU threads: DALI
 ``num_threads=threads``, torchvision ``num_workers=threads`` worker processes. Each
 loader is timed over ``batches`` batches after ``warmup`` batches, in alternating
-rounds; the best round of each counts (the machine may be shared).
+rounds; the headline is the median round of each (the machine may be shared), with
+every round's rate and the best-round ratio reported too.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -93,17 +95,22 @@ def bench_loader(
     kw = {"image_size": image_size, "batch_size": batch_size, "threads": threads}
     dali = dali_train_loader(root, **kw)
     tv = torchvision_train_loader(root, **kw)
-    best = {"dali": 0.0, "torchvision": 0.0}
+    rates: dict[str, list[float]] = {"dali": [], "torchvision": []}
     for r in range(rounds):
         for name, loader in (("dali", dali), ("torchvision", tv)):
             rate = _images_per_s(loader, batches=batches, warmup=warmup)
             log.info("round %d %s: %.1f images/s", r, name, rate)
-            best[name] = max(best[name], rate)
+            rates[name].append(round(rate, 1))
+    best = {name: max(values) for name, values in rates.items()}
+    median = {name: statistics.median(values) for name, values in rates.items()}
     device_id = default_device_id()
     return {
-        "dali_images_per_s": round(best["dali"], 1),
-        "torchvision_images_per_s": round(best["torchvision"], 1),
-        "speedup": round(best["dali"] / best["torchvision"], 2),
+        "dali_images_per_s": round(median["dali"], 1),
+        "torchvision_images_per_s": round(median["torchvision"], 1),
+        "speedup": round(median["dali"] / median["torchvision"], 2),
+        "speedup_best_rounds": round(best["dali"] / best["torchvision"], 2),
+        "dali_rounds": rates["dali"],
+        "torchvision_rounds": rates["torchvision"],
         "dali_decoding": "mixed" if device_id is not None else "cpu",
         "threads": threads,
         "batch_size": batch_size,
