@@ -177,3 +177,16 @@ def test_digits_contract(num_shards: int) -> None:
     a = [y for _, y in dp.build_loader(data, "train", batch_size=32, seed=1)]
     b = [y for _, y in dp.build_loader(data, "train", batch_size=32, seed=1)]
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_val_last_batch_may_be_empty_but_steps_stay_equal(tmp_path: Path) -> None:
+    """5 images, 2 shards, batch 2: shards hold 2 and 3 images, both take 2 steps."""
+    from dp_images import write_id_folder
+
+    root = write_id_folder(tmp_path / "five", classes=1, per_class={"train": 5, "val": 5})
+    data = _folder_spec(root)
+    sizes = []
+    for rank in range(2):
+        loader = dp.build_loader(data, "val", batch_size=2, shard_id=rank, num_shards=2)
+        sizes.append([len(y) for _, y in loader])
+    assert sizes == [[2, 0], [2, 1]]
