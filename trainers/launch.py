@@ -102,7 +102,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     import data_pipelines
 
     uri = default_tracking_uri(spec.tracking.uri)
-    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data)})
+    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task=spec.task)})
     _init_ray()
     parent = start_parent(spec, uri=uri, job_id=job_id)
     result: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": uri, "children": []}

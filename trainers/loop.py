@@ -153,45 +153,84 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
 
-    for epoch in range(start_epoch, spec.schedule.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = correct = count = 0.0
-        # a loader per epoch, seeded by the epoch: a resumed run sees the same data order
-        for images, labels in loader("train", spec.seed * 100_003 + epoch):
-            images, labels = images.to(device), labels.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(images)
-                loss = nn.functional.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            rules.after_step(_unwrap(model))
-            loss_sum += float(loss.detach()) * labels.numel()
-            correct += _topk_correct(logits.detach(), labels, 1)
-            count += labels.numel()
-        elapsed = time.perf_counter() - t0
-        loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
-        epoch_metrics = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(count, 1),
-            "train_acc": correct / max(count, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": count / max(elapsed, 1e-9),
-            "epoch_time_s": elapsed,
-        }
-        scheduler.step()
-        epoch_metrics.update(_evaluate(model, val_loader, device))
-        epoch_metrics.update(
-            {
-                f"align_{k}": v
-                for k, v in metrics.alignment(_unwrap(model)).items()
-                if np.isfinite(v)
+    probe = next(iter(val_loader)) if rank == 0 else None
+    monitor = _system_metrics(uri, run_id) if rank == 0 else None
+    step: int | None = None  # global optimizer step, known once the first loader is built
+    try:
+        for epoch in range(start_epoch, spec.schedule.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, n
+            # a loader per epoch, seeded by the epoch: a resumed run sees the same data order
+            train_loader = loader("train", spec.seed * 100_003 + epoch)
+            step = epoch * len(train_loader) if step is None else step
+            for images, labels in train_loader:
+                images, labels = images.to(device), labels.to(device)
+                if use_amp:
+                    images = images.to(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(images)
+                    loss = nn.functional.cross_entropy(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                rules.after_step(model)
+                with torch.no_grad():
+                    n = labels.numel()
+                    totals += torch.stack(
+                        [
+                            loss.detach().double() * n,
+                            (logits.argmax(1) == labels).sum().double(),
+                            torch.tensor(float(n), dtype=torch.float64, device=device),
+                        ]
+                    )
+                step += 1
+                every = spec.tracking.alignment_every
+                if probe is not None and every and step % every == 0:
+                    log_metrics(uri, run_id, _probe_alignment(model, probe, device), step=step)
+            elapsed = time.perf_counter() - t0
+            loss_sum, correct, count = _all_reduce_sum(totals.tolist(), device)
+            epoch_metrics = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(count, 1),
+                "train_acc": correct / max(count, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "samples_per_s": count / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed,
             }
-        )
-        _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, device)
-        if rank == 0:
-            log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+            scheduler.step()
+            epoch_metrics.update(_evaluate(model, val_loader, device))
+            summary = dict(epoch_metrics)  # what Ray sees; MLflow gets every layer
+            align = metrics.alignment(_unwrap(model))
+            epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
+            if probe is not None and not spec.tracking.alignment_every:
+                epoch_metrics.update(_probe_alignment(model, probe, device))
+            summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
+            _report(spec, epoch, summary, model, optimizer, scheduler, rank, world)
+            if rank == 0:
+                log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def _probe_alignment(model: nn.Module, probe, device: torch.device) -> dict[str, float]:
+    """Gradient alignment (rule vs exact BP weight gradients) on the fixed probe batch."""
+    images, labels = probe[0].to(device), probe[1].to(device)
+    found = metrics.gradient_alignment(model, (images, labels), nn.functional.cross_entropy)
+    return {f"galign_{k}": v for k, v in found.items() if np.isfinite(v)}
+
+
+def _system_metrics(uri: str, run_id: str):
+    """MLflow's system-metrics monitor (CPU, memory, GPU) on the child run, from rank 0."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception:  # system metrics are a convenience; never fail a run over them
+        return None
 
 
 def _count_nodes(world: int) -> int:
@@ -205,7 +244,7 @@ def _count_nodes(world: int) -> int:
     return len(set(nodes))
 
 
-def _gather_rng(world: int, device: torch.device) -> list[dict[str, Any]]:
+def _gather_rng(world: int) -> list[dict[str, Any]]:
     """Every rank's RNG state, so a resumed rank continues its own random stream."""
     states: list[Any] = [None] * world
     if dist.is_available() and dist.is_initialized():
@@ -215,10 +254,10 @@ def _gather_rng(world: int, device: torch.device) -> list[dict[str, Any]]:
     return states
 
 
-def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, device) -> None:
+def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world) -> None:
     last = epoch + 1 == spec.schedule.epochs
     save = last or (epoch + 1) % spec.checkpoint.every_epochs == 0
-    rng = _gather_rng(world, device) if save else []
+    rng = _gather_rng(world) if save else []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if save and rank == 0:

@@ -45,6 +45,12 @@ def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, 
         assert len(losses) == 3 and losses[-1] < losses[0], losses
         angle = run.data.metrics["align_mean_angle"]
         assert angle < 1e-3 if rule == "bp" else angle > 10.0
+        # the rule's weight gradient vs exact BP's on the fixed probe batch
+        grad_angles = client.get_metric_history(run_id, "galign_mean_grad_angle")
+        if rule == "fa":
+            assert len(grad_angles) == 3 and all(0 < m.value < 90 for m in grad_angles)
+        assert run.data.metrics["ddp_nodes"] == 1
+        assert "curves.png" in [a.path for a in client.list_artifacts(run_id)]
         artifacts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
         assert artifacts == ["checkpoints/checkpoint.pt"]
         local = client.download_artifacts(run_id, "checkpoints/checkpoint.pt", str(workdir))
