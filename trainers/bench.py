@@ -1,7 +1,8 @@
 """Step-time benchmark of the feedback rules against backprop (``bioprop bench rules``).
 
 For each model, one copy per rule (same initial weights) is trained on the same random
-batches; the rules are interleaved step by step so machine noise hits all of them alike,
+batches; the rules are interleaved step by step, in a shuffled order each step, so machine
+noise and cache effects hit all of them alike,
 and each rule's median forward+backward+optimizer-step(+``after_step``) time is divided
 by ``bp``'s from the same run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import random
 import statistics
 import time
 from collections.abc import Sequence
@@ -86,8 +88,11 @@ def bench_rules(
         x = torch.randn(batch_size, 3, image_size, image_size, generator=gen).to(dev)
         y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
         times: dict[str, list[float]] = {name: [] for name in names}
+        order_rng = random.Random(0)
         for step in range(warmup + steps):
-            for name in names:
+            order = list(names)
+            order_rng.shuffle(order)  # no rule always runs right after a costly one
+            for name in order:
                 net, opt = nets[name], opts[name]
                 _sync(dev)
                 t0 = time.perf_counter()

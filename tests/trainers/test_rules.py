@@ -376,3 +376,46 @@ def test_first_layer_without_input_grad_keeps_local_weight_grad(rule: str) -> No
     torch.testing.assert_close(layer.weight.grad, g.t() @ x)
     if rule == "kp":
         torch.testing.assert_close(layer.feedback.grad, layer.weight.grad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["mlp", "convnet", "resnet20", "resnet18", "alexnet_bn"])
+@pytest.mark.parametrize("rule", ["fa", "kp", "pfa", "dfa"])
+def test_convert_model_zoo_roundtrip(model_name: str, rule: str) -> None:
+    """A BP state_dict loads into the converted model, and its BP part loads back."""
+    from trainers.models import build_model
+
+    size = 64 if model_name == "alexnet_bn" else 16
+    torch.manual_seed(0)
+    bp = build_model(model_name, num_classes=5, image_size=size)
+    torch.manual_seed(0)
+    params = {"expansion": 0.25} if rule == "pfa" else {}  # AlexNet's FC layers are large
+    model = build_model(model_name, num_classes=5, image_size=size)
+    net, counts = convert(model, rule, **params)
+    assert counts["Linear"] + counts["Conv2d"] == sum(
+        isinstance(m, nn.Linear | nn.Conv2d) for m in bp.modules()
+    )
+    net.load_state_dict(bp.state_dict())
+    x = torch.randn(2, 3, size, size)
+    F.cross_entropy(net(x), torch.tensor([0, 4])).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    plain = {k: v for k, v in net.state_dict().items() if k in bp.state_dict()}
+    bp.load_state_dict(plain)
+
+
+@pytest.mark.slow
+def test_convert_torchvision_retinanet() -> None:
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    torch.manual_seed(0)
+    det = retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64
+    )
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in det.modules())
+    det, counts = convert(det, "ss")
+    assert counts == {"Linear": 0, "Conv2d": n_conv}
+    det.train()
+    target = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
+    losses = det([torch.rand(3, 64, 64)], target)
+    sum(losses.values()).backward()
+    assert det.head.classification_head.cls_logits.weight.grad is not None
