@@ -419,3 +419,27 @@ def test_convert_torchvision_retinanet() -> None:
     losses = det([torch.rand(3, 64, 64)], target)
     sum(losses.values()).backward()
     assert det.head.classification_head.cls_logits.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "base,shape",
+    [
+        (nn.Linear(16, 8), (2, 16)),  # few rows: through the expanded population
+        (nn.Linear(16, 8), (400, 16)),  # many rows: by forming B^T R^T
+        (nn.Conv2d(4, 8, 3, padding=1), (1, 4, 2, 2)),
+        (nn.Conv2d(4, 8, 3, padding=1), (64, 4, 16, 16)),
+    ],
+    ids=["linear-expanded", "linear-product", "conv-expanded", "conv-product"],
+)
+def test_pfa_both_backward_paths_follow_formula(base: nn.Module, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    layer = RULES["pfa"].from_layer(base, expansion=2)
+    x = torch.randn(*shape, requires_grad=True)
+    y = layer(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    bw = layer.backward_weight().detach()
+    ref = g @ bw if x.dim() == 2 else torch.nn.grad.conv2d_input(x.shape, bw, g, 1, 1)
+    torch.testing.assert_close(x.grad, ref, atol=1e-5, rtol=1e-4)
+    dr = (layer.feedback_expand @ layer.weight.grad.flatten(1)).view_as(layer.feedback_r)
+    torch.testing.assert_close(layer.feedback_r.grad, dr, atol=1e-4, rtol=1e-4)

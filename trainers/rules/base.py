@@ -193,7 +193,8 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
     def stock_forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.weight, self.bias)
 
-    def feedback_forward(self, x: Tensor, bw: Tensor) -> Tensor:
+    def pad_input(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``x`` padded for non-zero padding modes or string padding, and the padding left."""
         padding = self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -202,6 +203,10 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
             if padding == "same":
                 x = F.pad(x, self._reversed_padding_repeated_twice)
             padding = (0, 0)
+        return x, padding
+
+    def feedback_forward(self, x: Tensor, bw: Tensor) -> Tensor:
+        x, padding = self.pad_input(x)
         return conv2d_feedback(
             x, self.weight, self.bias, bw, self.stride, padding, self.dilation, self.groups
         )

@@ -8,7 +8,8 @@ through a plastic ``R`` (``n_in x E``): ``delta_x = R B delta``. Stored as ``R^T
 ``(E, *W.shape[1:])``, the backward matrix is ``backward_weight() = B^T R^T`` (shaped like
 ``W``). ``R`` learns locally from the expanded error and the input: ``dR^T = B dW``, given
 by autograd through ``B^T R^T`` since the feedback Function hands ``dW`` to the backward
-matrix. So ``R^T - B W`` moves only by decay: with the optimizer's weight decay and the
+matrix (:class:`~trainers.rules.functional.ProductFeedback` computes the same through the
+expanded population when that is cheaper). So ``R^T - B W`` moves only by decay: with the optimizer's weight decay and the
 ``decay`` param (applied to ``W`` and ``R`` in :meth:`after_step`) ``R^T -> B W`` and the
 path ``(R B)^T -> B^T B W``, near ``W`` for a large expansion. ``pfa_o`` draws ``B`` with
 orthonormal columns (default expansion 1: square orthogonal ``B``), so ``B^T B = I``.
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from trainers.rules._registry import register_rule
 from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+from trainers.rules.functional import ProductFeedback
 
 
 @register_rule("pfa")
@@ -50,6 +52,17 @@ class PFA(FeedbackLayer):
     def backward_weight(self) -> Tensor:
         b, r = self.feedback_expand, self.feedback_r
         return (b.t() @ r.flatten(1)).view_as(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._exact_bp or not torch.is_grad_enabled():
+            return self.stock_forward(x)
+        conv = None
+        if isinstance(self, nn.Conv2d):
+            x, padding = self.pad_input(x)
+            conv = (self.stride, padding, self.dilation, self.groups)
+        return ProductFeedback.apply(
+            x, self.weight, self.bias, self.feedback_expand, self.feedback_r, conv
+        )
 
     def after_step(self) -> None:
         if self.decay:
