@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import rules
+from trainers import rules as rule_lib
 
 __all__ = ["bench_rules", "format_table", "main"]
 
@@ -51,7 +51,7 @@ def _sync(device: torch.device) -> None:
 
 def bench_rules(
     models: Sequence[str] = ("mlp", "resnet18"),
-    rules_: Sequence[str] | None = None,
+    rules: Sequence[str] | None = None,
     *,
     steps: int = 20,
     warmup: int = 3,
@@ -60,15 +60,14 @@ def bench_rules(
     num_classes: int = 10,
     device: str | None = None,
     rule_params: dict[str, dict[str, Any]] | None = None,
-    rules: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Median step time of every rule and its ratio to ``bp``, per model.
 
-    ``rules`` (or ``rules_``) defaults to every registered rule; ``bp`` is always included.
+    ``rules`` defaults to every registered rule; ``bp`` is always included.
     Returns one dict per (model, rule): ``model, rule, median_ms, ratio, steps,
     batch_size, image_size, device``.
     """
-    names = list(rules if rules is not None else rules_ if rules_ is not None else _all_rules())
+    names = list(rules) if rules is not None else list(rule_lib.RULES)
     if "bp" not in names:
         names.insert(0, "bp")
     params = {**DEFAULT_PARAMS, **(rule_params or {})}
@@ -79,7 +78,7 @@ def bench_rules(
         base = _build(model_name, num_classes, image_size)
         nets, opts = {}, {}
         for name in names:
-            net, _ = _convert(copy.deepcopy(base), name, params.get(name, {}))
+            net, _ = rule_lib.convert(copy.deepcopy(base), name, **params.get(name, {}))
             nets[name] = net.to(dev).train()
             opts[name] = torch.optim.SGD(
                 nets[name].parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4
@@ -100,7 +99,7 @@ def bench_rules(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                rules_mod.after_step(net)
+                rule_lib.after_step(net)
                 _sync(dev)
                 if step >= warmup:
                     times[name].append(time.perf_counter() - t0)
@@ -114,17 +113,6 @@ def bench_rules(
             })  # fmt: skip
             log.info("%s %s %.2f ms (%.3fx bp)", model_name, name, 1e3 * median, median / bp_median)
     return rows
-
-
-rules_mod = rules
-
-
-def _all_rules() -> list[str]:
-    return list(rules_mod.RULES)
-
-
-def _convert(model: nn.Module, name: str, params: dict[str, Any]):
-    return rules_mod.convert(model, name, **params)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

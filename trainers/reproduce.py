@@ -5,7 +5,8 @@ sign-concordance sweep (``sc``, p = 1, 0.75, 0.5) with/without BatchNorm and Bat
 markdown tables recorded in ``docs/results.md``.
 
 Rule params: ``RULE_PARAMS`` (kp/pfa decay 3e-3, pfa expansion 4), the rest defaults.
-Model: 64-128-128-10 ReLU MLP (optionally Linear-BN-ReLU), SGD momentum 0.9, batch 64;
+Model: 64-128-128-10 ReLU MLP (optionally Linear-BN-ReLU; the sweep also with 6 hidden
+layers), SGD momentum 0.9, lr 0.05 (Batch Manhattan: 3e-4), weight decay 1e-4, batch 64;
 data: the 1797 digits (8x8), standardised, a fixed stratified 80/20 split.
 """
 
@@ -51,12 +52,15 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return (xtr - mean) / std, torch.tensor(ytr), (xte - mean) / std, torch.tensor(yte)
 
 
-def mlp(bn: bool = False, hidden: int = 128) -> nn.Module:
+def mlp(bn: bool = False, hidden: int = 128, depth: int = 2) -> nn.Module:
+    """``64 -> hidden (x depth) -> 10`` ReLU MLP, optionally Linear-BN-ReLU blocks."""
+
     def block(cin: int) -> list[nn.Module]:
         layers: list[nn.Module] = [nn.Linear(cin, hidden)]
         return layers + ([nn.BatchNorm1d(hidden)] if bn else []) + [nn.ReLU()]
 
-    return nn.Sequential(*block(64), *block(hidden), nn.Linear(hidden, 10))
+    blocks = [m for i in range(depth) for m in block(64 if i == 0 else hidden)]
+    return nn.Sequential(*blocks, nn.Linear(hidden, 10))
 
 
 def train_digits(
@@ -66,6 +70,7 @@ def train_digits(
     bn: bool = False,
     manhattan: bool = False,
     epochs: int = 30,
+    depth: int = 2,
     lr: float | None = None,
     data: tuple | None = None,
     **params: Any,
@@ -73,9 +78,11 @@ def train_digits(
     """Train one MLP on digits; returns test accuracy and the final mean weight angle."""
     xtr, ytr, xte, yte = data if data is not None else digits()
     torch.manual_seed(seed)
-    model, _ = rules.convert(mlp(bn), rule, seed=seed, **{**RULE_PARAMS.get(rule, {}), **params})
+    model, _ = rules.convert(
+        mlp(bn, depth=depth), rule, seed=seed, **{**RULE_PARAMS.get(rule, {}), **params}
+    )
     if lr is None:
-        lr = 0.003 if manhattan else 0.05
+        lr = 3e-4 if manhattan else 0.05
     opt = build_optimizer(
         model.parameters(), OptimSpec(lr=lr, momentum=0.9, weight_decay=1e-4, manhattan=manhattan)
     )
@@ -112,15 +119,19 @@ def run_all(seeds: int = 3, epochs: int = 30) -> dict[str, Any]:
         runs = [train_digits(rule, s, epochs=epochs, data=data) for s in range(seeds)]
         out["rules"][rule] = runs
         log.info("%s %s", rule, _stats([r["acc"] for r in runs]))
-    for p in (1.0, 0.75, 0.5):
-        for bn in (False, True):
-            for bm in (False, True):
-                runs = [
-                    train_digits("sc", s, bn=bn, manhattan=bm, epochs=epochs, data=data, p=p)
-                    for s in range(seeds)
-                ]
-                out["sweep"][f"p={p},bn={bn},bm={bm}"] = runs
-                log.info("sc p=%s bn=%s bm=%s %s", p, bn, bm, _stats([r["acc"] for r in runs]))
+    for depth in (2, 6):
+        for p in (1.0, 0.75, 0.5):
+            for bn in (False, True):
+                for bm in (False, True):
+                    runs = [
+                        train_digits(
+                            "sc", s, bn=bn, manhattan=bm, epochs=epochs, depth=depth, data=data, p=p
+                        )
+                        for s in range(seeds)
+                    ]
+                    key = f"depth={depth},p={p},bn={bn},bm={bm}"
+                    out["sweep"][key] = runs
+                    log.info("sc %s %s", key, _stats([r["acc"] for r in runs]))
     return out
 
 
@@ -133,13 +144,15 @@ def tables(results: dict[str, Any]) -> str:
     for rule, runs in results["rules"].items():
         angle = statistics.mean(r["mean_angle"] for r in runs)
         lines.append(f"| {rule} | {_stats([r['acc'] for r in runs])} | {angle:.1f} |")
-    lines += ["", "| p | plain SGD | BN | BM | BN + BM |", "| --- | ---: | ---: | ---: | ---: |"]
-    for p in (1.0, 0.75, 0.5):
-        cells = [
-            _stats([r["acc"] for r in results["sweep"][f"p={p},bn={bn},bm={bm}"]])
-            for bn, bm in ((False, False), (True, False), (False, True), (True, True))
-        ]
-        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    lines += ["", "| hidden layers | p | plain SGD | BN | BM | BN + BM |"]
+    lines += ["| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for depth in (2, 6):
+        for p in (1.0, 0.75, 0.5):
+            cells = [
+                _stats([r["acc"] for r in results["sweep"][f"depth={depth},p={p},bn={bn},bm={bm}"]])
+                for bn, bm in ((False, False), (True, False), (False, True), (True, True))
+            ]
+            lines.append(f"| {depth} | {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -443,3 +443,12 @@ def test_pfa_both_backward_paths_follow_formula(base: nn.Module, shape: tuple[in
     torch.testing.assert_close(x.grad, ref, atol=1e-5, rtol=1e-4)
     dr = (layer.feedback_expand @ layer.weight.grad.flatten(1)).view_as(layer.feedback_r)
     torch.testing.assert_close(layer.feedback_r.grad, dr, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_rules_smoke() -> None:
+    from trainers.bench import bench_rules, format_table
+
+    rows = bench_rules(("mlp",), ["fa"], steps=2, warmup=0, batch_size=2, image_size=8)
+    assert [r["rule"] for r in rows] == ["bp", "fa"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
+    assert "| fa |" in format_table(rows)
