@@ -172,7 +172,7 @@ def test_eval_without_grad_uses_stock_forward() -> None:
         torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
-@pytest.mark.parametrize("rule", ["fa", "ss"])
+@pytest.mark.parametrize("rule", ["fa", "ss", "kp", "pfa"])
 def test_autocast_bfloat16(rule: str) -> None:
     layer = _linear(rule)
     conv = RULES[rule].from_layer(nn.Conv2d(2, 3, 3))
