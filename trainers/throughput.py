@@ -1,0 +1,103 @@
+"""Training-throughput benchmarks on the real path (Ray Train DDP + DALI + MLflow).
+
+- :func:`bench_workers`: samples/s of one model with 1 and with N workers, the two configs
+  alternated in one process so load from elsewhere hits both alike; the speed-up is the ratio
+  of their median epoch throughputs (first epoch of each run dropped as warm-up).
+- :func:`bench_sweep_epochs`: time per epoch of every rule of a sweep (default: the digits MLP).
+
+Numbers are read back from the runs' MLflow metrics (``samples_per_s``, ``epoch_time_s``),
+the same ones a user sees.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from mlflow import MlflowClient
+
+from trainers.launch import run_experiment
+from trainers.spec import ExperimentSpec
+
+__all__ = ["bench_sweep_epochs", "bench_workers"]
+
+
+def _history(uri: str, run_id: str, name: str) -> list[float]:
+    points = MlflowClient(uri).get_metric_history(run_id, name)
+    return [m.value for m in sorted(points, key=lambda m: m.step)]
+
+
+def bench_workers(
+    *,
+    model: str = "resnet18",
+    image_size: int = 32,
+    workers: int = 2,
+    epochs: int = 3,
+    rounds: int = 2,
+    batch_size: int = 32,
+    train_per_class: int = 64,
+) -> dict[str, Any]:
+    """Median samples/s with 1 worker and with ``workers`` workers; ``speedup`` = their ratio."""
+    base = {
+        "name": f"bench-{model}",
+        "model": model,
+        "rule": {"name": "bp"},
+        "data": {
+            "kind": "synthetic",
+            "image_size": image_size,
+            "synth": {"classes": 4, "train_per_class": train_per_class, "val_per_class": 8},
+        },
+        "schedule": {"epochs": epochs},
+        "batch_size": batch_size,
+        "checkpoint": {"every_epochs": epochs},
+        "tracking": {"experiment": "bioprop-bench"},
+    }
+    samples: dict[int, list[float]] = {1: [], workers: []}
+    for r in range(rounds):
+        for n in (1, workers):
+            spec = ExperimentSpec.model_validate({**base, "scale": {"workers": n}})
+            result = run_experiment(spec, job_id=f"bench-w{n}-r{r}")
+            (child,) = result["children"]
+            samples[n] += _history(result["tracking_uri"], child["run_id"], "samples_per_s")[1:]
+    one, many = statistics.median(samples[1]), statistics.median(samples[workers])
+    return {
+        "model": model,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "samples_per_s_1": one,
+        f"samples_per_s_{workers}": many,
+        "speedup": many / one,
+        "epochs_measured": {n: len(v) for n, v in samples.items()},
+    }
+
+
+def bench_sweep_epochs(spec: ExperimentSpec | None = None) -> list[dict[str, Any]]:
+    """Median seconds per epoch of each rule in ``spec`` (default: digits MLP, every rule)."""
+    from trainers.spec import RULE_NAMES
+
+    spec = spec or ExperimentSpec.model_validate(
+        {
+            "name": "bench-digits-mlp",
+            "model": "mlp",
+            "data": {"kind": "digits", "image_size": 8},
+            "rule": {"name": list(RULE_NAMES)},
+            "schedule": {"epochs": 3},
+            "batch_size": 64,
+            "checkpoint": {"every_epochs": 3},
+            "tracking": {"experiment": "bioprop-bench"},
+        }
+    )
+    result = run_experiment(spec, job_id="bench-sweep")
+    rows = []
+    for child in result["children"]:
+        times = _history(result["tracking_uri"], child["run_id"], "epoch_time_s")
+        accs = _history(result["tracking_uri"], child["run_id"], "val_acc")
+        rows.append(
+            {
+                "rule": child["rule"],
+                "status": child["status"],
+                "epoch_time_s": statistics.median(times) if times else float("nan"),
+                "val_acc": accs[-1] if accs else float("nan"),
+            }
+        )
+    return rows
