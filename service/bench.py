@@ -32,9 +32,24 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _run(
-    url: str, *, clients: int, submissions: int, status_seconds: float, token: str | None
+    url: str,
+    *,
+    clients: int,
+    submissions: int,
+    status_seconds: float,
+    token: str | None,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
+    def cpu() -> float:
+        return _cpu_seconds(server_pid) if server_pid else float("nan")
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
@@ -52,9 +67,9 @@ async def _run(
                 response.raise_for_status()
                 ids.append(response.json()["id"])
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         await asyncio.gather(*(submitter() for _ in range(clients)))
-        submit_wall = time.perf_counter() - t0
+        submit_wall, submit_cpu = time.perf_counter() - t0, cpu() - c0
         await http.get(f"/v1/experiments/{ids[0]}")  # warm the MLflow progress reader
 
         count = 0
@@ -72,9 +87,9 @@ async def _run(
                 count += 1
                 i += clients
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         await asyncio.gather(*(poller(k) for k in range(clients)))
-        status_wall = time.perf_counter() - t0
+        status_wall, status_cpu = time.perf_counter() - t0, cpu() - c0
     ms = [x * 1000 for x in latencies]
     return {
         "clients": clients,
@@ -84,10 +99,12 @@ async def _run(
         "submit_p99_ms": _percentile(ms, 99),
         "submit_max_ms": max(ms),
         "submit_per_s": len(ms) / submit_wall,
+        "server_cpu_ms_per_submit": submit_cpu * 1000 / len(ms),
         "status_requests": count,
         "status_per_s": count / status_wall,
         "status_p50_ms": statistics.median(status_latencies) * 1000,
         "status_p99_ms": _percentile([x * 1000 for x in status_latencies], 99),
+        "server_cpu_ms_per_status": status_cpu * 1000 / max(1, count),
     }
 
 
@@ -98,6 +115,7 @@ def bench_service(
     submissions: int = 4,
     status_seconds: float = 5.0,
     token: str | None = None,
+    access_log: bool = True,
 ) -> dict[str, Any]:
     """Measure a running service at ``server``, or a fresh ``bioprop serve`` subprocess."""
     if server is not None:
@@ -121,6 +139,8 @@ def bench_service(
             BIOPROP_MLFLOW_URI="",
         )
         cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+        if not access_log:
+            cmd.append("--no-access-log")
         log = open(os.path.join(tmp, "serve.log"), "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
@@ -142,6 +162,7 @@ def bench_service(
                     submissions=submissions,
                     status_seconds=status_seconds,
                     token=None,
+                    server_pid=proc.pid,
                 )
             )
         finally:

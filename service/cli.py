@@ -134,6 +134,7 @@ def progress_table(job: dict[str, Any]) -> Table:
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
 ) -> None:
     """Start the control plane (SQLite job store and local MLflow store unless configured)."""
     from service.server import serve as run_server
@@ -149,7 +150,7 @@ def serve(
             "an open API may only listen on 127.0.0.1"
         )
         raise typer.Exit(2)
-    run_server(settings, host=host, port=port)
+    run_server(settings, host=host, port=port, access_log=access_log)
 
 
 @app.command()
@@ -413,6 +414,7 @@ def bench_service_cmd(
     clients: Annotated[int, typer.Option(help="concurrent clients")] = 50,
     submissions: Annotated[int, typer.Option(help="submissions per client")] = 4,
     status_seconds: Annotated[float, typer.Option(help="duration of the status phase")] = 5.0,
+    access_log: Annotated[bool, typer.Option(help="fresh service logs every request")] = True,
 ) -> None:
     """Submission latency (p50/p99) with concurrent clients, and status requests per second."""
     from service.bench import bench_service
@@ -423,6 +425,7 @@ def bench_service_cmd(
         submissions=submissions,
         status_seconds=status_seconds,
         token=os.environ.get("BIOPROP_TOKEN"),
+        access_log=access_log,
     )
     table = Table(title="control plane")
     table.add_column("measure")

@@ -21,8 +21,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+def serve(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
+) -> None:
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
 
 
 class ServerThread:
