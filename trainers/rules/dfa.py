@@ -8,8 +8,8 @@ nonlinearity below turns it into ``(D^T e) * f'(a)``. The weight gradient stays 
 The output layer itself is ``fa`` (its ``D`` shaped like ``W``); on ``last_layer="bp"``
 it stays exact BP and only ``e`` is captured from it.
 
-``D`` is drawn lazily at the first training forward pass (the input shape is known only
-then) from the layer's seeded generator, so ranks agree; it is a buffer, saved in the
+``D`` is drawn lazily at the first training forward pass that needs an input gradient
+(the input shape is known only then; a first layer never draws one) from the layer's seeded generator, so ranks agree; it is a buffer, saved in the
 state_dict. Memory: ``n_classes * C*H*W`` floats per conv layer; fine for CIFAR-scale
 inputs, large at ImageNet resolution.
 """
@@ -132,7 +132,7 @@ class DFA(FeedbackLayer):
         ):
             raise ValueError("dfa supports zero-padded convolutions with numeric padding")
         numel = xin[0].numel()
-        if self.feedback_direct.shape != (self.num_outputs, numel):
+        if x.requires_grad and self.feedback_direct.shape != (self.num_outputs, numel):
             gen = torch.Generator().manual_seed(layer_seed(self.rule_seed, "dfa"))
             d = torch.randn(self.num_outputs, numel, generator=gen) / self.num_outputs**0.5
             self.feedback_direct = d.to(device=x.device, dtype=self.weight.dtype)
