@@ -75,11 +75,34 @@ def _pid_alive(pid: int, job_id: str) -> bool:
     return True
 
 
+def _session_members(sid: int) -> list[int]:
+    """Pids whose session id is ``sid`` (Linux /proc; empty elsewhere)."""
+    members = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
 def _signal_group(pid: int, sig: int) -> None:
+    """Signal the driver's process group; SIGKILL also reaches every process of its session
+    (the driver is a session leader), e.g. a local Ray node in process groups of its own."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+    if sig == signal.SIGKILL:
+        for member in _session_members(pid):
+            try:
+                os.kill(member, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _result_ok(result: Any) -> bool:

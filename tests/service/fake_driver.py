@@ -9,6 +9,7 @@ own: same command line and exit contract, behaviour chosen by the spec's name pr
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
 
@@ -37,6 +38,18 @@ def main() -> int:
             time.sleep(0.05)
     if name.startswith("stubborn"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # a helper in a process group of its own, as a local Ray node's processes are
+        helper = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, "
+                "signal.SIG_IGN); time.sleep(600)",
+            ],
+            process_group=0,
+        )
+        with open(args.result + ".helper", "w") as fh:
+            fh.write(str(helper.pid))
         while True:
             time.sleep(0.05)
     seconds = float(name.split("-")[1]) if name.startswith("sleep-") else 0.1

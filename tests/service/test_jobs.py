@@ -65,6 +65,20 @@ def test_cancel_escalates_to_sigkill(
         time.sleep(0.3)
         http.post(f"/v1/experiments/{job['id']}/cancel")
         assert wait_state(http, job["id"], timeout=10)["state"] == "CANCELLED"
+        helper_file = tmp_path / "runs" / "jobs" / job["id"] / "result.json.helper"
+        helper = int(helper_file.read_text())
+        deadline = time.monotonic() + 5
+        while _alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(helper), "a process of the driver's session survived the kill"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_cancel_pending_job(tmp_path: Path, start_server: Callable[..., ServerThread]) -> None:
