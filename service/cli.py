@@ -365,45 +365,30 @@ def demo(
 
 
 # benchmarks ------------------------------------------------------------------------------
-@bench_app.command("rules", context_settings={"allow_extra_args": True})
+@bench_app.command("rules")
 def bench_rules_cmd(
-    rules: Annotated[str | None, typer.Option(help="comma-separated rules")] = None,
-    model: Annotated[str | None, typer.Option(help="model name")] = None,
-    steps: Annotated[int | None, typer.Option(help="timed steps")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+    models: Annotated[str, typer.Option(help="comma-separated models")] = "mlp,resnet18",
+    rules: Annotated[str | None, typer.Option(help="comma-separated rules (default: all)")] = None,
+    steps: Annotated[int, typer.Option(help="timed steps per rule")] = 20,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
+    image_size: Annotated[int, typer.Option(help="image side, pixels")] = 64,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
 ) -> None:
-    """Step time of each rule relative to BP (trainers.bench.bench_rules)."""
-    import inspect
-
+    """Median step time of each rule and its ratio to BP (trainers.bench.bench_rules)."""
     try:
-        from trainers.bench import bench_rules
+        from trainers.bench import bench_rules, format_table
     except ImportError as exc:
         raise _fail(RuntimeError(f"trainers.bench is unavailable: {exc}")) from exc
-    given = {
-        "rules": rules.split(",") if rules else None,
-        "model": model,
-        "steps": steps,
-        "batch_size": batch_size,
-    }
-    accepted = inspect.signature(bench_rules).parameters
-    kwargs = {k: v for k, v in given.items() if v is not None and k in accepted}
-    result = bench_rules(**kwargs)
-    rows = (
-        result
-        if isinstance(result, list)
-        else result.get("rows", result)
-        if isinstance(result, dict)
-        else result
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = bench_rules(
+        [m for m in models.split(",") if m],
+        rules=[r for r in rules.split(",") if r] if rules else None,
+        steps=steps,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
     )
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        table = Table(title="step time vs BP")
-        for column in rows[0]:
-            table.add_column(str(column))
-        for row in rows:
-            table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
-        console.print(table)
-    else:
-        console.print(result)
+    console.print(format_table(rows), markup=False, highlight=False)
 
 
 @bench_app.command("service")
