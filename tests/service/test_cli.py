@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
-from svc_helpers import spec, wait_state
+from svc_helpers import FAKE_DRIVER, spec, wait_state
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -60,3 +62,25 @@ def test_demo_spec_is_packaged_and_valid() -> None:
     assert loaded.rule_names == ["bp", "fa", "ss"]
     assert loaded.scale.workers == 2 and loaded.batch_size == 32
     assert loaded.schedule.epochs == 3 and loaded.data.image_size == 32
+
+
+def test_demo_plumbing_with_stand_in_driver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bioprop demo` end to end over HTTP, the trainers' driver replaced by the stand-in
+    (the real-Ray walk of the same path is the trainers' end-to-end test)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BIOPROP_DRIVER_CMD", json.dumps(FAKE_DRIVER))
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "demo-sweep" in result.output and "SUCCEEDED" in result.output
+    for rule in ("bp", "fa", "ss"):
+        assert f"│ {rule} " in result.output
+    assert "make mlflow-ui" in result.output
+    assert (tmp_path / "bioprop-runs" / "jobs.db").exists()
+
+    bad = tmp_path / "fail.yaml"
+    bad.write_text(yaml.safe_dump(spec("fail-demo")))
+    result = runner.invoke(app, ["demo", "--spec", str(bad)])
+    assert result.exit_code == 1
+    assert "boom in the training loop" in result.output
