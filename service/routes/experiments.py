@@ -50,24 +50,43 @@ def _not_found(job_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
 
 
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
 def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> None:
-    """422 unless ``data.root`` lies under one of ``settings.DATA_DIRS`` (when configured)."""
-    if not settings.DATA_DIRS or spec.data.root is None:
-        return
-    root = Path(spec.data.root).expanduser().resolve()
-    if any(root == d or root.is_relative_to(d) for d in settings.DATA_DIRS):
+    """422 unless ``data.root`` lies under one of ``settings.DATA_DIRS`` and ``storage_path``
+    under one of them or ``RUN_DIR`` (checked only when DATA_DIRS is configured)."""
+    if not settings.DATA_DIRS:
         return
     allowed = ", ".join(str(d) for d in settings.DATA_DIRS)
-    raise RequestValidationError(
-        [
-            {
-                "type": "path_not_allowed",
-                "loc": ("body", "data", "root"),
-                "msg": f"data.root {str(root)!r} is not under an allowed data directory ({allowed})",
-                "input": str(spec.data.root),
-            }
-        ]
-    )
+    errors = []
+    if spec.data.root is not None:
+        root = Path(spec.data.root).expanduser().resolve()
+        if not _under(root, settings.DATA_DIRS):
+            errors.append(
+                {
+                    "type": "path_not_allowed",
+                    "loc": ("body", "data", "root"),
+                    "msg": f"data.root {str(root)!r} is not under an allowed data directory "
+                    f"({allowed})",
+                    "input": str(spec.data.root),
+                }
+            )
+    if spec.storage_path is not None:
+        storage = Path(spec.storage_path).expanduser().resolve()
+        if not _under(storage, [*settings.DATA_DIRS, settings.RUN_DIR]):
+            errors.append(
+                {
+                    "type": "path_not_allowed",
+                    "loc": ("body", "storage_path"),
+                    "msg": f"storage_path {str(storage)!r} is not under an allowed data "
+                    f"directory ({allowed}) or the run directory ({settings.RUN_DIR})",
+                    "input": str(spec.storage_path),
+                }
+            )
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def body_hash(spec_json: dict[str, Any]) -> str:

@@ -52,6 +52,8 @@ def test_data_root_must_be_under_data_dirs(
         assert "not under an allowed data directory" in error["msg"]
         sneaky = {"kind": "imagefolder", "root": str(allowed / ".." / "elsewhere")}
         assert http.post("/v1/experiments", json=spec(data=sneaky)).status_code == 422
+        storage = http.post("/v1/experiments", json=spec(storage_path="/etc/bioprop"))
+        assert [e["loc"] for e in storage.json()["detail"]] == [["body", "storage_path"]]
         inside = {"kind": "imagefolder", "root": str(allowed / "imagenet")}
         response = http.post("/v1/experiments", json=spec("hang", data=inside))
         assert response.status_code == 201, response.text
