@@ -244,12 +244,24 @@ class Scheduler:
             )
             log.info("job %s succeeded", job_id)
             return
+        failed = [
+            f"{c.get('rule')}: {c.get('error') or c.get('status')}"
+            for c in (result or {}).get("children", [])
+            if c.get("status") != "FINISHED"
+        ]
         if returncode is None:
-            reason = "driver lost: its process ended while the service was not watching"
+            reason = (
+                "driver reported failure"
+                if isinstance(result, dict)
+                else "driver lost: it ended without writing result.json, and its exit status "
+                "is unknown to this service process, which did not start it"
+            )
         elif returncode < 0:
             reason = f"driver killed by signal {-returncode}"
         else:
             reason = f"driver exited with code {returncode}"
+        if failed:
+            reason += "; failed settings: " + "; ".join(failed)
         tail = log_tail(job_dir / "driver.log")
         error = f"{reason}\n--- driver.log (tail) ---\n{tail}" if tail else reason
         store.transition(

@@ -250,17 +250,18 @@ def get_logs(
     if job is None:
         raise _not_found(job_id)
     path = scheduler.job_dir(job_id) / "driver.log"
+    size = path.stat().st_size if path.exists() else 0  # follow from here: nothing is lost
     if tail is not None:
         text = log_tail(path, lines=tail, max_bytes=max(16384, tail * 400))
         text = text + "\n" if text else ""
     else:
         try:
-            text = path.read_text(errors="replace")
+            with open(path, "rb") as fh:
+                text = fh.read(size).decode("utf-8", errors="replace")
         except FileNotFoundError:
             text = ""
     if not follow:
         return PlainTextResponse(text)
-    size = path.stat().st_size if path.exists() else 0
 
     async def stream() -> AsyncIterator[bytes]:
         if text:

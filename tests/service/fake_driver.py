@@ -2,7 +2,7 @@
 own: same command line and exit contract, behaviour chosen by the spec's name prefix.
 
 ``ok*``: a few log lines, result.json, exit 0. ``sleep-S*``: the same after S seconds.
-``fail*``: exit 3 with an error line. ``hang*``: runs until SIGTERM (then exits 143).
+``fail*``: exit 3 with an error line. ``partial*``: result.json with one FAILED setting, exit 1. ``hang*``: runs until SIGTERM (then exits 143).
 ``stubborn*``: ignores SIGTERM (needs SIGKILL).
 """
 
@@ -27,6 +27,18 @@ def main() -> int:
     if name.startswith("fail"):
         print("RuntimeError: boom in the training loop", flush=True)
         return 3
+    if name.startswith("partial"):  # one setting failed; the sweep went on; exit 1
+        result = {
+            "parent_run_id": f"parent-{args.job_id}",
+            "status": "FAILED",
+            "children": [
+                {"rule": "bp", "status": "FINISHED", "metrics": {}},
+                {"rule": "fa", "status": "FAILED", "error": "ValueError: nan loss"},
+            ],
+        }
+        with open(args.result, "w") as fh:
+            json.dump(result, fh)
+        return 1
     if name.startswith("hang"):
 
         def on_term(signum, frame):

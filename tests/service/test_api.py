@@ -34,6 +34,14 @@ def test_failed_job_carries_log_tail(http: httpx.Client) -> None:
     assert "boom in the training loop" in done["error"]
 
 
+def test_failed_setting_is_named_in_error(http: httpx.Client) -> None:
+    job = http.post("/v1/experiments", json=spec("partial")).json()
+    done = wait_state(http, job["id"])
+    assert done["state"] == "FAILED"
+    assert "exited with code 1; failed settings: fa: ValueError: nan loss" in done["error"]
+    assert done["mlflow_parent_run_id"] == f"parent-{job['id']}"
+
+
 def test_get_unknown_is_404(http: httpx.Client) -> None:
     assert http.get("/v1/experiments/nope").status_code == 404
 
