@@ -89,6 +89,24 @@ def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> None:
         raise RequestValidationError(errors)
 
 
+def check_tracking(spec: ExperimentSpec, settings: Settings) -> None:
+    """422 when the spec names an MLflow store other than the service's: progress, metrics
+    and the runs' job tags must land where the service reads them."""
+    uri = spec.tracking.uri
+    if uri is not None and uri != settings.MLFLOW_URI:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "tracking_uri_not_allowed",
+                    "loc": ("body", "tracking", "uri"),
+                    "msg": "this service records runs in its own MLflow store "
+                    f"({settings.MLFLOW_URI}); leave tracking.uri unset",
+                    "input": uri,
+                }
+            ]
+        )
+
+
 def body_hash(spec_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
 
@@ -124,6 +142,7 @@ async def submit(
     ] = None,
 ) -> JobPublic:
     check_data_dirs(spec, settings)
+    check_tracking(spec, settings)
     spec_json = spec.model_dump(mode="json")
     digest = body_hash(spec_json)
     job, created = store.create_job(

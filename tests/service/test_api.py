@@ -83,6 +83,13 @@ def test_cross_field_rule_is_422(http: httpx.Client) -> None:
     assert "smaller than scale.workers" in msg
 
 
+def test_foreign_tracking_uri_is_422(http: httpx.Client) -> None:
+    ((loc, msg),) = _errors(
+        http.post("/v1/experiments", json=spec(tracking={"uri": "http://elsewhere:5000"}))
+    )
+    assert loc == ["body", "tracking", "uri"] and "leave tracking.uri unset" in msg
+
+
 def test_non_json_body_is_422(http: httpx.Client) -> None:
     response = http.post(
         "/v1/experiments", content=b"{not json", headers={"Content-Type": "application/json"}
