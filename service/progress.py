@@ -7,6 +7,7 @@ tracking module; answers are cached for ``ttl`` seconds so status polling stays 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -39,18 +40,33 @@ class ProgressReader:
             self._summary = job_summary
         return self._summary
 
-    def _store_missing(self) -> bool:
-        # a sqlite store that does not exist yet holds nothing; creating it here would race
-        # the driver's own schema migration
-        if self.tracking_uri.startswith("sqlite:///"):
-            return not Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
-        return False
+    def _no_runs_yet(self, job_id: str) -> bool:
+        """For a sqlite store: True until the job's parent run exists (read with sqlite3,
+        read-only). Opening the store with MLflow before then would race the driver's own
+        creation and migration of the schema."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return False
+        path = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            return True
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM tags WHERE key = 'bioprop.job_id' AND value = ? LIMIT 1",
+                    (job_id,),
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:  # no tags table yet, or the driver holds a migration lock
+            return True
+        return row is None
 
     MISS: Any = object()
 
     def cached(self, job_id: str, *, final: bool = False) -> Any:
         """The cached answer, or ``MISS`` when :meth:`read` must ask MLflow."""
-        if self._unavailable or self._store_missing():
+        if self._unavailable:
             return None
         with self._lock:
             hit = self._cache.get(job_id)
@@ -63,6 +79,10 @@ class ProgressReader:
         if hit is not self.MISS:
             return hit
         now = time.monotonic()
+        if self._no_runs_yet(job_id):
+            with self._lock:
+                self._cache[job_id] = (now, final, None)
+            return None
         fn = self._fn()
         if fn is None:
             return None
