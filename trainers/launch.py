@@ -19,14 +19,18 @@ import os
 import re
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.tracking import (
+    TAG_RULE,
     default_tracking_uri,
+    find_job_runs,
     finish_run,
     log_curves,
+    reopen_run,
     start_child,
     start_parent,
 )
@@ -34,6 +38,7 @@ from trainers.tracking import (
 __all__ = ["build_trainer", "main", "run_experiment"]
 
 log = logging.getLogger("bioprop.launch")
+JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Terminated(Exception):
@@ -59,9 +64,9 @@ def _storage_path(spec: ExperimentSpec) -> str:
     return str(path)
 
 
-def _trial_name(spec: ExperimentSpec, job_id: str | None) -> str:
+def _trial_name(spec: ExperimentSpec, job_id: str) -> str:
     """Stable per job and setting, so restarting the same job resumes its Ray Train run."""
-    raw = f"{spec.name}-{spec.rule_names[0]}-{job_id or 'local'}"
+    raw = f"{spec.name}-{spec.rule_names[0]}-{job_id}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
@@ -97,37 +102,38 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
     """Run every setting of ``spec`` in turn; return the parent run id and each child's outcome.
 
-    A failed setting is recorded (FAILED) and the sweep goes on to the next one.
+    A failed setting is recorded (FAILED) and the sweep goes on to the next one. Calling it
+    again with the same ``job_id`` resumes every unfinished setting from its last checkpoint;
+    without one, a fresh id is drawn so an earlier run of the same spec is never reused.
     """
     import data_pipelines
 
+    job_id = job_id or uuid.uuid4().hex[:12]
+    if not JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
     spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task=spec.task)})
     _init_ray()
-    parent = start_parent(spec, uri=uri, job_id=job_id)
-    result: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": uri, "children": []}
+    earlier_parent, earlier_children = find_job_runs(job_id, uri)
+    if earlier_parent is None:
+        parent = start_parent(spec, uri=uri, job_id=job_id)
+    else:  # the same job started again: resume into its own runs
+        parent = earlier_parent.info.run_id
+        reopen_run(uri, parent)
+        log.info("resuming job %s (parent run %s)", job_id, parent)
+    earlier = {r.data.tags.get(TAG_RULE): r for r in earlier_children}
+    result: dict[str, Any] = {
+        "job_id": job_id,
+        "parent_run_id": parent,
+        "tracking_uri": uri,
+        "children": [],
+    }
     open_runs = [parent]
     try:
         for setting in spec.expand():
-            rule = setting.rule_names[0]
-            child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id)
-            open_runs.append(child)
-            log.info("setting rule=%s run_id=%s", rule, child)
-            entry: dict[str, Any] = {"rule": rule, "run_id": child}
-            try:
-                fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id).fit()
-                entry.update(status="FINISHED", metrics=dict(fit.metrics or {}))
-                if fit.checkpoint is not None:
-                    entry["checkpoint"] = fit.checkpoint.path
-                    _log_final_checkpoint(uri, child, fit.checkpoint)
-            except Terminated:
-                raise
-            except Exception as exc:  # one failed setting must not sink the sweep
-                log.exception("rule %s failed", rule)
-                entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
-            log_curves(uri, child)
-            finish_run(uri, child, entry["status"])
-            open_runs.remove(child)
+            entry = _run_setting(
+                setting, earlier.get(setting.rule_names[0]), parent, uri, job_id, open_runs
+            )
             result["children"].append(entry)
         ok = all(c["status"] == "FINISHED" for c in result["children"])
         finish_run(uri, parent, "FINISHED" if ok else "FAILED")
@@ -137,6 +143,44 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         for run_id in open_runs:
             finish_run(uri, run_id, "KILLED")
         raise
+
+
+def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs: list[str]):
+    """Train one sweep setting into its child run (reused when the job ran before)."""
+    rule = setting.rule_names[0]
+    if earlier is not None and _is_complete(earlier, setting):
+        log.info("rule %s already finished in run %s", rule, earlier.info.run_id)
+        return {"rule": rule, "run_id": earlier.info.run_id, "status": "FINISHED", "skipped": True}
+    if earlier is not None:
+        child = earlier.info.run_id
+        reopen_run(uri, child)
+    else:
+        child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id)
+    open_runs.append(child)
+    log.info("setting rule=%s run_id=%s", rule, child)
+    entry: dict[str, Any] = {"rule": rule, "run_id": child}
+    try:
+        fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id).fit()
+        entry.update(status="FINISHED", metrics=dict(fit.metrics or {}))
+        if fit.checkpoint is not None:
+            entry["checkpoint"] = fit.checkpoint.path
+            _log_final_checkpoint(uri, child, fit.checkpoint)
+    except Terminated:
+        raise
+    except Exception as exc:  # one failed setting must not sink the sweep
+        log.exception("rule %s failed", rule)
+        entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
+    log_curves(uri, child)
+    finish_run(uri, child, entry["status"])
+    open_runs.remove(child)
+    return entry
+
+
+def _is_complete(run, spec: ExperimentSpec) -> bool:
+    """A child run that finished every epoch the spec asks for."""
+    return (
+        run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= spec.schedule.epochs
+    )
 
 
 def _log_final_checkpoint(uri: str, run_id: str, checkpoint) -> None:

@@ -53,10 +53,10 @@ def bench_workers(
         "tracking": {"experiment": "bioprop-bench"},
     }
     samples: dict[int, list[float]] = {1: [], workers: []}
-    for r in range(rounds):
+    for _ in range(rounds):
         for n in (1, workers):
             spec = ExperimentSpec.model_validate({**base, "scale": {"workers": n}})
-            result = run_experiment(spec, job_id=f"bench-w{n}-r{r}")
+            result = run_experiment(spec)
             (child,) = result["children"]
             samples[n] += _history(result["tracking_uri"], child["run_id"], "samples_per_s")[1:]
     one, many = statistics.median(samples[1]), statistics.median(samples[workers])
@@ -87,7 +87,7 @@ def bench_sweep_epochs(spec: ExperimentSpec | None = None) -> list[dict[str, Any
             "tracking": {"experiment": "bioprop-bench"},
         }
     )
-    result = run_experiment(spec, job_id="bench-sweep")
+    result = run_experiment(spec)
     rows = []
     for child in result["children"]:
         times = _history(result["tracking_uri"], child["run_id"], "epoch_time_s")

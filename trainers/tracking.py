@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Run, RunStatus
 
 from trainers.spec import ExperimentSpec
 
 __all__ = [
     "default_tracking_uri",
+    "find_job_runs",
     "finish_run",
     "log_curves",
     "job_summary",
     "log_metrics",
+    "reopen_run",
     "start_child",
     "start_parent",
 ]
@@ -150,25 +152,35 @@ def finish_run(uri: str, run_id: str, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status=status)
 
 
+def find_job_runs(job_id: str, uri: str) -> tuple[Run | None, list[Run]]:
+    """The job's parent run (None when it has none yet) and its child runs, oldest first."""
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None, []
+    runs = client.search_runs(
+        experiments, filter_string=f"tags.`{TAG_JOB}` = '{job_id}'", max_results=1000
+    )
+    parent = next((r for r in runs if r.data.tags.get(TAG_ROLE) == "parent"), None)
+    children = sorted(
+        (r for r in runs if r.data.tags.get(TAG_ROLE) == "child"), key=lambda r: r.info.start_time
+    )
+    return parent, children
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark an earlier run RUNNING again: a resumed job keeps logging into its own runs."""
+    MlflowClient(uri).update_run(run_id, status="RUNNING")
+
+
 def job_summary(job_id: str, tracking_uri: str | None = None) -> dict[str, Any] | None:
     """What MLflow holds for a job: its parent run and, per child, rule, status and latest metrics.
 
     Returns None when the job has no runs yet.
     """
-    uri = default_tracking_uri(tracking_uri)
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return None
-    runs = client.search_runs(
-        experiments, filter_string=f"tags.`{TAG_JOB}` = '{job_id}'", max_results=1000
-    )
-    parent = next((r for r in runs if r.data.tags.get(TAG_ROLE) == "parent"), None)
+    parent, children = find_job_runs(job_id, default_tracking_uri(tracking_uri))
     if parent is None:
         return None
-    children = sorted(
-        (r for r in runs if r.data.tags.get(TAG_ROLE) == "child"), key=lambda r: r.info.start_time
-    )
     return {
         "parent_run_id": parent.info.run_id,
         "experiment_id": parent.info.experiment_id,
@@ -178,7 +190,7 @@ def job_summary(job_id: str, tracking_uri: str | None = None) -> dict[str, Any] 
                 "rule": r.data.tags.get(TAG_RULE),
                 "run_id": r.info.run_id,
                 "status": r.info.status,
-                "metrics": {k: v for k, v in r.data.metrics.items()},
+                "metrics": dict(r.data.metrics),
             }
             for r in children
         ],

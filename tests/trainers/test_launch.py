@@ -56,3 +56,8 @@ def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, 
         local = client.download_artifacts(run_id, "checkpoints/checkpoint.pt", str(workdir))
         state = torch.load(local, weights_only=False)
         assert state["epoch"] == 2 and state["spec"]["rule"]["name"] == rule
+
+
+def test_job_id_with_filter_syntax_is_refused(workdir):
+    with pytest.raises(ValueError, match="job_id"):
+        run_experiment(ExperimentSpec(), job_id="x' OR 1=1")

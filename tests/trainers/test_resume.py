@@ -52,8 +52,15 @@ def test_stopped_then_resumed_run_ends_exactly_like_an_uninterrupted_one(workdir
     resumed = run_experiment(spec, job_id="interrupted")  # same job: picks up at epoch 2
     uri = resumed["tracking_uri"]
     run_id = resumed["children"][0]["run_id"]
+    # the resumed job keeps logging into its own MLflow runs
+    assert resumed["parent_run_id"] == first["parent_run_id"]
+    assert run_id == first["children"][0]["run_id"]
     assert _history(uri, run_id, "resumed_from_epoch") == [(1, 1.0)]
-    assert [step for step, _ in _history(uri, run_id, "train_loss")] == [2, 3]
+    assert [step for step, _ in _history(uri, run_id, "train_loss")] == [1, 2, 3]
+    assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    again = run_experiment(spec, job_id="interrupted")  # nothing left to do
+    assert again["children"][0]["skipped"] and again["status"] == "FINISHED"
+    assert len(_history(uri, run_id, "train_loss")) == 3
 
     a, b = _final_state(whole), _final_state(resumed)
     assert a["epoch"] == b["epoch"] == 2
