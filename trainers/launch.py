@@ -150,7 +150,14 @@ def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs
     rule = setting.rule_names[0]
     if earlier is not None and _is_complete(earlier, setting):
         log.info("rule %s already finished in run %s", rule, earlier.info.run_id)
-        return {"rule": rule, "run_id": earlier.info.run_id, "status": "FINISHED", "skipped": True}
+        run_id = earlier.info.run_id
+        return {
+            "rule": rule,
+            "run_id": run_id,
+            "status": "FINISHED",
+            "skipped": True,
+            "metrics": _summary_metrics(uri, run_id),
+        }
     if earlier is not None:
         child = earlier.info.run_id
         reopen_run(uri, child)
@@ -161,7 +168,7 @@ def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs
     entry: dict[str, Any] = {"rule": rule, "run_id": child}
     try:
         fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id).fit()
-        entry.update(status="FINISHED", metrics=dict(fit.metrics or {}))
+        entry["status"] = "FINISHED"
         if fit.checkpoint is not None:
             entry["checkpoint"] = fit.checkpoint.path
             _log_final_checkpoint(uri, child, fit.checkpoint)
@@ -171,9 +178,20 @@ def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs
         log.exception("rule %s failed", rule)
         entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
     log_curves(uri, child)
+    entry["metrics"] = _summary_metrics(uri, child)
     finish_run(uri, child, entry["status"])
     open_runs.remove(child)
     return entry
+
+
+def _summary_metrics(uri: str, run_id: str) -> dict[str, float]:
+    """The run's latest whole-model metrics (per-layer ones stay in MLflow)."""
+    from mlflow import MlflowClient
+
+    latest = MlflowClient(uri).get_run(run_id).data.metrics
+    return {
+        k: v for k, v in latest.items() if not k.startswith(("align_", "galign_")) or "mean" in k
+    }
 
 
 def _is_complete(run, spec: ExperimentSpec) -> bool:

@@ -35,6 +35,9 @@ def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, 
     parent = client.get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED"
     children = {c["rule"]: c["run_id"] for c in result["children"]}
+    summary = {c["rule"]: c["metrics"] for c in result["children"]}
+    assert summary["bp"]["val_acc"] == client.get_run(children["bp"]).data.metrics["val_acc"]
+    assert "align_mean_angle" in summary["fa"] and "align_0.0.angle" not in summary["fa"]
     assert set(children) == {"bp", "fa"}
     for rule, run_id in children.items():
         run = client.get_run(run_id)
