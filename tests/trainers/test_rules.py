@@ -452,3 +452,14 @@ def test_bench_rules_smoke() -> None:
     assert [r["rule"] for r in rows] == ["bp", "fa"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
     assert "| fa |" in format_table(rows)
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa", "kp"])
+def test_convert_bare_layer(rule: str) -> None:
+    layer, counts = convert(nn.Linear(3, 2), rule)
+    assert isinstance(layer, RULES[rule].Linear) and counts == {"Linear": 1, "Conv2d": 0}
+    x = torch.randn(4, 3, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None
+    kept, counts = convert(nn.Linear(3, 2), rule, last_layer="bp")
+    assert kept.rule_name == "bp" and counts == {"Linear": 0, "Conv2d": 0}

@@ -63,6 +63,14 @@ def convert(
             else:
                 walk(child, f"{name}.")
 
+    if isinstance(model, nn.Linear | nn.Conv2d):  # a bare layer: it is its own classifier
+        kind = "Linear" if isinstance(model, nn.Linear) else "Conv2d"
+        if keep == "":
+            return bp_cls.from_layer(model, seed=seed), {"Linear": 0, "Conv2d": 0}
+        layer = rule_cls.from_layer(model, seed=seed, **params)
+        if hooks is not None:
+            hooks(layer, last="" if kind == "Linear" else None)
+        return layer, {"Linear": int(kind == "Linear"), "Conv2d": int(kind == "Conv2d")}
     walk(model, "")
     if hooks is not None:
         hooks(model, last=_last_linear(model))
