@@ -33,6 +33,7 @@ from service.store import ACTIVE_STATES, FINAL_STATES, JobState
 
 __all__ = ["Scheduler", "log_tail"]
 
+REQUEUED = "driver lost while the service was down; re-queued to resume from its last checkpoint"
 log = logging.getLogger(__name__)
 
 
@@ -164,6 +165,9 @@ class Scheduler:
             self._start_pending()
 
     # reconciliation --------------------------------------------------------------------
+    def _has_result(self, job_id: str) -> bool:
+        return (self.job_dir(job_id) / "result.json").exists()
+
     def reconcile(self) -> None:
         """Match every RUNNING/CANCELLING job in the store with its driver process."""
         with self._lock, self.sessions() as session:
@@ -192,6 +196,19 @@ class Scheduler:
                     if job.state == JobState.CANCELLING.value:
                         _signal_group(job.pid, signal.SIGTERM)
                         self._kill_at[job.id] = time.monotonic() + self.settings.CANCEL_GRACE_S
+                elif job.state == JobState.RUNNING.value and not self._has_result(job.id):
+                    # the driver died while no service watched it: run the job again; the
+                    # driver resumes each setting from its last checkpoint into the same
+                    # MLflow runs, so the work already done is kept
+                    log.warning("job %s lost its driver (pid %d); re-queued", job.id, job.pid)
+                    store.transition(
+                        session=session,
+                        job_id=job.id,
+                        from_states=[JobState.RUNNING],
+                        to_state=JobState.PENDING,
+                        started_at=None,
+                        error=REQUEUED,
+                    )
                 else:
                     self._finish(session, job.id, returncode=None)
 

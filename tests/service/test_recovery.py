@@ -17,6 +17,11 @@ from service import store
 from service.server import ServerThread
 
 
+def store_pid(settings, job_id: str) -> int | None:
+    with store.make_sessionmaker(store.make_engine(settings.DB_URL))() as session:
+        return store.get_job(session=session, job_id=job_id).pid
+
+
 @pytest.mark.slow
 def test_restart_reconciles_every_state(
     tmp_path: Path, start_server: Callable[..., ServerThread]
@@ -78,8 +83,13 @@ def test_restart_reconciles_every_state(
         assert (
             final("done_while_down")["mlflow_parent_run_id"] == f"parent-{ids['done_while_down']}"
         )
-        lost_job = final("lost")
-        assert lost_job["state"] == "FAILED" and lost_job["error"].startswith("driver lost")
+        # a driver that died unwatched is re-launched (it resumes from its checkpoints)
+        relaunched = wait_state(http, ids["lost"], ("RUNNING",), timeout=30)
+        assert relaunched["error"].startswith("driver lost") and "re-queued" in relaunched["error"]
+        relaunched_pid = store_pid(settings, ids["lost"])
+        assert relaunched_pid not in (None, lost.pid)
+        http.post(f"/v1/experiments/{ids['lost']}/cancel")
+        assert final("lost")["state"] == "CANCELLED"
         assert http.get(f"/v1/experiments/{ids['still_running']}").json()["state"] == "RUNNING"
         assert final("cancelling")["state"] == "CANCELLED"  # SIGTERM ignored -> SIGKILL
         assert final("pending")["state"] == "SUCCEEDED"
