@@ -103,29 +103,39 @@ def _children(job: dict[str, Any]) -> list[dict[str, Any]]:
     return children
 
 
+def _labels(spec: dict[str, Any] | None) -> list[str]:
+    """The sweep-setting labels a spec will run (its rule names when it is a plain sweep)."""
+    from trainers.spec import ExperimentSpec
+
+    try:
+        return [label for label, _ in ExperimentSpec.model_validate(spec or {}).settings()]
+    except ValueError:
+        return []
+
+
 def progress_table(job: dict[str, Any]) -> Table:
-    """Per-rule epoch / accuracy / alignment of a job, as a rich table."""
+    """Per-setting epoch / accuracy / alignment of a job, as a rich table."""
     epochs = (job.get("spec") or {}).get("schedule", {}).get("epochs")
     table = Table(title=f"job {job['id']} {job['name']}: {_state(job['state'])}")
-    for column in ("rule", "status", "epoch", "val accuracy", "mean angle (deg)"):
+    for column in ("setting", "status", "epoch", "val accuracy", "mean angle (deg)"):
         table.add_column(column)
     seen = set()
     for child in _children(job):
         metrics = child.get("metrics") or {}
         epoch = metrics.get("epoch")
         epoch_text = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
+        label = child.get("setting") or child.get("rule")
         table.add_row(
-            str(child.get("rule")),
+            str(label),
             str(child.get("status", "-")),
             epoch_text,
             _fmt(_acc(metrics), ".3f"),
             _fmt(_angle(metrics), ".1f"),
         )
-        seen.add(child.get("rule"))
-    rules = (job.get("spec") or {}).get("rule", {}).get("name")
-    for rule in [rules] if isinstance(rules, str) else rules or []:
-        if rule not in seen:
-            table.add_row(rule, "waiting", "-", "-", "-")
+        seen.add(label)
+    for label in _labels(job.get("spec")):
+        if label not in seen:
+            table.add_row(label, "waiting", "-", "-", "-")
     return table
 
 
@@ -329,12 +339,12 @@ class _LocalProgress:
 
 def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
     table = Table(title=title)
-    for column in ("rule", "status", "final accuracy", "mean alignment angle (deg)"):
+    for column in ("setting", "status", "final accuracy", "mean alignment angle (deg)"):
         table.add_column(column)
     for child in children:
         metrics = child.get("metrics") or {}
         table.add_row(
-            str(child.get("rule")),
+            str(child.get("setting") or child.get("rule")),
             str(child.get("status", "-")),
             _fmt(_acc(metrics), ".3f"),
             _fmt(_angle(metrics), ".1f"),

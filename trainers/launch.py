@@ -26,6 +26,7 @@ from typing import Any
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.tracking import (
     TAG_RULE,
+    TAG_SETTING,
     default_tracking_uri,
     find_job_runs,
     finish_run,
@@ -64,13 +65,15 @@ def _storage_path(spec: ExperimentSpec) -> str:
     return str(path)
 
 
-def _trial_name(spec: ExperimentSpec, job_id: str) -> str:
+def _trial_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
     """Stable per job and setting, so restarting the same job resumes its Ray Train run."""
-    raw = f"{spec.name}-{spec.rule_names[0]}-{job_id}"
+    raw = f"{spec.name}-{setting}-{job_id}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
-def build_trainer(spec: ExperimentSpec, *, run_id: str, uri: str, job_id: str | None = None):
+def build_trainer(
+    spec: ExperimentSpec, *, run_id: str, uri: str, job_id: str, setting: str | None = None
+):
     """A ``TorchTrainer`` for one resolved, data-prepared spec."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -87,7 +90,7 @@ def build_trainer(spec: ExperimentSpec, *, run_id: str, uri: str, job_id: str | 
             resources_per_worker={"CPU": spec.scale.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name=_trial_name(spec, job_id),
+            name=_trial_name(spec, setting or spec.rule.name, job_id),
             storage_path=_storage_path(spec),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
@@ -121,7 +124,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         parent = earlier_parent.info.run_id
         reopen_run(uri, parent)
         log.info("resuming job %s (parent run %s)", job_id, parent)
-    earlier = {r.data.tags.get(TAG_RULE): r for r in earlier_children}
+    earlier = {r.data.tags.get(TAG_SETTING) or r.data.tags.get(TAG_RULE): r for r in earlier_children}
     result: dict[str, Any] = {
         "job_id": job_id,
         "parent_run_id": parent,
@@ -130,10 +133,8 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     }
     open_runs = [parent]
     try:
-        for setting in spec.expand():
-            entry = _run_setting(
-                setting, earlier.get(setting.rule_names[0]), parent, uri, job_id, open_runs
-            )
+        for label, setting in spec.settings():
+            entry = _run_setting(label, setting, earlier.get(label), parent, uri, job_id, open_runs)
             result["children"].append(entry)
         ok = all(c["status"] == "FINISHED" for c in result["children"])
         finish_run(uri, parent, "FINISHED" if ok else "FAILED")
@@ -145,14 +146,17 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         raise
 
 
-def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs: list[str]):
+def _run_setting(
+    label: str, setting, earlier, parent: str, uri: str, job_id: str, open_runs: list[str]
+):
     """Train one sweep setting into its child run (reused when the job ran before)."""
-    rule = setting.rule_names[0]
+    rule = setting.rule.name
     if earlier is not None and _is_complete(earlier, setting):
-        log.info("rule %s already finished in run %s", rule, earlier.info.run_id)
+        log.info("setting %r already finished in run %s", label, earlier.info.run_id)
         run_id = earlier.info.run_id
         return {
             "rule": rule,
+            "setting": label,
             "run_id": run_id,
             "status": "FINISHED",
             "skipped": True,
@@ -162,12 +166,12 @@ def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs
         child = earlier.info.run_id
         reopen_run(uri, child)
     else:
-        child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id)
+        child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id, setting=label)
     open_runs.append(child)
-    log.info("setting rule=%s run_id=%s", rule, child)
-    entry: dict[str, Any] = {"rule": rule, "run_id": child}
+    log.info("setting %r run_id=%s", label, child)
+    entry: dict[str, Any] = {"rule": rule, "setting": label, "run_id": child}
     try:
-        fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id).fit()
+        fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id, setting=label).fit()
         entry["status"] = "FINISHED"
         if fit.checkpoint is not None:
             entry["checkpoint"] = fit.checkpoint.path
@@ -175,7 +179,7 @@ def _run_setting(setting, earlier, parent: str, uri: str, job_id: str, open_runs
     except Terminated:
         raise
     except Exception as exc:  # one failed setting must not sink the sweep
-        log.exception("rule %s failed", rule)
+        log.exception("setting %r failed", label)
         entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
     log_curves(uri, child)
     entry["metrics"] = _summary_metrics(uri, child)

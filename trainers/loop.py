@@ -81,7 +81,7 @@ def build_classifier(spec: ExperimentSpec, num_classes: int, in_channels: int) -
     )
     model, _counts = rules.convert(
         model,
-        spec.rule_names[0],
+        spec.rule.name,
         last_layer=spec.rule.last_layer,
         seed=spec.seed,
         **spec.rule.params,

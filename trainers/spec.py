@@ -8,12 +8,20 @@ each run (as MLflow params) and each checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CheckpointSpec",
@@ -28,6 +36,7 @@ __all__ = [
     "load_spec",
 ]
 
+SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
 RULE_NAMES = ("bp", "fa", "dfa", "ss", "usf", "brsf", "frsf", "sc", "kp", "wm", "pfa", "pfa_o")
 MODEL_NAMES = ("mlp", "convnet", "resnet20", "resnet18", "alexnet_bn", "retinanet_resnet18_fpn")
 DETECTION_MODELS = ("retinanet_resnet18_fpn",)
@@ -70,10 +79,12 @@ class DataSpec(_Section):
 
 class RuleSpec(_Section):
     name: str | list[str] = Field("bp", description="rule name, or a list for a sweep")
-    last_layer: Literal["bp"] | None = Field(
-        None, description="'bp' keeps the final classifier on exact backprop"
+    last_layer: Literal["bp"] | None | list[Literal["bp"] | None] = Field(
+        None, description="'bp' keeps the final classifier on exact backprop (sweepable)"
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="rule options; a list value sweeps that option"
+    )
 
     @field_validator("name")
     @classmethod
@@ -89,10 +100,12 @@ class RuleSpec(_Section):
 
 class OptimSpec(_Section):
     name: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: PositiveFloat | list[PositiveFloat] = Field(0.05, description="sweepable")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
-    manhattan: bool = Field(False, description="Batch Manhattan: step by the gradient's sign")
+    manhattan: bool | list[bool] = Field(
+        False, description="Batch Manhattan: step by the gradient's sign (sweepable)"
+    )
 
 
 class ScheduleSpec(_Section):
@@ -138,7 +151,7 @@ class ExperimentSpec(_Section):
         None, description="Ray Train storage (shared storage when multi-node)"
     )
     max_failures: int = Field(3, ge=0)
-    seed: int = 0
+    seed: int | list[int] = Field(0, description="sweepable: a list runs one setting per seed")
 
     @field_validator("model")
     @classmethod
@@ -160,20 +173,46 @@ class ExperimentSpec(_Section):
             )
         return self
 
+    def sweep_axes(self) -> dict[str, list[Any]]:
+        """Every sweepable field given as a list (``SWEEPABLE`` and ``rule.params.<key>``)."""
+        dumped = self.model_dump(mode="json")
+        axes = {path: _get(dumped, path) for path in SWEEPABLE}
+        axes.update({f"rule.params.{k}": v for k, v in self.rule.params.items()})
+        return {path: value for path, value in axes.items() if isinstance(value, list)}
+
     @property
     def is_sweep(self) -> bool:
-        return isinstance(self.rule.name, list)
+        return bool(self.sweep_axes())
 
     @property
     def rule_names(self) -> list[str]:
-        return list(self.rule.name) if isinstance(self.rule.name, list) else [self.rule.name]
+        """The distinct rule names this spec runs, in order."""
+        return list(dict.fromkeys(s.rule.name for s in self.expand()))
+
+    def settings(self) -> list[tuple[str, ExperimentSpec]]:
+        """``(label, resolved spec)`` per point of the sweep grid (the cartesian product of all
+        list-valued sweepable fields); one point, labelled by its rule, when not a sweep.
+
+        The label names the rule and every other swept value, e.g. ``sc p=0.75 manhattan=true``.
+        """
+        axes = self.sweep_axes()
+        out = []
+        for combo in itertools.product(*axes.values()):
+            data = self.model_dump(mode="json")
+            for path, value in zip(axes, combo, strict=True):
+                _set(data, path, value)
+            spec = ExperimentSpec.model_validate(data)
+            extras = [
+                f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}"
+                for path, value in zip(axes, combo, strict=True)
+                if path != "rule.name"
+            ]
+            out.append((" ".join([spec.rule.name, *extras]), spec))
+        return out
 
     def expand(self) -> list[ExperimentSpec]:
         """One resolved spec per sweep setting (a single-element list when not a sweep)."""
-        return [
-            self.model_copy(update={"rule": self.rule.model_copy(update={"name": name})}, deep=True)
-            for name in self.rule_names
-        ]
+        return [spec for _, spec in self.settings()]
 
     def flat_params(self) -> dict[str, str]:
         """The spec flattened to ``section.field`` keys, as MLflow params."""
@@ -188,6 +227,19 @@ class ExperimentSpec(_Section):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        data = data[key]
+    return data
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        data = data[key]
+    data[last] = value
 
 
 def load_spec(source: str | Path | dict[str, Any]) -> ExperimentSpec:

@@ -33,6 +33,7 @@ __all__ = [
 TAG_JOB = "bioprop.job_id"
 TAG_ROLE = "bioprop.role"
 TAG_RULE = "bioprop.rule"
+TAG_SETTING = "bioprop.setting"
 SUMMARY_METRICS = ("epoch", "train_loss", "val_acc", "val_top5", "align_mean_angle", "lr")
 
 
@@ -83,16 +84,24 @@ def start_parent(spec: ExperimentSpec, *, uri: str, job_id: str | None = None) -
 
 
 def start_child(
-    spec: ExperimentSpec, *, uri: str, parent_run_id: str, job_id: str | None = None
+    spec: ExperimentSpec,
+    *,
+    uri: str,
+    parent_run_id: str,
+    job_id: str | None = None,
+    setting: str | None = None,
 ) -> str:
-    """Create one child run for a resolved (single-rule) spec under ``parent_run_id``."""
+    """Create one child run for a resolved spec under ``parent_run_id``; ``setting`` labels its
+    point of the sweep grid (default: its rule)."""
     client = MlflowClient(uri)
-    rule = spec.rule_names[0]
+    rule = spec.rule.name
+    setting = setting or rule
     tags = {
         TAG_ROLE: "child",
         TAG_RULE: rule,
+        TAG_SETTING: setting,
         "mlflow.parentRunId": parent_run_id,
-        "mlflow.runName": f"{spec.name}-{rule}",
+        "mlflow.runName": f"{spec.name} {setting}",
     }
     if job_id:
         tags[TAG_JOB] = job_id
@@ -188,6 +197,7 @@ def job_summary(job_id: str, tracking_uri: str | None = None) -> dict[str, Any] 
         "children": [
             {
                 "rule": r.data.tags.get(TAG_RULE),
+                "setting": r.data.tags.get(TAG_SETTING) or r.data.tags.get(TAG_RULE),
                 "run_id": r.info.run_id,
                 "status": r.info.status,
                 "metrics": dict(r.data.metrics),

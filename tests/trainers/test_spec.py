@@ -85,3 +85,31 @@ def test_flat_params_cover_every_section():
     params = ExperimentSpec().flat_params()
     assert params["optim.lr"] == "0.05" and params["rule.name"] == "bp"
     assert params["data.synth.classes"] == "4" and params["scale.workers"] == "2"
+
+
+def test_sweep_grid_is_the_product_of_every_list_valued_sweepable_field():
+    spec = ExperimentSpec.model_validate(
+        {
+            "rule": {"name": ["sc"], "params": {"p": [1, 0.5]}},
+            "optim": {"manhattan": [False, True]},
+            "seed": [0, 1, 2],
+        }
+    )
+    settings = spec.settings()
+    assert len(settings) == 12 and spec.is_sweep
+    labels = [label for label, _ in settings]
+    assert len(set(labels)) == 12
+    assert "sc manhattan=true seed=2 p=0.5" in labels
+    grid = {(s.optim.manhattan, s.seed, s.rule.params["p"]) for _, s in settings}
+    assert grid == {(m, seed, p) for m in (False, True) for seed in (0, 1, 2) for p in (1, 0.5)}
+    assert all(not s.is_sweep for _, s in settings)
+
+
+def test_a_plain_spec_is_one_setting_labelled_by_its_rule():
+    assert [label for label, _ in ExperimentSpec(rule={"name": "kp"}).settings()] == ["kp"]
+
+
+def test_sweep_values_are_validated_each():
+    with pytest.raises(ValidationError) as info:
+        ExperimentSpec.model_validate({"optim": {"lr": [0.1, -1]}})
+    assert info.value.errors()[0]["loc"][:2] == ("optim", "lr")
