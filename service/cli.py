@@ -475,5 +475,47 @@ def bench_service_cmd(
     console.print(table)
 
 
+@bench_app.command("train")
+def bench_train_cmd(
+    model: Annotated[str, typer.Option(help="model name")] = "resnet18",
+    image_size: Annotated[int, typer.Option(help="input side, pixels")] = 64,
+    workers: Annotated[int, typer.Option(help="compared against 1 worker")] = 2,
+    batch_size: Annotated[int, typer.Option(help="global batch")] = 64,
+    epochs: Annotated[int, typer.Option(help="epochs per run (the first is warm-up)")] = 3,
+    rounds: Annotated[int, typer.Option(help="alternating rounds of both configs")] = 2,
+    sweep: Annotated[
+        bool, typer.Option(help="also time an epoch of every rule (digits MLP)")
+    ] = True,
+) -> None:
+    """Training samples/s with 1 vs N Ray Train workers; epoch time per rule of a sweep."""
+    from trainers.throughput import bench_sweep_epochs, bench_workers
+
+    logging.basicConfig(level=logging.WARNING)
+    result = bench_workers(
+        model=model,
+        image_size=image_size,
+        workers=workers,
+        batch_size=batch_size,
+        epochs=epochs,
+        rounds=rounds,
+    )
+    table = Table(title=f"{model} at {image_size}px, global batch {batch_size}")
+    table.add_column("measure")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if sweep:
+        rows = bench_sweep_epochs()
+        table = Table(title="digits MLP sweep, median epoch time")
+        for column in ("rule", "status", "epoch time (s)", "val accuracy"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["rule"], row["status"], f"{row['epoch_time_s']:.3f}", f"{row['val_acc']:.3f}"
+            )
+        console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
