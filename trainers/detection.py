@@ -23,9 +23,15 @@ raises ``ValueError``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -34,9 +40,21 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+import data_pipelines
 from data_pipelines.coco import retinanet_transform_kwargs
-from trainers import rules
-from trainers.loop import _unwrap
+from trainers import metrics, rules
+from trainers.loop import (
+    CHECKPOINT_FILE,
+    _all_reduce_sum,
+    _count_nodes,
+    _report,
+    _set_rng_state,
+    _system_metrics,
+    _unwrap,
+)
+from trainers.optim import build_optimizer
+from trainers.spec import ExperimentSpec
+from trainers.tracking import log_metrics
 
 __all__ = [
     "BP_HEAD_LAYERS",
@@ -47,6 +65,7 @@ __all__ = [
     "detection_step",
     "evaluate_map",
     "predict",
+    "train_loop_per_worker_detect",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,3 +265,154 @@ def evaluate_map(
     if gather is not None:
         preds, targets = gather(preds, targets)
     return coco_map(preds, targets)
+
+
+class _LossOf(nn.Module):
+    """``forward((images, targets))`` = the RetinaNet's summed train loss, for
+    :func:`trainers.metrics.gradient_alignment`, which calls ``net(inputs)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: tuple[list[Tensor], Detections]) -> Tensor:
+        return sum(self.net(*batch).values())
+
+
+def _probe_alignment(model: nn.Module, probe: tuple[list[Tensor], Detections]) -> dict[str, float]:
+    """Rule vs exact-BP weight-gradient angles on the fixed probe batch (train mode)."""
+    net = _unwrap(model)
+    was_training = net.training
+    net.train()
+    try:
+        found = metrics.gradient_alignment(_LossOf(net), (probe, None), lambda loss, _: loss)
+    finally:
+        net.train(was_training)
+    out = {}
+    for key, value in found.items():
+        if np.isfinite(value):
+            out[f"galign_{key.removeprefix('net.')}"] = value
+    return out
+
+
+def _to(device: torch.device, images: Any, targets: Detections) -> tuple[list[Tensor], Detections]:
+    images = [im.to(device, non_blocking=True) for im in _as_list(images)]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
+    """Ray Train entry point for ``task: detect``; ``config`` as for
+    :func:`trainers.loop.train_loop_per_worker`: ``spec`` (resolved, data prepared, so
+    ``data.kind == "coco"``), ``run_id``, ``uri``.
+
+    Per epoch, rank 0 logs ``loss`` (also as ``train_loss``), ``loss_classification``,
+    ``loss_bbox_regression`` (image-weighted means over all ranks), ``lr``,
+    ``samples_per_s`` (images/s, all ranks), ``epoch_time_s``, ``map``, ``map_50``,
+    ``map_75`` (val split, every rank's detections gathered), ``align_*`` and
+    ``galign_*``; every rank reports once per epoch with the checkpoint dict of
+    :mod:`trainers.loop` from rank 0.
+    """
+    spec = ExperimentSpec.model_validate(config["spec"])
+    run_id, uri = config["run_id"], config["uri"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_amp = device.type == "cuda"
+    local_batch = max(1, spec.batch_size // world)
+
+    def loader(split: str, seed: int):
+        return data_pipelines.build_loader(
+            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
+        )
+
+    val_loader = loader("val", spec.seed)
+    torch.manual_seed(spec.seed)
+    model = build_retinanet(
+        data_pipelines.num_classes(spec.data),
+        image_size=spec.data.image_size,
+        rule=spec.rule_names[0],
+        last_layer=spec.rule.last_layer,
+        seed=spec.seed,
+        params=spec.rule.params,
+    )
+    optimizer = build_optimizer(model.parameters(), spec.optim)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
+    )
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start_epoch = state["epoch"] + 1
+        if rank == 0:
+            log_metrics(uri, run_id, {"resumed_from_epoch": start_epoch}, step=start_epoch)
+    else:
+        torch.manual_seed(spec.seed + rank)
+    nodes = _count_nodes(world)  # a collective: every rank calls it
+    if rank == 0 and start_epoch == 0:
+        log_metrics(uri, run_id, {"ddp_nodes": nodes}, step=0)
+    model = ray.train.torch.prepare_model(model)
+
+    probe = None
+    if rank == 0:
+        probe = next((_to(device, b[0], b[1]) for b in val_loader if len(b[0]) >= 2), None)
+    monitor = _system_metrics(uri, run_id) if rank == 0 else None
+    step: int | None = None
+    try:
+        for epoch in range(start_epoch, spec.schedule.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, cls, box, n
+            train_loader = loader("train", spec.seed * 100_003 + epoch)
+            step = epoch * len(train_loader) if step is None else step
+            for images, targets in train_loader:
+                images, targets = _to(device, images, targets)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    losses = detection_step(model, images, targets)
+                    loss = losses["classification"] + losses["bbox_regression"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                rules.after_step(model)
+                with torch.no_grad():
+                    n = float(len(images))
+                    parts = [loss, losses["classification"], losses["bbox_regression"]]
+                    totals[:3] += torch.stack([p.detach().double() * n for p in parts])
+                    totals[3] += n
+                step += 1
+                every = spec.tracking.alignment_every
+                if probe is not None and every and step % every == 0:
+                    log_metrics(uri, run_id, _probe_alignment(model, probe), step=step)
+            elapsed = time.perf_counter() - t0
+            loss_sum, cls_sum, box_sum, count = _all_reduce_sum(totals.tolist(), device)
+            count_ = max(count, 1.0)
+            epoch_metrics = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / count_,
+                "train_loss": loss_sum / count_,
+                "loss_classification": cls_sum / count_,
+                "loss_bbox_regression": box_sum / count_,
+                "lr": optimizer.param_groups[0]["lr"],
+                "samples_per_s": count / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed,
+            }
+            scheduler.step()
+            epoch_metrics.update(evaluate_map(model, val_loader, gather=all_gather_detections))
+            summary = dict(epoch_metrics)  # what Ray sees; MLflow gets every layer
+            align = metrics.alignment(_unwrap(model))
+            epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
+            if probe is not None and not spec.tracking.alignment_every:
+                epoch_metrics.update(_probe_alignment(model, probe))
+            summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
+            _report(spec, epoch, summary, model, optimizer, scheduler, rank, world)
+            if rank == 0:
+                log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+    finally:
+        if monitor is not None:
+            monitor.finish()
