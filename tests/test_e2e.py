@@ -8,6 +8,7 @@ import importlib.resources
 import pytest
 import torch
 import yaml
+from conftest import TINY_DATA
 from mlflow import MlflowClient
 
 from service.client import Client
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.slow
 
 def demo_spec_at_smallest_size() -> dict:
     spec = yaml.safe_load(importlib.resources.files("service").joinpath("demo.yaml").read_text())
-    spec["data"]["image_size"] = 24
-    spec["data"]["synth"] = {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28}
+    spec["data"] = TINY_DATA
     spec["schedule"]["epochs"] = 2
     spec["batch_size"] = 16
     return spec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_spec
 from mlflow import MlflowClient
 
 from trainers.launch import run_experiment
@@ -11,19 +12,7 @@ from trainers.spec import ExperimentSpec
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "name": "tiny",
-    "model": "convnet",
-    "data": {
-        "kind": "synthetic",
-        "image_size": 24,
-        "synth": {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28},
-    },
-    "optim": {"lr": 0.05},
-    "schedule": {"epochs": 3},
-    "batch_size": 16,
-    "scale": {"workers": 2},
-}
+TINY = tiny_spec(name="tiny", optim={"lr": 0.05}, schedule={"epochs": 3}, scale={"workers": 2})
 
 
 def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, ray_cluster):

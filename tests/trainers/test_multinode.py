@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import tiny_spec
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -38,20 +39,13 @@ DRIVER = textwrap.dedent(
 
 def test_ddp_spans_two_raylets_and_checkpoints_land_in_shared_storage(workdir):
     shared = workdir / "shared"
-    spec = {
-        "name": "multinode",
-        "model": "convnet",
-        "rule": {"name": "ss"},
-        "data": {
-            "kind": "synthetic",
-            "image_size": 24,
-            "synth": {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28},
-        },
-        "schedule": {"epochs": 2},
-        "batch_size": 16,
-        "scale": {"workers": 2, "cpus_per_worker": 1},
-        "storage_path": str(shared),
-    }
+    spec = tiny_spec(
+        name="multinode",
+        rule={"name": "ss"},
+        schedule={"epochs": 2},
+        scale={"workers": 2, "cpus_per_worker": 1},
+        storage_path=str(shared),
+    )
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(spec)],
         capture_output=True,

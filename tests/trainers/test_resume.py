@@ -10,6 +10,7 @@ import time
 import psutil
 import pytest
 import torch
+from conftest import tiny_spec
 from mlflow import MlflowClient
 
 from trainers.launch import run_experiment
@@ -17,19 +18,9 @@ from trainers.spec import ExperimentSpec
 
 pytestmark = pytest.mark.slow
 
-BASE = {
-    "name": "resume",
-    "model": "convnet",
-    "rule": {"name": "fa"},
-    "data": {
-        "kind": "synthetic",
-        "image_size": 24,
-        "synth": {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28},
-    },
-    "optim": {"lr": 0.05},
-    "schedule": {"epochs": 3, "step_every": 2},
-    "batch_size": 16,
-}
+BASE = tiny_spec(
+    name="resume", rule={"name": "fa"}, optim={"lr": 0.05}, schedule={"epochs": 3, "step_every": 2}
+)
 
 
 def _final_state(result: dict) -> dict:
