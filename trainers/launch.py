@@ -78,10 +78,13 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainers.loop import train_loop_per_worker
+    if spec.task == "detect":
+        from trainers.detection import train_loop_per_worker_detect as loop
+    else:
+        from trainers.loop import train_loop_per_worker as loop
 
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
         torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
         scaling_config=ScalingConfig(
