@@ -298,3 +298,59 @@ def test_ray_train_loop_two_workers_logs_losses_map_alignment(workdir, ray_clust
         state = torch.load(f"{ckpt}/checkpoint.pt", weights_only=False)
     assert state["epoch"] == 2 and state["spec"]["task"] == "detect"
     assert set(state) >= {"model", "optimizer", "lr_scheduler", "rng"}
+
+
+def _fit(spec, run_id: str, uri: str, name: str, storage: str):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainers.detection import train_loop_per_worker_detect
+
+    return TorchTrainer(
+        train_loop_per_worker_detect,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.scale.workers),
+        run_config=RunConfig(name=name, storage_path=storage),
+    ).fit()
+
+
+@pytest.mark.slow
+def test_stopped_and_resumed_detection_run_matches_an_uninterrupted_one(workdir, ray_cluster):
+    from mlflow import MlflowClient
+
+    import data_pipelines
+    from trainers.spec import ExperimentSpec
+    from trainers.tracking import default_tracking_uri, start_child, start_parent
+
+    spec = ExperimentSpec.model_validate(
+        {
+            **DETECT_SPEC,
+            "data": {"kind": "synthetic", "image_size": 48, "synth": {"images": 8, "size": 48}},
+            "rule": {"name": "kp"},  # plastic feedback: its state must resume too
+            "schedule": {"epochs": 2},
+            "batch_size": 2,
+            "scale": {"workers": 1},
+        }
+    )
+    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task="detect")})
+    uri = default_tracking_uri(None)
+    parent = start_parent(spec, uri=uri)
+    runs = [start_child(spec, uri=uri, parent_run_id=parent) for _ in range(2)]
+    storage = str(workdir / "ray")
+    whole = _fit(spec, runs[0], uri, "whole", storage)
+    short = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"epochs": 1})})
+    _fit(short, runs[1], uri, "cut", storage)
+    resumed = _fit(spec, runs[1], uri, "cut", storage)  # same name: resumes after epoch 1
+
+    history = MlflowClient(uri).get_metric_history(runs[1], "resumed_from_epoch")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0)]
+    states = []
+    for result in (whole, resumed):
+        with result.checkpoint.as_directory() as ckpt:
+            states.append(torch.load(f"{ckpt}/checkpoint.pt", weights_only=False))
+    a, b = states
+    assert a["epoch"] == b["epoch"] == 1
+    assert any("feedback" in key for key in a["model"])
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
