@@ -248,37 +248,29 @@ def test_one_step_and_map_on_the_coco_loader(workdir) -> None:
     assert all(0.0 <= v <= 1.0 for v in found.values())
 
 
-@pytest.mark.slow
-def test_ray_train_loop_two_workers_logs_losses_map_alignment(workdir, ray_cluster) -> None:
+def _history(uri: str, run_id: str, name: str) -> list[tuple[int, float]]:
     from mlflow import MlflowClient
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    import data_pipelines
-    from trainers.detection import train_loop_per_worker_detect
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, name)]
+
+
+def _checkpoint(result: dict) -> dict:
+    (child,) = result["children"]
+    return torch.load(f"{child['checkpoint']}/checkpoint.pt", weights_only=False)
+
+
+@pytest.mark.slow
+def test_two_worker_detection_run_logs_losses_map_alignment(workdir, ray_cluster) -> None:
+    from mlflow import MlflowClient
+
+    from trainers.launch import run_experiment
     from trainers.spec import ExperimentSpec
-    from trainers.tracking import default_tracking_uri, start_child, start_parent
 
-    spec = ExperimentSpec.model_validate(DETECT_SPEC)
-    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task="detect")})
-    uri = default_tracking_uri(None)
-    parent = start_parent(spec, uri=uri)
-    run_id = start_child(spec, uri=uri, parent_run_id=parent)
-    trainer = TorchTrainer(
-        train_loop_per_worker_detect,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name="detect-tiny", storage_path=str(workdir / "ray")),
-    )
-    result = trainer.fit()
-    assert result.error is None
-
-    client = MlflowClient(uri)
-    history = {
-        name: [m.value for m in client.get_metric_history(run_id, name)]
-        for name in ("loss", "loss_classification", "loss_bbox_regression", "map", "map_50")
-    }
+    result = run_experiment(ExperimentSpec.model_validate(DETECT_SPEC), job_id="detect-2w")
+    assert result["status"] == "FINISHED", result
+    uri, run_id = result["tracking_uri"], result["children"][0]["run_id"]
+    names = ("loss", "loss_classification", "loss_bbox_regression", "map", "map_50")
+    history = {name: [v for _, v in _history(uri, run_id, name)] for name in names}
     assert all(len(values) == 3 for values in history.values()), history
     for a, b, c in zip(
         history["loss"],
@@ -289,39 +281,22 @@ def test_ray_train_loop_two_workers_logs_losses_map_alignment(workdir, ray_clust
         assert a == pytest.approx(b + c, rel=1e-5)
     assert history["loss"][-1] < history["loss"][0], history["loss"]
     assert all(0.0 <= v <= 1.0 for v in history["map"] + history["map_50"])
+    client = MlflowClient(uri)
     logged = client.get_run(run_id).data.metrics
     assert logged["samples_per_s"] > 0 and logged["ddp_nodes"] == 1
     assert 10.0 < logged["align_mean_angle"] < 90.0  # sign-symmetry: aligned, not exact
     assert "align_head.classification_head.cls_logits.angle" not in logged  # kept on BP
     assert 0.0 < logged["galign_mean_grad_angle"] < 90.0
-    with result.checkpoint.as_directory() as ckpt:
-        state = torch.load(f"{ckpt}/checkpoint.pt", weights_only=False)
+    assert "curves.png" in [a.path for a in client.list_artifacts(run_id)]
+    state = _checkpoint(result)
     assert state["epoch"] == 2 and state["spec"]["task"] == "detect"
     assert set(state) >= {"model", "optimizer", "lr_scheduler", "rng"}
 
 
-def _fit(spec, run_id: str, uri: str, name: str, storage: str):
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from trainers.detection import train_loop_per_worker_detect
-
-    return TorchTrainer(
-        train_loop_per_worker_detect,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=spec.scale.workers),
-        run_config=RunConfig(name=name, storage_path=storage),
-    ).fit()
-
-
 @pytest.mark.slow
 def test_stopped_and_resumed_detection_run_matches_an_uninterrupted_one(workdir, ray_cluster):
-    from mlflow import MlflowClient
-
-    import data_pipelines
+    from trainers.launch import run_experiment
     from trainers.spec import ExperimentSpec
-    from trainers.tracking import default_tracking_uri, start_child, start_parent
 
     spec = ExperimentSpec.model_validate(
         {
@@ -333,23 +308,14 @@ def test_stopped_and_resumed_detection_run_matches_an_uninterrupted_one(workdir,
             "scale": {"workers": 1},
         }
     )
-    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task="detect")})
-    uri = default_tracking_uri(None)
-    parent = start_parent(spec, uri=uri)
-    runs = [start_child(spec, uri=uri, parent_run_id=parent) for _ in range(2)]
-    storage = str(workdir / "ray")
-    whole = _fit(spec, runs[0], uri, "whole", storage)
+    whole = run_experiment(spec, job_id="det-whole")
     short = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"epochs": 1})})
-    _fit(short, runs[1], uri, "cut", storage)
-    resumed = _fit(spec, runs[1], uri, "cut", storage)  # same name: resumes after epoch 1
-
-    history = MlflowClient(uri).get_metric_history(runs[1], "resumed_from_epoch")
-    assert [(m.step, m.value) for m in history] == [(1, 1.0)]
-    states = []
-    for result in (whole, resumed):
-        with result.checkpoint.as_directory() as ckpt:
-            states.append(torch.load(f"{ckpt}/checkpoint.pt", weights_only=False))
-    a, b = states
+    run_experiment(short, job_id="det-cut")  # stops after epoch 1
+    resumed = run_experiment(spec, job_id="det-cut")  # same job: picks up at epoch 2
+    run_id = resumed["children"][0]["run_id"]
+    assert _history(resumed["tracking_uri"], run_id, "resumed_from_epoch") == [(1, 1.0)]
+    assert [step for step, _ in _history(resumed["tracking_uri"], run_id, "map")] == [1, 2]
+    a, b = _checkpoint(whole), _checkpoint(resumed)
     assert a["epoch"] == b["epoch"] == 1
     assert any("feedback" in key for key in a["model"])
     for key in a["model"]:
