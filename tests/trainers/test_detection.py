@@ -130,7 +130,7 @@ def test_sgd_steps_lower_the_loss_on_a_fixed_batch(rule: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
     assert all(math.isfinite(v) for v in history)
     assert history[-1] < 0.9 * history[0], history
 
