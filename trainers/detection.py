@@ -152,7 +152,8 @@ def build_retinanet(
     ``retinanet_resnet50_fpn`` builds it. The transform's ``min_size``/``max_size`` and
     mean/std come from :func:`data_pipelines.coco.retinanet_transform_kwargs`: the loader
     already resizes (shorter side ``image_size``) and normalizes, so the transform neither
-    rescales nor re-normalizes. ``num_classes`` counts object classes (labels
+    rescales nor re-normalizes. At most 100 detections per image are kept (COCO scores the
+    top 100; Detectron's RetinaNet keeps as many). ``num_classes`` counts object classes (labels
     ``0..num_classes-1``; RetinaNet's focal loss has no background class). Initialise the
     global RNG (``torch.manual_seed``) before calling for reproducible weights; rule
     feedback is seeded from ``seed``. ``last_layer="bp"``: see :func:`convert_retinanet`.
@@ -163,7 +164,9 @@ def build_retinanet(
     fpn = _resnet_fpn_extractor(
         backbone, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(512, 256)
     )
-    model = RetinaNet(fpn, num_classes, **retinanet_transform_kwargs(image_size))
+    model = RetinaNet(
+        fpn, num_classes, detections_per_img=100, **retinanet_transform_kwargs(image_size)
+    )
     model, _counts = convert_retinanet(model, rule, last_layer=last_layer, seed=seed, params=params)
     return model
 
@@ -242,6 +245,7 @@ def coco_map(preds: Detections, targets: Detections) -> dict[str, float]:
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+    metric.warn_on_many_detections = False  # keeping the top 100 by score is COCO's protocol
     metric.update(preds, targets)
     found = metric.compute()
     return {key: float(found[key]) for key in ("map", "map_50", "map_75")}

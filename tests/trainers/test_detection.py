@@ -93,6 +93,7 @@ def test_architecture_is_resnet18_fpn_p3_to_p7() -> None:
         feats = model.backbone(torch.randn(1, 3, 64, 64))
     assert [tuple(f.shape[-2:]) for f in feats.values()] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
     assert model.transform.min_size == (64,) and model.transform.max_size == round(64 * 1333 / 800)
+    assert model.detections_per_img == 100
 
 
 def test_bp_heads_stay_plain_conv_and_everything_else_converts() -> None:
