@@ -15,6 +15,7 @@ from torch import nn
 
 from trainers.detection import (
     BP_HEAD_LAYERS,
+    all_gather_detections,
     build_retinanet,
     coco_map,
     convert_retinanet,
@@ -321,3 +322,33 @@ def test_stopped_and_resumed_detection_run_matches_an_uninterrupted_one(workdir,
     assert any("feedback" in key for key in a["model"])
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
+
+
+def _gather_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from trainers.detection import all_gather_detections
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        mine = [pred([[rank, 0, rank + 5, 5]], [rank], [0.5])] * (rank + 1)  # unequal counts
+        truth = [target([[rank, 0, rank + 5, 5]], [rank])] * (rank + 1)
+        preds, targets = all_gather_detections(mine, truth)
+        torch.save({"preds": preds, "targets": targets}, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~5 s
+def test_all_gather_detections_merges_ranks_in_order(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path}/rendezvous"
+    mp.spawn(_gather_worker, args=(2, init, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=False)
+        assert [int(p["labels"][0]) for p in got["preds"]] == [0, 1, 1]
+        assert [int(t["labels"][0]) for t in got["targets"]] == [0, 1, 1]
+    # without a process group the inputs come back unchanged
+    alone = [pred([[0, 0, 1, 1]], [0], [1.0])]
+    assert all_gather_detections(alone, alone) == (alone, alone)
