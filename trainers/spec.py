@@ -106,6 +106,9 @@ class OptimSpec(_Section):
     manhattan: bool | list[bool] = Field(
         False, description="Batch Manhattan: step by the gradient's sign (sweepable)"
     )
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="clip the global gradient norm before each step (None: off)"
+    )
 
 
 class ScheduleSpec(_Section):

@@ -225,7 +225,7 @@ DETECT_SPEC = {
     "model": "retinanet_resnet18_fpn",
     "data": {"kind": "synthetic", "image_size": 48, "synth": {"images": 16, "size": 48}},
     "rule": {"name": "ss", "last_layer": "bp"},
-    "optim": {"lr": 0.01},
+    "optim": {"lr": 0.01, "clip_grad_norm": 10.0},
     "schedule": {"epochs": 3},
     "batch_size": 4,
     "scale": {"workers": 2},
