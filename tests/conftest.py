@@ -11,26 +11,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-# The smallest data that still trains: 3 classes of 24 px crops from 28 px JPEG files.
-TINY_DATA = {
-    "kind": "synthetic",
-    "image_size": 24,
-    "synth": {"classes": 3, "train_per_class": 16, "val_per_class": 8, "size": 28},
-}
-
-
-def tiny_spec(**fields) -> dict:
-    """A spec dict on ``TINY_DATA`` with a small conv net; ``fields`` override top-level keys."""
-    import copy
-
-    return {
-        "model": "convnet",
-        "data": copy.deepcopy(TINY_DATA),
-        "batch_size": 16,
-        **fields,
-    }
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)

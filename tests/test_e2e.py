@@ -8,8 +8,8 @@ import importlib.resources
 import pytest
 import torch
 import yaml
-from conftest import TINY_DATA
 from mlflow import MlflowClient
+from tiny_specs import TINY_DATA
 
 from service.client import Client
 from service.server import ServerThread

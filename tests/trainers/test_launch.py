@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_spec
 from mlflow import MlflowClient
+from tiny_specs import tiny_spec
 
 from trainers.launch import run_experiment
 from trainers.spec import ExperimentSpec

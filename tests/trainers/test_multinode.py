@@ -10,8 +10,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import tiny_spec
 from mlflow import MlflowClient
+from tiny_specs import tiny_spec
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 import torch
-from conftest import tiny_spec
 from mlflow import MlflowClient
+from tiny_specs import tiny_spec
 
 from trainers.launch import run_experiment
 from trainers.spec import ExperimentSpec
