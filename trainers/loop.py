@@ -173,6 +173,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     loss = nn.functional.cross_entropy(logits, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if spec.optim.clip_grad_norm:
+                    nn.utils.clip_grad_norm_(model.parameters(), spec.optim.clip_grad_norm)
                 optimizer.step()
                 rules.after_step(model)
                 with torch.no_grad():

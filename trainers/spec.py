@@ -134,7 +134,9 @@ class TrackingSpec(_Section):
     )
     experiment: str = "bioprop"
     alignment_every: int = Field(
-        0, ge=0, description="gradient alignment on a fixed probe batch every K steps (0 = per epoch)"
+        0,
+        ge=0,
+        description="gradient alignment on a fixed probe batch every K steps (0 = per epoch)",
     )
 
 
@@ -170,6 +172,12 @@ class ExperimentSpec(_Section):
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
         if (self.data.kind == "coco") != (self.task == "detect") and self.data.kind != "synthetic":
             raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}")
+        names = self.rule.name if isinstance(self.rule.name, list) else [self.rule.name]
+        if self.task == "detect" and "dfa" in names:
+            raise ValueError(
+                "rule 'dfa' needs one output layer whose error reaches every hidden layer; "
+                "RetinaNet has two heads over five pyramid levels, so task 'detect' cannot use it"
+            )
         if self.batch_size < self.scale.workers:
             raise ValueError(
                 f"batch_size {self.batch_size} is smaller than scale.workers {self.scale.workers}"

@@ -34,7 +34,6 @@ TAG_JOB = "bioprop.job_id"
 TAG_ROLE = "bioprop.role"
 TAG_RULE = "bioprop.rule"
 TAG_SETTING = "bioprop.setting"
-SUMMARY_METRICS = ("epoch", "train_loss", "val_acc", "val_top5", "align_mean_angle", "lr")
 
 
 def default_tracking_uri(spec_uri: str | None = None) -> str:

@@ -47,19 +47,7 @@ def tiny_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     return images, targets
 
 
-BRSF_SHARED_LAYER = pytest.mark.xfail(
-    raises=RuntimeError,
-    reason="brsf's backward_weight() tracks sign(W) in autograd and redraws its magnitude "
-    "buffer in place at every forward; RetinaNet's heads call one conv per pyramid level, "
-    "so backward finds the saved buffer modified (fix in trainers/rules/brsf.py: "
-    "sign(W.detach()))",
-)
-
-
-@pytest.mark.parametrize(
-    "rule",
-    [pytest.param(r, marks=BRSF_SHARED_LAYER) if r == "brsf" else r for r in RULES if r != "dfa"],
-)
+@pytest.mark.parametrize("rule", [r for r in RULES if r != "dfa"])
 def test_builds_and_backprops_for_every_rule(rule: str) -> None:
     torch.manual_seed(0)
     model = build_retinanet(NUM_CLASSES, image_size=SIZE, rule=rule)

@@ -113,3 +113,10 @@ def test_sweep_values_are_validated_each():
     with pytest.raises(ValidationError) as info:
         ExperimentSpec.model_validate({"optim": {"lr": [0.1, -1]}})
     assert info.value.errors()[0]["loc"][:2] == ("optim", "lr")
+
+
+def test_dfa_is_refused_for_detection_before_any_worker_starts():
+    with pytest.raises(ValidationError, match="rule 'dfa'"):
+        ExperimentSpec.model_validate(
+            {"task": "detect", "model": "retinanet_resnet18_fpn", "rule": {"name": ["bp", "dfa"]}}
+        )

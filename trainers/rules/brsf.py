@@ -38,7 +38,9 @@ class BRSF(FeedbackLayer):
         self.feedback_step.fill_(step + 1)
 
     def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight).mul_(self.feedback_magnitude)
+        # a new tensor outside autograd: a layer called several times per batch (RetinaNet's
+        # shared head convs) redraws the buffer in place between calls
+        return torch.sign(self.weight.detach()) * self.feedback_magnitude
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and torch.is_grad_enabled() and not self._exact_bp:
