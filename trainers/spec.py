@@ -18,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
     field_validator,
     model_validator,
 )
@@ -100,7 +99,7 @@ class RuleSpec(_Section):
 
 class OptimSpec(_Section):
     name: Literal["sgd", "adam"] = "sgd"
-    lr: PositiveFloat | list[PositiveFloat] = Field(0.05, description="sweepable")
+    lr: float | list[float] = Field(0.05, description="learning rate (sweepable)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     manhattan: bool | list[bool] = Field(
@@ -109,6 +108,14 @@ class OptimSpec(_Section):
     clip_grad_norm: float | None = Field(
         None, gt=0, description="clip the global gradient norm before each step (None: off)"
     )
+
+    @field_validator("lr")
+    @classmethod
+    def _positive(cls, value: float | list[float]) -> float | list[float]:
+        for lr in value if isinstance(value, list) else [value]:
+            if not lr > 0:
+                raise ValueError(f"Input should be greater than 0, got {lr}")
+        return value
 
 
 class ScheduleSpec(_Section):
