@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,15 +43,12 @@ import data_pipelines
 from data_pipelines.coco import retinanet_transform_kwargs
 from trainers import metrics, rules
 from trainers.loop import (
-    CHECKPOINT_FILE,
     _all_reduce_sum,
-    _count_nodes,
     _report,
-    _set_rng_state,
     _system_metrics,
     _unwrap,
+    restore_or_start,
 )
-from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
 from trainers.tracking import log_metrics
 
@@ -342,27 +338,7 @@ def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
         seed=spec.seed,
         params=spec.rule.params,
     )
-    optimizer = build_optimizer(model.parameters(), spec.optim)
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
-    )
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_scheduler"])
-        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        start_epoch = state["epoch"] + 1
-        if rank == 0:
-            log_metrics(uri, run_id, {"resumed_from_epoch": start_epoch}, step=start_epoch)
-    else:
-        torch.manual_seed(spec.seed + rank)
-    nodes = _count_nodes(world)  # a collective: every rank calls it
-    if rank == 0 and start_epoch == 0:
-        log_metrics(uri, run_id, {"ddp_nodes": nodes}, step=0)
+    optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
     model = ray.train.torch.prepare_model(model)
 
     probe = None

@@ -127,7 +127,9 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         parent = earlier_parent.info.run_id
         reopen_run(uri, parent)
         log.info("resuming job %s (parent run %s)", job_id, parent)
-    earlier = {r.data.tags.get(TAG_SETTING) or r.data.tags.get(TAG_RULE): r for r in earlier_children}
+    earlier = {
+        r.data.tags.get(TAG_SETTING) or r.data.tags.get(TAG_RULE): r for r in earlier_children
+    }
     result: dict[str, Any] = {
         "job_id": job_id,
         "parent_run_id": parent,

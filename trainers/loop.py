@@ -34,7 +34,7 @@ from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
 from trainers.tracking import log_metrics
 
-__all__ = ["train_loop_per_worker", "CHECKPOINT_FILE"]
+__all__ = ["CHECKPOINT_FILE", "restore_or_start", "train_loop_per_worker"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -107,27 +107,12 @@ def _evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float
     return {"val_loss": loss_sum / count, "val_acc": correct1 / count, "val_top5": correct5 / count}
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
-    spec = ExperimentSpec.model_validate(config["spec"])
-    run_id, uri = config["run_id"], config["uri"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_amp = device.type == "cuda"
-
-    local_batch = max(1, spec.batch_size // world)
-
-    def loader(split: str, seed: int):
-        return data_pipelines.build_loader(
-            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
-        )
-
-    val_loader = loader("val", spec.seed)
-    num_classes = data_pipelines.num_classes(spec.data)
-    in_channels = next(iter(val_loader))[0].shape[1]
-
-    model = build_classifier(spec, num_classes, in_channels)
+def restore_or_start(
+    model: nn.Module, spec: ExperimentSpec, rank: int, world: int, run_id: str, uri: str
+):
+    """Optimizer and LR scheduler for ``model``, restored with the model, RNG and epoch from
+    Ray Train's last checkpoint when there is one. Returns ``(optimizer, scheduler,
+    start_epoch)``. Every rank must call it (it runs a collective)."""
     optimizer = build_optimizer(model.parameters(), spec.optim)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
@@ -149,6 +134,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     nodes = _count_nodes(world)  # a collective: every rank calls it
     if rank == 0 and start_epoch == 0:
         log_metrics(uri, run_id, {"ddp_nodes": nodes}, step=0)
+    return optimizer, scheduler, start_epoch
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
+    spec = ExperimentSpec.model_validate(config["spec"])
+    run_id, uri = config["run_id"], config["uri"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_amp = device.type == "cuda"
+
+    local_batch = max(1, spec.batch_size // world)
+
+    def loader(split: str, seed: int):
+        return data_pipelines.build_loader(
+            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
+        )
+
+    val_loader = loader("val", spec.seed)
+    num_classes = data_pipelines.num_classes(spec.data)
+    in_channels = next(iter(val_loader))[0].shape[1]
+
+    model = build_classifier(spec, num_classes, in_channels)
+    optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
     model = ray.train.torch.prepare_model(model)
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
