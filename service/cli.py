@@ -480,15 +480,21 @@ def bench_train_cmd(
     model: Annotated[str, typer.Option(help="model name")] = "resnet18",
     image_size: Annotated[int, typer.Option(help="input side, pixels")] = 64,
     workers: Annotated[int, typer.Option(help="compared against 1 worker")] = 2,
-    batch_size: Annotated[int, typer.Option(help="global batch")] = 64,
+    batch_size: Annotated[int, typer.Option(help="global batch")] = 128,
     epochs: Annotated[int, typer.Option(help="epochs per run (the first is warm-up)")] = 3,
-    rounds: Annotated[int, typer.Option(help="alternating rounds of both configs")] = 2,
+    rounds: Annotated[int, typer.Option(help="alternating rounds of both configs")] = 3,
+    train_per_class: Annotated[
+        int, typer.Option(help="synthetic train images per class (4 classes)")
+    ] = 256,
+    ceiling: Annotated[
+        bool, typer.Option(help="also measure N independent processes (the machine's best case)")
+    ] = True,
     sweep: Annotated[
         bool, typer.Option(help="also time an epoch of every rule (digits MLP)")
     ] = True,
 ) -> None:
     """Training samples/s with 1 vs N Ray Train workers; epoch time per rule of a sweep."""
-    from trainers.throughput import bench_sweep_epochs, bench_workers
+    from trainers.throughput import bench_ceiling, bench_sweep_epochs, bench_workers
 
     logging.basicConfig(level=logging.WARNING)
     result = bench_workers(
@@ -498,7 +504,20 @@ def bench_train_cmd(
         batch_size=batch_size,
         epochs=epochs,
         rounds=rounds,
+        train_per_class=train_per_class,
     )
+    if ceiling:
+        result.update(
+            bench_ceiling(
+                model=model,
+                image_size=image_size,
+                workers=workers,
+                batch_size=batch_size,
+                rounds=rounds,
+            )
+        )
+        # how much of what the machine allows the DDP path gets
+        result["ddp_efficiency"] = result["speedup"] / result["ceiling"]
     table = Table(title=f"{model} at {image_size}px, global batch {batch_size}")
     table.add_column("measure")
     table.add_column("value")

@@ -23,7 +23,9 @@ def ray_cluster():
     """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS."""
     import ray
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    from trainers.ray_setup import RUNTIME_ENV
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
     address = ctx.address_info["gcs_address"]
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address

@@ -49,13 +49,15 @@ class Terminated(Exception):
 def _init_ray() -> None:
     import ray
 
+    from trainers.ray_setup import RUNTIME_ENV
+
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=RUNTIME_ENV)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
 
 
 def _storage_path(spec: ExperimentSpec) -> str:
