@@ -455,6 +455,13 @@ def bench_service_cmd(
     submissions: Annotated[int, typer.Option(help="submissions per client")] = 4,
     status_seconds: Annotated[float, typer.Option(help="duration of the status phase")] = 5.0,
     access_log: Annotated[bool, typer.Option(help="fresh service logs every request")] = True,
+    driver: Annotated[
+        str,
+        typer.Option(
+            help="fresh service's drivers: 'queue' (the first job keeps running, the rest "
+            "wait PENDING) or 'churn' (every job exits at once)"
+        ),
+    ] = "queue",
 ) -> None:
     """Submission latency (p50/p99) with concurrent clients, and status requests per second."""
     from service.bench import bench_service
@@ -466,6 +473,7 @@ def bench_service_cmd(
         status_seconds=status_seconds,
         token=os.environ.get("BIOPROP_TOKEN"),
         access_log=access_log,
+        driver=driver,
     )
     table = Table(title="control plane")
     table.add_column("measure")

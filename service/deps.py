@@ -24,8 +24,14 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    # async on purpose: sync dependencies each cost a threadpool hop per request; creating
-    # and closing a Session does no I/O beyond returning a pooled connection
+    """A store session for one endpoint call, closed when the endpoint returns (``scope=
+    "function"``), before the response is sent.
+
+    Async on purpose: sync dependencies each cost a threadpool hop per request. The contract
+    for async endpoints: never ``await`` while the session holds a connection (end the
+    transaction first), else requests in flight exhaust the pool and the next checkout
+    blocks the event loop itself.
+    """
     with request.app.state.sessions() as session:
         yield session
 
@@ -39,7 +45,7 @@ async def get_progress(request: Request) -> ProgressReader:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
 

@@ -154,7 +154,10 @@ class Scheduler:
                 self.tick()
             except Exception:
                 log.exception("scheduler tick failed")
-            self._wake.wait(self.settings.POLL_INTERVAL_S)
+            if self._wake.wait(self.settings.POLL_INTERVAL_S) and not self._stop.is_set():
+                # this thread shares the GIL with the event loop: one pass per burst of
+                # submissions instead of one per submission keeps request latency low
+                self._stop.wait(self.settings.WAKE_DELAY_S)
             self._wake.clear()
 
     def tick(self) -> None:
@@ -310,9 +313,7 @@ class Scheduler:
             )
             if free <= 0:
                 return
-            pending, _ = store.list_jobs(
-                session=session, states=[JobState.PENDING], limit=free, oldest_first=True
-            )
+            pending = store.oldest_pending(session=session, limit=free)
             for job in pending:
                 if store.transition(
                     session=session,

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     MAX_CONCURRENT_JOBS: int = Field(1, ge=0, description="running drivers at once; others wait")
     CANCEL_GRACE_S: float = Field(30.0, ge=0, description="SIGTERM to SIGKILL delay on cancel")
     POLL_INTERVAL_S: float = Field(0.5, gt=0)
+    WAKE_DELAY_S: float = Field(
+        0.02,
+        ge=0,
+        description="after a submit wakes the scheduler, gather further submits this long "
+        "before one pass (a burst of submissions costs one store pass, not one each)",
+    )
     DRIVER_CMD: list[str] = Field(default_factory=default_driver_cmd)
 
     @field_validator("API_TOKENS", "DATA_DIRS", mode="before")

@@ -192,6 +192,7 @@ async def get_experiment(
     ] = True,
 ) -> JobPublic:
     job = store.get_job(session=session, job_id=job_id)
+    session.close()  # give the connection back before awaiting MLflow (see deps.get_session)
     if job is None:
         raise _not_found(job_id)
     summary = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
 import httpx
 from svc_helpers import make_settings, spec, wait_state
 
@@ -169,3 +171,26 @@ def test_fifty_concurrent_submissions(
         assert sorted(j["name"] for j in listed["items"]) == sorted(f"ok-{i}" for i in range(50))
         for job_id in ids:
             assert wait_state(http, job_id, timeout=120)["state"] == "SUCCEEDED"
+
+
+def test_sixty_concurrent_status_reads_of_started_jobs(http: httpx.Client, server) -> None:
+    """More requests in flight than the store's connection pool holds (5 + 10 overflow):
+    a request waiting for MLflow must not hold a store connection, or the event loop
+    blocks in the pool's checkout and every request stalls."""
+    ids = [http.post("/v1/experiments", json=spec(f"ok-{i}")).json()["id"] for i in range(3)]
+    for job_id in ids:
+        assert wait_state(http, job_id)["state"] == "SUCCEEDED"
+
+    async def read_all() -> list[int]:
+        timeout = aiohttp.ClientTimeout(total=20)
+        connector = aiohttp.TCPConnector(limit=60)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as client:
+
+            async def get(k: int) -> int:
+                async with client.get(f"{server.url}/v1/experiments/{ids[k % 3]}") as r:
+                    await r.read()
+                    return r.status
+
+            return await asyncio.gather(*(get(k) for k in range(60)))
+
+    assert asyncio.run(read_all()) == [200] * 60
