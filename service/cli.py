@@ -452,7 +452,7 @@ def bench_service_cmd(
         str | None, typer.Option(help="benchmark this running service instead of a fresh one")
     ] = None,
     clients: Annotated[int, typer.Option(help="concurrent clients")] = 50,
-    submissions: Annotated[int, typer.Option(help="submissions per client")] = 4,
+    submissions: Annotated[int, typer.Option(help="submissions per client")] = 10,
     status_seconds: Annotated[float, typer.Option(help="duration of the status phase")] = 5.0,
     access_log: Annotated[bool, typer.Option(help="fresh service logs every request")] = True,
     driver: Annotated[

@@ -88,6 +88,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+_INSERT_JOB = insert(Job.__table__)
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url`` with the jobs table created; SQLite gets WAL and a busy timeout."""
     if url.startswith("sqlite"):
@@ -145,8 +148,9 @@ def create_job(
         body_hash=body_hash,
     )
     try:
-        # a Core INSERT: the ORM's unit of work costs more than the insert itself
-        session.execute(insert(Job).values(**row))
+        # one prebuilt Core INSERT with bound values: the ORM's unit of work, or building
+        # the statement per call, costs more than the insert itself
+        session.execute(_INSERT_JOB, row)
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Resp
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
 
 from service import store
 from service.deps import Auth, ProgressDep, SchedulerDep, SessionDep, SettingsDep
@@ -107,6 +108,14 @@ def check_tracking(spec: ExperimentSpec, settings: Settings) -> None:
         )
 
 
+def _json(model: BaseModel, status_code: int = 200, headers: dict | None = None) -> Response:
+    """``model`` as the JSON response. Returning the model itself makes FastAPI dump it,
+    validate the dump against ``response_model`` and serialize it again (on the submit path
+    about 0.3 of its 1.6 ms of server CPU, ``bioprop bench service``). ``response_model``
+    still documents the answer in OpenAPI."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
+
+
 def body_hash(spec_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
 
@@ -128,7 +137,6 @@ def body_hash(spec_json: dict[str, Any]) -> str:
 )
 async def submit(
     spec: Annotated[ExperimentSpec, Body(openapi_examples=_SPEC_EXAMPLES)],
-    response: Response,
     session: SessionDep,
     scheduler: SchedulerDep,
     settings: SettingsDep,
@@ -140,7 +148,7 @@ async def submit(
             description="a retried submission with the same key returns the original job",
         ),
     ] = None,
-) -> JobPublic:
+) -> Response:
     check_data_dirs(spec, settings)
     check_tracking(spec, settings)
     spec_json = spec.model_dump(mode="json")
@@ -152,18 +160,21 @@ async def submit(
         idempotency_key=idempotency_key,
         body_hash=digest,
     )
+    headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:
         if job.body_hash != digest:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 "Idempotency-Key was already used with a different request body",
             )
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
     else:
         scheduler.wake()
-    response.headers["Location"] = f"/v1/experiments/{job.id}"
-    return JobPublic.from_job(job)
+    return _json(
+        JobPublic.from_job(job),
+        status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        headers,
+    )
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
@@ -190,7 +201,7 @@ async def get_experiment(
     with_progress: Annotated[
         bool, Query(alias="progress", description="include per-rule progress read from MLflow")
     ] = True,
-) -> JobPublic:
+) -> Response:
     job = store.get_job(session=session, job_id=job_id)
     session.close()  # give the connection back before awaiting MLflow (see deps.get_session)
     if job is None:
@@ -201,7 +212,7 @@ async def get_experiment(
         summary = progress.cached(job.id, final=final)
         if summary is progress.MISS:  # MLflow reads may be slow: keep them off the event loop
             summary = await run_in_threadpool(progress.read, job.id, final=final)
-    return JobPublic.from_job(job, progress=summary)
+    return _json(JobPublic.from_job(job, progress=summary))
 
 
 @router.post(
