@@ -44,12 +44,12 @@ from data_pipelines.coco import retinanet_transform_kwargs
 from trainers import metrics, rules
 from trainers.loop import (
     _all_reduce_sum,
-    _report,
     _system_metrics,
     _unwrap,
+    close_epoch,
     restore_or_start,
+    worker_env,
 )
-from trainers.spec import ExperimentSpec
 from trainers.tracking import log_metrics
 
 __all__ = [
@@ -315,19 +315,9 @@ def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
     norm before each step: RetinaNet trained from scratch without it diverged here (BP,
     lr 0.01, batch 8: weights at 1e15 by step 65), with it at 10 it trained.
     """
-    spec = ExperimentSpec.model_validate(config["spec"])
-    run_id, uri = config["run_id"], config["uri"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_amp = device.type == "cuda"
-    local_batch = max(1, spec.batch_size // world)
-
-    def loader(split: str, seed: int):
-        return data_pipelines.build_loader(
-            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
-        )
-
+    env = worker_env(config)
+    spec, run_id, uri, rank, world, device = env
+    use_amp, loader = env.use_amp, env.loader
     val_loader = loader("val", spec.seed)
     torch.manual_seed(spec.seed)
     model = build_retinanet(
@@ -388,15 +378,10 @@ def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
             }
             scheduler.step()
             epoch_metrics.update(evaluate_map(model, val_loader, gather=all_gather_detections))
-            summary = dict(epoch_metrics)  # what Ray sees; MLflow gets every layer
-            align = metrics.alignment(_unwrap(model))
-            epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
-            if probe is not None and not spec.tracking.alignment_every:
-                epoch_metrics.update(_probe_alignment(model, probe))
-            summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
-            _report(spec, epoch, summary, model, optimizer, scheduler, rank, world)
-            if rank == 0:
-                log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+            probe_alignment = (
+                (lambda: _probe_alignment(model, probe)) if probe is not None else None
+            )
+            close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
     finally:
         if monitor is not None:
             monitor.finish()

@@ -16,8 +16,9 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -34,7 +35,14 @@ from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
 from trainers.tracking import log_metrics
 
-__all__ = ["CHECKPOINT_FILE", "restore_or_start", "train_loop_per_worker"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "WorkerEnv",
+    "close_epoch",
+    "restore_or_start",
+    "train_loop_per_worker",
+    "worker_env",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -137,22 +145,75 @@ def restore_or_start(
     return optimizer, scheduler, start_epoch
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
-    spec = ExperimentSpec.model_validate(config["spec"])
-    run_id, uri = config["run_id"], config["uri"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_amp = device.type == "cuda"
+class WorkerEnv(NamedTuple):
+    """What every Ray Train worker loop starts from: the resolved spec, its MLflow run, this
+    rank's place in the group and its device; :meth:`loader` builds this rank's shard."""
 
-    local_batch = max(1, spec.batch_size // world)
+    spec: ExperimentSpec
+    run_id: str
+    uri: str
+    rank: int
+    world: int
+    device: torch.device
 
-    def loader(split: str, seed: int):
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    def loader(self, split: str, seed: int):
+        """This rank's shard of ``split``, ``spec.batch_size // world`` per step."""
         return data_pipelines.build_loader(
-            spec.data, split, batch_size=local_batch, shard_id=rank, num_shards=world, seed=seed
+            self.spec.data,
+            split,
+            batch_size=max(1, self.spec.batch_size // self.world),
+            shard_id=self.rank,
+            num_shards=self.world,
+            seed=seed,
         )
 
+
+def worker_env(config: dict[str, Any]) -> WorkerEnv:
+    """The :class:`WorkerEnv` of this worker; ``config``: ``spec``, ``run_id``, ``uri``."""
+    ctx = ray.train.get_context()
+    return WorkerEnv(
+        spec=ExperimentSpec.model_validate(config["spec"]),
+        run_id=config["run_id"],
+        uri=config["uri"],
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+
+
+def close_epoch(
+    env: WorkerEnv,
+    epoch: int,
+    epoch_metrics: dict[str, float],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    probe_alignment: Callable[[], dict[str, float]] | None,
+) -> None:
+    """End an epoch whose train and val metrics are in ``epoch_metrics``: add per-layer
+    weight alignment (and, unless ``tracking.alignment_every`` logs it per step, the probe's
+    gradient alignment), report to Ray with the checkpoint, log everything to MLflow on
+    rank 0. Ray sees only the epoch metrics and the mean alignment angle."""
+    summary = dict(epoch_metrics)
+    align = metrics.alignment(_unwrap(model))
+    epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
+    if probe_alignment is not None and not env.spec.tracking.alignment_every:
+        epoch_metrics.update(probe_alignment())
+    summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
+    _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
+    if env.rank == 0:
+        log_metrics(env.uri, env.run_id, epoch_metrics, step=epoch + 1)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
+    env = worker_env(config)
+    spec, run_id, uri, rank, world, device = env
+    use_amp, loader = env.use_amp, env.loader
     val_loader = loader("val", spec.seed)
     num_classes = data_pipelines.num_classes(spec.data)
     in_channels = next(iter(val_loader))[0].shape[1]
@@ -212,15 +273,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             }
             scheduler.step()
             epoch_metrics.update(_evaluate(model, val_loader, device))
-            summary = dict(epoch_metrics)  # what Ray sees; MLflow gets every layer
-            align = metrics.alignment(_unwrap(model))
-            epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
-            if probe is not None and not spec.tracking.alignment_every:
-                epoch_metrics.update(_probe_alignment(model, probe, device))
-            summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
-            _report(spec, epoch, summary, model, optimizer, scheduler, rank, world)
-            if rank == 0:
-                log_metrics(uri, run_id, epoch_metrics, step=epoch + 1)
+            probe_alignment = (
+                (lambda: _probe_alignment(model, probe, device)) if probe is not None else None
+            )
+            close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
     finally:
         if monitor is not None:
             monitor.finish()
