@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import store
+from service.group_commit import GroupCommit
 from service.progress import ProgressReader
 from service.routes import experiments, health
 from service.scheduler import Scheduler
@@ -30,8 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
     engine = store.make_engine(settings.DB_URL)
-    sessions = store.make_sessionmaker(engine)
-    scheduler = Scheduler(settings, sessions)
+    scheduler = Scheduler(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessions = sessions
     app.state.scheduler = scheduler
+    app.state.group_commit = GroupCommit(engine, on_created=scheduler.wake)
     app.state.progress = ProgressReader(settings.MLFLOW_URI)
     app.include_router(experiments.router, prefix="/v1")
     app.include_router(health.router)

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, store sessions, scheduler, bearer-token auth."""
+"""FastAPI dependencies: settings, store connections, scheduler, bearer-token auth."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
+from service.group_commit import GroupCommit
 from service.progress import ProgressReader
 from service.scheduler import Scheduler
 from service.settings import Settings
 
-__all__ = ["Auth", "ProgressDep", "SchedulerDep", "SessionDep", "SettingsDep"]
+__all__ = ["Auth", "ConnDep", "GroupCommitDep", "ProgressDep", "SchedulerDep", "SettingsDep"]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
 
@@ -23,21 +24,24 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A store session for one endpoint call, closed when the endpoint returns (``scope=
-    "function"``), before the response is sent.
+async def get_conn(request: Request) -> AsyncIterator[Connection]:
+    """A job-store connection for one endpoint call, closed when the endpoint returns
+    (``scope="function"``), before the response is sent.
 
     Async on purpose: sync dependencies each cost a threadpool hop per request. The contract
-    for async endpoints: never ``await`` while the session holds a connection (end the
-    transaction first), else requests in flight exhaust the pool and the next checkout
-    blocks the event loop itself.
+    for async endpoints: never ``await`` while holding the connection (close it first), else
+    requests in flight exhaust the pool and the next checkout blocks the event loop itself.
     """
-    with request.app.state.sessions() as session:
-        yield session
+    with request.app.state.engine.connect() as conn:
+        yield conn
 
 
 async def get_scheduler(request: Request) -> Scheduler:
     return request.app.state.scheduler
+
+
+async def get_group_commit(request: Request) -> GroupCommit:
+    return request.app.state.group_commit
 
 
 async def get_progress(request: Request) -> ProgressReader:
@@ -45,8 +49,9 @@ async def get_progress(request: Request) -> ProgressReader:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
 
 

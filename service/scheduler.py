@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine
 
 from service import store
 from service.settings import Settings
@@ -117,9 +117,9 @@ def _result_ok(result: Any) -> bool:
 class Scheduler:
     """Starts, follows and cancels driver subprocesses; keeps the job store in step."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.engine = engine
         self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
         self._kill_at: dict[str, float] = {}
         self._lock = threading.RLock()
@@ -161,11 +161,13 @@ class Scheduler:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One pass: finish exited drivers, escalate overdue cancels, start pending jobs."""
+        """One pass: finish exited drivers, escalate overdue cancels, start pending jobs, then
+        checkpoint the job store (SQLite: the requests' commits never do)."""
         with self._lock:
             self._poll()
             self._escalate()
             self._start_pending()
+        store.checkpoint(self.engine)
 
     # reconciliation --------------------------------------------------------------------
     def _has_result(self, job_id: str) -> bool:
@@ -173,22 +175,22 @@ class Scheduler:
 
     def reconcile(self) -> None:
         """Match every RUNNING/CANCELLING job in the store with its driver process."""
-        with self._lock, self.sessions() as session:
-            jobs, _ = store.list_jobs(session=session, states=ACTIVE_STATES, limit=100000)
+        with self._lock, self.engine.connect() as conn:
+            jobs, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
             for job in jobs:
                 if job.id in self._procs:
                     continue
                 if job.pid is None:
                     # claimed but never spawned: it never ran, so it may run now
                     store.transition(
-                        session=session,
+                        conn=conn,
                         job_id=job.id,
                         from_states=[JobState.RUNNING],
                         to_state=JobState.PENDING,
                         started_at=None,
                     )
                     store.transition(
-                        session=session,
+                        conn=conn,
                         job_id=job.id,
                         from_states=[JobState.CANCELLING],
                         to_state=JobState.CANCELLED,
@@ -205,7 +207,7 @@ class Scheduler:
                     # MLflow runs, so the work already done is kept
                     log.warning("job %s lost its driver (pid %d); re-queued", job.id, job.pid)
                     store.transition(
-                        session=session,
+                        conn=conn,
                         job_id=job.id,
                         from_states=[JobState.RUNNING],
                         to_state=JobState.PENDING,
@@ -213,11 +215,11 @@ class Scheduler:
                         error=REQUEUED,
                     )
                 else:
-                    self._finish(session, job.id, returncode=None)
+                    self._finish(conn, job.id, returncode=None)
 
     # process watching ------------------------------------------------------------------
     def _poll(self) -> None:
-        with self.sessions() as session:
+        with self.engine.connect() as conn:
             for job_id, proc in list(self._procs.items()):
                 if isinstance(proc, int):
                     if _pid_alive(proc, job_id):
@@ -229,9 +231,9 @@ class Scheduler:
                         continue
                 self._procs.pop(job_id, None)
                 self._kill_at.pop(job_id, None)
-                self._finish(session, job_id, returncode=returncode)
+                self._finish(conn, job_id, returncode=returncode)
 
-    def _finish(self, session: Session, job_id: str, *, returncode: int | None) -> None:
+    def _finish(self, conn: Connection, job_id: str, *, returncode: int | None) -> None:
         """Final state of a job whose driver is gone (``returncode`` None: not our child)."""
         job_dir = self.job_dir(job_id)
         result = None
@@ -245,7 +247,7 @@ class Scheduler:
             if result.get("parent_run_id"):
                 fields["mlflow_parent_run_id"] = result["parent_run_id"]
         if store.transition(
-            session=session,
+            conn=conn,
             job_id=job_id,
             from_states=[JobState.CANCELLING],
             to_state=JobState.CANCELLED,
@@ -256,7 +258,7 @@ class Scheduler:
         ok = returncode == 0 if returncode is not None else _result_ok(result)
         if ok:
             store.transition(
-                session=session,
+                conn=conn,
                 job_id=job_id,
                 from_states=[JobState.RUNNING],
                 to_state=JobState.SUCCEEDED,
@@ -285,7 +287,7 @@ class Scheduler:
         tail = log_tail(job_dir / "driver.log")
         error = f"{reason}\n--- driver.log (tail) ---\n{tail}" if tail else reason
         store.transition(
-            session=session,
+            conn=conn,
             job_id=job_id,
             from_states=[JobState.RUNNING],
             to_state=JobState.FAILED,
@@ -307,24 +309,24 @@ class Scheduler:
 
     # starting --------------------------------------------------------------------------
     def _start_pending(self) -> None:
-        with self.sessions() as session:
+        with self.engine.connect() as conn:
             free = self.settings.MAX_CONCURRENT_JOBS - store.count_jobs(
-                session=session, states=ACTIVE_STATES
+                conn=conn, states=ACTIVE_STATES
             )
             if free <= 0:
                 return
-            pending = store.oldest_pending(session=session, limit=free)
+            pending = store.oldest_pending(conn=conn, limit=free)
             for job in pending:
                 if store.transition(
-                    session=session,
+                    conn=conn,
                     job_id=job.id,
                     from_states=[JobState.PENDING],
                     to_state=JobState.RUNNING,
                     started_at=store.utcnow(),
                 ):
-                    self._spawn(session, job)
+                    self._spawn(conn, job)
 
-    def _spawn(self, session: Session, job: store.Job) -> None:
+    def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +357,7 @@ class Scheduler:
         except OSError as exc:
             log.exception("could not start job %s", job.id)
             store.transition(
-                session=session,
+                conn=conn,
                 job_id=job.id,
                 from_states=ACTIVE_STATES,
                 to_state=JobState.FAILED,
@@ -363,9 +365,9 @@ class Scheduler:
             )
             return
         self._procs[job.id] = proc
-        store.update_job(session=session, job_id=job.id, pid=proc.pid)
+        store.update_job(conn=conn, job_id=job.id, pid=proc.pid)
         log.info("job %s started (pid %d)", job.id, proc.pid)
-        fresh = store.get_job(session=session, job_id=job.id)
+        fresh = store.get_job(conn=conn, job_id=job.id)
         if fresh is not None and fresh.state == JobState.CANCELLING.value:
             self._terminate(job.id, proc.pid)
 
@@ -380,26 +382,26 @@ class Scheduler:
         """Cancel a job: PENDING -> CANCELLED now; RUNNING -> CANCELLING, SIGTERM (or SIGKILL
         with ``force``) to the driver's process group. Returns the job's state afterwards,
         ``"missing"`` when unknown."""
-        with self._lock, self.sessions() as session:
-            job = store.get_job(session=session, job_id=job_id)
+        with self._lock, self.engine.connect() as conn:
+            job = store.get_job(conn=conn, job_id=job_id)
             if job is None:
                 return "missing"
             if job.state in (s.value for s in FINAL_STATES):
                 return job.state
             if store.transition(
-                session=session,
+                conn=conn,
                 job_id=job_id,
                 from_states=[JobState.PENDING],
                 to_state=JobState.CANCELLED,
             ):
                 return JobState.CANCELLED.value
             store.transition(
-                session=session,
+                conn=conn,
                 job_id=job_id,
                 from_states=[JobState.RUNNING],
                 to_state=JobState.CANCELLING,
             )
-            job = store.get_job(session=session, job_id=job_id)
+            job = store.get_job(conn=conn, job_id=job_id)
             if job is not None and job.state == JobState.CANCELLING.value and job.pid:
                 if force:
                     self._kill_at.pop(job_id, None)

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from service import store
-from service.deps import Auth, ProgressDep, SchedulerDep, SessionDep, SettingsDep
+from service.deps import Auth, ConnDep, GroupCommitDep, ProgressDep, SchedulerDep, SettingsDep
 from service.scheduler import log_tail
 from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic
 from service.settings import Settings
@@ -137,8 +137,7 @@ def body_hash(spec_json: dict[str, Any]) -> str:
 )
 async def submit(
     spec: Annotated[ExperimentSpec, Body(openapi_examples=_SPEC_EXAMPLES)],
-    session: SessionDep,
-    scheduler: SchedulerDep,
+    writer: GroupCommitDep,
     settings: SettingsDep,
     idempotency_key: Annotated[
         str | None,
@@ -152,13 +151,10 @@ async def submit(
     check_data_dirs(spec, settings)
     check_tracking(spec, settings)
     spec_json = spec.model_dump(mode="json")
-    digest = body_hash(spec_json)
-    job, created = store.create_job(
-        session=session,
-        name=spec.name,
-        spec=spec_json,
-        idempotency_key=idempotency_key,
-        body_hash=digest,
+    # the hash only serves to compare a replay with the first body
+    digest = body_hash(spec_json) if idempotency_key is not None else None
+    job, created = await writer.create_job(
+        store.NewJob(spec.name, spec_json, idempotency_key, digest)
     )
     headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:
@@ -168,8 +164,6 @@ async def submit(
                 "Idempotency-Key was already used with a different request body",
             )
         headers["Idempotent-Replayed"] = "true"
-    else:
-        scheduler.wake()
     return _json(
         JobPublic.from_job(job),
         status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -179,15 +173,13 @@ async def submit(
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 async def list_experiments(
-    session: SessionDep,
+    conn: ConnDep,
     state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
     name: Annotated[str | None, Query(description="exact spec name")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobList:
-    jobs, total = store.list_jobs(
-        session=session, states=state, name=name, limit=limit, offset=offset
-    )
+    jobs, total = store.list_jobs(conn=conn, states=state, name=name, limit=limit, offset=offset)
     return JobList(
         items=[JobPublic.from_job(j) for j in jobs], total=total, limit=limit, offset=offset
     )
@@ -196,14 +188,14 @@ async def list_experiments(
 @router.get("/{job_id}", response_model=JobPublic, summary="One job, with progress from MLflow")
 async def get_experiment(
     job_id: str,
-    session: SessionDep,
+    conn: ConnDep,
     progress: ProgressDep,
     with_progress: Annotated[
         bool, Query(alias="progress", description="include per-rule progress read from MLflow")
     ] = True,
 ) -> Response:
-    job = store.get_job(session=session, job_id=job_id)
-    session.close()  # give the connection back before awaiting MLflow (see deps.get_session)
+    job = store.get_job(conn=conn, job_id=job_id)
+    conn.close()  # give the connection back before awaiting MLflow (see deps.get_conn)
     if job is None:
         raise _not_found(job_id)
     summary = None
@@ -236,13 +228,13 @@ def cancel_experiment(
 
 
 async def _follow(request: Request, path: Path, job_id: str, start: int) -> AsyncIterator[bytes]:
-    sessions = request.app.state.sessions
+    engine = request.app.state.engine
     poll = request.app.state.settings.POLL_INTERVAL_S
     offset = start
 
     def state() -> str | None:
-        with sessions() as session:
-            job = store.get_job(session=session, job_id=job_id)
+        with engine.connect() as conn:
+            job = store.get_job(conn=conn, job_id=job_id)
             return job.state if job else None
 
     while True:
@@ -272,12 +264,12 @@ async def _follow(request: Request, path: Path, job_id: str, start: int) -> Asyn
 def get_logs(
     job_id: str,
     request: Request,
-    session: SessionDep,
+    conn: ConnDep,
     scheduler: SchedulerDep,
     tail: Annotated[int | None, Query(ge=1, le=100000, description="last N lines")] = None,
     follow: Annotated[bool, Query(description="stream new lines until the job ends")] = False,
 ) -> Response:
-    job = store.get_job(session=session, job_id=job_id)
+    job = store.get_job(conn=conn, job_id=job_id)
     if job is None:
         raise _not_found(job_id)
     path = scheduler.job_dir(job_id) / "driver.log"
@@ -328,8 +320,8 @@ def get_logs(
         }
     },
 )
-def get_metrics(job_id: str, session: SessionDep, progress: ProgressDep) -> dict[str, Any]:
-    job = store.get_job(session=session, job_id=job_id)
+def get_metrics(job_id: str, conn: ConnDep, progress: ProgressDep) -> dict[str, Any]:
+    job = store.get_job(conn=conn, job_id=job_id)
     if job is None:
         raise _not_found(job_id)
     summary = progress.read(job.id, final=job.state in _FINAL) if job.started_at else None

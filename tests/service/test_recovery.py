@@ -18,8 +18,8 @@ from service.server import ServerThread
 
 
 def store_pid(settings, job_id: str) -> int | None:
-    with store.make_sessionmaker(store.make_engine(settings.DB_URL))() as session:
-        return store.get_job(session=session, job_id=job_id).pid
+    with store.make_engine(settings.DB_URL).connect() as conn:
+        return store.get_job(conn=conn, job_id=job_id).pid
 
 
 @pytest.mark.slow
@@ -57,14 +57,12 @@ def test_restart_reconciles_every_state(
         lost_pid = http.get(f"/v1/experiments/{ids['lost']}")
     first.stop()
 
-    with store.make_sessionmaker(store.make_engine(settings.DB_URL))() as session:
-        states = {k: store.get_job(session=session, job_id=v).state for k, v in ids.items()}
-        lost = store.get_job(session=session, job_id=ids["lost"])
+    with store.make_engine(settings.DB_URL).connect() as conn:
+        states = {k: store.get_job(conn=conn, job_id=v).state for k, v in ids.items()}
+        lost = store.get_job(conn=conn, job_id=ids["lost"])
         # a job claimed by a scheduler that died before spawning its driver
-        orphan, _ = store.create_job(session=session, name="ok-orphan", spec=spec("ok-orphan"))
-        store.transition(
-            session=session, job_id=orphan.id, from_states=["PENDING"], to_state="RUNNING"
-        )
+        orphan, _ = store.create_job(conn=conn, name="ok-orphan", spec=spec("ok-orphan"))
+        store.transition(conn=conn, job_id=orphan.id, from_states=["PENDING"], to_state="RUNNING")
     assert lost_pid.status_code == 200
     assert states["cancelling"] == "CANCELLING" and states["still_running"] == "RUNNING"
     os.killpg(lost.pid, signal.SIGKILL)  # the driver dies while nobody watches

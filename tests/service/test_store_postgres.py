@@ -39,29 +39,26 @@ def pg_url() -> Iterator[str]:
 
 def test_store_functions_on_postgres(pg_url: str) -> None:
     engine = store.make_engine(pg_url)
-    sessions = store.make_sessionmaker(engine)
-    with sessions() as session:
+    with engine.connect() as conn:
         job, created = store.create_job(
-            session=session, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
+            conn=conn, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
         )
         assert created
         again, created = store.create_job(
-            session=session, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
+            conn=conn, name="pg", spec={"a": 1}, idempotency_key="k", body_hash="h"
         )
         assert not created and again.id == job.id
         assert store.transition(
-            session=session, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
+            conn=conn, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
         )
         assert not store.transition(
-            session=session, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
+            conn=conn, job_id=job.id, from_states=["PENDING"], to_state="RUNNING"
         )
-        store.transition(
-            session=session, job_id=job.id, from_states=["RUNNING"], to_state="SUCCEEDED"
-        )
-        fetched = store.get_job(session=session, job_id=job.id)
+        store.transition(conn=conn, job_id=job.id, from_states=["RUNNING"], to_state="SUCCEEDED")
+        fetched = store.get_job(conn=conn, job_id=job.id)
         assert fetched.state == "SUCCEEDED" and fetched.finished_at is not None
         assert fetched.spec == {"a": 1}
-        page, total = store.list_jobs(session=session, states=["SUCCEEDED"])
+        page, total = store.list_jobs(conn=conn, states=["SUCCEEDED"])
         assert total == 1 and page[0].id == job.id
     engine.dispose()
 
