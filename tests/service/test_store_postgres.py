@@ -60,6 +60,20 @@ def test_store_functions_on_postgres(pg_url: str) -> None:
         assert fetched.spec == {"a": 1}
         page, total = store.list_jobs(conn=conn, states=["SUCCEEDED"])
         assert total == 1 and page[0].id == job.id
+        # a group commit: a stored key, a new key twice, and a plain submission
+        batch = store.create_jobs(
+            conn=conn,
+            new=[
+                store.NewJob("pg", {"a": 1}, "k", "h"),
+                store.NewJob("b", {}, "k2", "h2"),
+                store.NewJob("b", {}, "k2", "h2"),
+                store.NewJob("c", {}),
+            ],
+        )
+        assert [created for _, created in batch] == [False, True, False, True]
+        assert batch[0][0].id == job.id and batch[2][0].id == batch[1][0].id
+        pending, total = store.list_jobs(conn=conn, states=["PENDING"], oldest_first=True)
+        assert total == 2 and [j.name for j in pending] == ["b", "c"]
     engine.dispose()
 
 
