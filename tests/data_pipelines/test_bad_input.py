@@ -136,3 +136,24 @@ def test_coco_corrupt_image_is_named(tmp_path: Path) -> None:
     data = dp.prepare(DataSpec(kind="coco", root=root, image_size=16))
     with pytest.raises(DecodeError, match=str(bad)):
         list(dp.build_loader(data, "val", batch_size=1))
+
+
+def test_folder_changes_between_epochs_are_seen(tmp_path: Path) -> None:
+    """The folder index is kept between epochs (one listing per run, not per epoch), but an
+    image added, removed or a class folder emptied in between shows up in the next epoch."""
+    from data_pipelines.folder import index_folder
+
+    root = _folder(tmp_path)
+    first = index_folder(root / "train")
+    assert len(first) == 8 and index_folder(root / "train").files == first.files
+    extra = root / "train" / "class_0" / "added.jpg"
+    shutil.copy(root / "train" / "class_0" / first.files[0].split("/")[1], extra)
+    added = index_folder(root / "train")
+    assert len(added) == 9 and "class_0/added.jpg" in added.files
+    assert added.labels[added.files.index("class_0/added.jpg")] == 0
+    extra.unlink()
+    assert index_folder(root / "train").files == first.files
+    for image in (root / "train" / "class_1").iterdir():
+        image.unlink()
+    with pytest.raises(ValueError, match=f"empty class folder .*{root / 'train' / 'class_1'}"):
+        index_folder(root / "train")
