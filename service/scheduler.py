@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from service import store
+from service.resources import Resources, demand
 from service.settings import Settings
 from service.store import ACTIVE_STATES, FINAL_STATES, JobState
 
@@ -122,6 +123,7 @@ class Scheduler:
         self.engine = engine
         self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
         self._kill_at: dict[str, float] = {}
+        self._waiting: set[str] = set()  # jobs whose wait for resources was logged
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -309,14 +311,26 @@ class Scheduler:
 
     # starting --------------------------------------------------------------------------
     def _start_pending(self) -> None:
+        """Start the oldest PENDING jobs while a slot (``MAX_CONCURRENT_JOBS``) and the
+        cluster's free resources (``CLUSTER_CPUS``/``CLUSTER_GPUS`` less what the running
+        jobs hold) allow. First come, first served: a job that does not fit yet holds back
+        the later ones, so a large job is not starved by a stream of small ones."""
         with self.engine.connect() as conn:
-            free = self.settings.MAX_CONCURRENT_JOBS - store.count_jobs(
-                conn=conn, states=ACTIVE_STATES
-            )
-            if free <= 0:
+            active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
+            slots = self.settings.MAX_CONCURRENT_JOBS - len(active)
+            if slots <= 0:
                 return
-            pending = store.oldest_pending(conn=conn, limit=free)
-            for job in pending:
+            free = self.settings.cluster() - sum((demand(j.spec) for j in active), Resources())
+            for job in store.oldest_pending(conn=conn, limit=slots):
+                need = demand(job.spec)
+                if not need.fits(free):
+                    if job.id not in self._waiting:
+                        self._waiting.add(job.id)
+                        log.info(
+                            "job %s waits for resources: needs %s, %s free", job.id, need, free
+                        )
+                    return
+                self._waiting.discard(job.id)
                 if store.transition(
                     conn=conn,
                     job_id=job.id,
@@ -325,6 +339,7 @@ class Scheduler:
                     started_at=store.utcnow(),
                 ):
                     self._spawn(conn, job)
+                    free = free - need
 
     def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)

@@ -112,3 +112,7 @@ class Health(BaseModel):
     status: str = "ok"
     jobs_active: int = 0
     jobs_pending: int = 0
+    cpus_in_use: float = Field(0, description="CPUs the RUNNING/CANCELLING jobs hold (scale)")
+    gpus_in_use: float = Field(0, description="GPUs the RUNNING/CANCELLING jobs hold (scale)")
+    cpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_CPUS; null: unlimited")
+    gpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_GPUS; null: unlimited")

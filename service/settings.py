@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.resources import Resources, capacity
+
 __all__ = ["Settings", "default_driver_cmd", "get_settings"]
 
 
@@ -50,6 +52,18 @@ class Settings(BaseSettings):
     RAY_ADDRESS: str | None = Field(None, description="Ray cluster the drivers connect to")
     MAX_BODY_BYTES: int = Field(1 << 20, ge=1024)
     MAX_CONCURRENT_JOBS: int = Field(1, ge=0, description="running drivers at once; others wait")
+    CLUSTER_CPUS: float | None = Field(
+        None,
+        ge=0,
+        description="CPUs the running jobs may hold together (scale.workers x "
+        "cpus_per_worker each); a job that does not fit waits PENDING; none = unlimited",
+    )
+    CLUSTER_GPUS: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs the running jobs may hold together (scale.workers each when "
+        "scale.gpu); none = unlimited",
+    )
     CANCEL_GRACE_S: float = Field(30.0, ge=0, description="SIGTERM to SIGKILL delay on cancel")
     POLL_INTERVAL_S: float = Field(0.5, gt=0)
     WAKE_DELAY_S: float = Field(
@@ -79,6 +93,9 @@ class Settings(BaseSettings):
             if not self.DATA_DIRS:
                 raise ValueError("BIOPROP_DATA_DIRS must be set outside ENVIRONMENT=local")
         return self
+
+    def cluster(self) -> Resources:
+        return capacity(self.CLUSTER_CPUS, self.CLUSTER_GPUS)
 
     def token_values(self) -> list[bytes]:
         return [t.get_secret_value().encode() for t in self.API_TOKENS]

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from service import store
 from service.deps import Auth, ConnDep, GroupCommitDep, ProgressDep, SchedulerDep, SettingsDep
+from service.resources import shortfall
 from service.scheduler import log_tail
 from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic
 from service.settings import Settings
@@ -108,6 +109,27 @@ def check_tracking(spec: ExperimentSpec, settings: Settings) -> None:
         )
 
 
+def check_resources(spec: ExperimentSpec, settings: Settings) -> None:
+    """422 when the job needs more CPUs or GPUs than the whole cluster has (it would wait
+    PENDING forever); checked only when ``CLUSTER_CPUS``/``CLUSTER_GPUS`` are set."""
+    if settings.CLUSTER_CPUS is None and settings.CLUSTER_GPUS is None:
+        return
+    scale = {"scale": spec.scale.model_dump()}
+    problems = shortfall(scale, settings.cluster())
+    if problems:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "exceeds_cluster",
+                    "loc": ("body", *path),
+                    "msg": msg,
+                    "input": scale["scale"][path[-1]],
+                }
+                for path, msg in problems
+            ]
+        )
+
+
 def _json(model: BaseModel, status_code: int = 200, headers: dict | None = None) -> Response:
     """``model`` as the JSON response. Returning the model itself makes FastAPI dump it,
     validate the dump against ``response_model`` and serialize it again (on the submit path
@@ -150,6 +172,7 @@ async def submit(
 ) -> Response:
     check_data_dirs(spec, settings)
     check_tracking(spec, settings)
+    check_resources(spec, settings)
     spec_json = spec.model_dump(mode="json")
     # the hash only serves to compare a replay with the first body
     digest = body_hash(spec_json) if idempotency_key is not None else None

@@ -5,16 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service import store
-from service.deps import ConnDep
+from service.deps import ConnDep, SettingsDep
+from service.resources import Resources, demand
 from service.schemas import Health
 from service.store import ACTIVE_STATES, JobState
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness and queue counts")
-async def healthz(conn: ConnDep) -> Health:
+@router.get("/healthz", response_model=Health, summary="Liveness, queue counts, resources in use")
+async def healthz(conn: ConnDep, settings: SettingsDep) -> Health:
+    active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
+    used = sum((demand(job.spec) for job in active), Resources())
     return Health(
-        jobs_active=store.count_jobs(conn=conn, states=ACTIVE_STATES),
+        jobs_active=len(active),
         jobs_pending=store.count_jobs(conn=conn, states=[JobState.PENDING]),
+        cpus_in_use=used.cpus,
+        gpus_in_use=used.gpus,
+        cpus_total=settings.CLUSTER_CPUS,
+        gpus_total=settings.CLUSTER_GPUS,
     )
