@@ -6,8 +6,8 @@ timed, in one of two scenarios (``driver``):
 
 - ``queue``: the driver runs until the bench ends (a real job runs minutes to days), so the
   first job holds the cluster (``MAX_CONCURRENT_JOBS=1``) and every other submission waits
-  PENDING: many users submitting to a busy cluster. The running driver is cancelled (force)
-  through the API at the end.
+  PENDING: many users submitting to a busy cluster. At the end the service is stopped and
+  the driver it left running is killed.
 - ``churn``: the driver exits at once (``/bin/true``), so the scheduler claims, spawns and
   finishes a job for every submission while submissions keep coming: a stress case.
 """
@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from service import store
 from service.schemas import DEMO_SPEC_EXAMPLE
 from service.server import free_port
 
@@ -139,15 +141,22 @@ async def _run(
     }
 
 
-def _cancel_running(url: str) -> None:
-    """Force-cancel the fresh service's running drivers (the ``queue`` scenario's sleeper)."""
+def _kill_drivers(db_url: str) -> None:
+    """SIGKILL the process group of every driver the fresh service left running (drivers
+    outlive the service by design). Cancelling through the API instead would let the
+    scheduler start the next PENDING job's driver before the service stops."""
+    engine = store.make_engine(db_url)
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            running = http.get("/v1/experiments", params={"state": "RUNNING", "limit": 500})
-            for job in running.json().get("items", []):
-                http.post(f"/v1/experiments/{job['id']}/cancel", params={"force": "true"})
-    except httpx.HTTPError:
-        pass  # the service is gone: its drivers' process groups were its own to stop
+        with engine.connect() as conn:
+            active, _ = store.list_jobs(conn=conn, states=store.ACTIVE_STATES, limit=100000)
+    finally:
+        engine.dispose()
+    for job in active:
+        if job.pid:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def bench_service(
@@ -213,7 +222,7 @@ def bench_service(
             )
             return {"driver": driver, **result}
         finally:
-            _cancel_running(url)
-            proc.terminate()
+            proc.terminate()  # the scheduler stops with it: no further driver starts
             proc.wait(timeout=30)
             log.close()
+            _kill_drivers(f"sqlite:///{tmp}/jobs.db")
