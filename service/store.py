@@ -19,7 +19,7 @@ import enum
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -129,6 +129,7 @@ class Job:
         return cls(**row._mapping)
 
 
+_TICK = timedelta(microseconds=1)
 _INSERT_COLUMNS = ("id", "name", "state", "spec", "created_at", "idempotency_key", "body_hash")
 _INSERT_JOB = insert(jobs)
 _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -200,16 +201,19 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
             keyed[row.idempotency_key] = Job.from_row(row)
     out: list[tuple[Job, bool]] = []
     rows: list[dict[str, Any]] = []
+    created_at = utcnow() - _TICK
     for n in new:
         if n.idempotency_key is not None and n.idempotency_key in keyed:
             out.append((keyed[n.idempotency_key], False))
             continue
+        # strictly increasing within the batch (the clock has microsecond steps)
+        created_at = max(utcnow(), created_at + _TICK)
         job = Job(
             id=new_job_id(),
             name=n.name,
             state=JobState.PENDING.value,
             spec=n.spec,
-            created_at=utcnow(),
+            created_at=created_at,
             idempotency_key=n.idempotency_key,
             body_hash=n.body_hash,
         )
