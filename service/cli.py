@@ -202,6 +202,8 @@ def status(
                     f"finished {_when(job['finished_at'])}  "
                     f"mlflow parent run {job.get('mlflow_parent_run_id') or '-'}"
                 )
+                if job.get("pending_reason"):
+                    console.print(f"[yellow]pending:[/] {job['pending_reason']}")
                 if job.get("error"):
                     console.print(f"[red]error:[/] {job['error']}")
                 return

@@ -124,6 +124,8 @@ class Scheduler:
         self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
         self._kill_at: dict[str, float] = {}
         self._waiting: set[str] = set()  # jobs whose wait for resources was logged
+        # what held the queue at the last pass: (head job id or None for all, reason)
+        self._blocked: tuple[str | None, str] | None = None
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -319,11 +321,18 @@ class Scheduler:
             active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
             slots = self.settings.MAX_CONCURRENT_JOBS - len(active)
             if slots <= 0:
+                self._blocked = (
+                    None,
+                    "waiting for a slot: MAX_CONCURRENT_JOBS="
+                    f"{self.settings.MAX_CONCURRENT_JOBS} jobs are running",
+                )
                 return
+            self._blocked = None
             free = self.settings.cluster() - sum((demand(j.spec) for j in active), Resources())
             for job in store.oldest_pending(conn=conn, limit=slots):
                 need = demand(job.spec)
                 if not need.fits(free):
+                    self._blocked = (job.id, f"waiting for resources: needs {need}; {free} free")
                     if job.id not in self._waiting:
                         self._waiting.add(job.id)
                         log.info(
@@ -385,6 +394,17 @@ class Scheduler:
         fresh = store.get_job(conn=conn, job_id=job.id)
         if fresh is not None and fresh.state == JobState.CANCELLING.value:
             self._terminate(job.id, proc.pid)
+
+    def pending_reason(self, job_id: str) -> str | None:
+        """Why the PENDING job ``job_id`` did not start at the last pass (None: it starts at
+        the next one), like a batch scheduler's pending reason."""
+        blocked = self._blocked
+        if blocked is None:
+            return None
+        head, reason = blocked
+        if head is None or head == job_id:
+            return reason
+        return f"queued behind job {head}, which is {reason}"
 
     # cancelling ------------------------------------------------------------------------
     def _terminate(self, job_id: str, pid: int, *, force: bool = False) -> None:

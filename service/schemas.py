@@ -48,6 +48,11 @@ class JobPublic(BaseModel):
     progress: dict[str, Any] | None = Field(
         None, description="what MLflow holds for the job: parent run, per-rule status and metrics"
     )
+    pending_reason: str | None = Field(
+        None,
+        description="why a PENDING job has not started (a slot, resources, or an older job "
+        "ahead of it); single-job reads only",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -80,7 +85,13 @@ class JobPublic(BaseModel):
     }
 
     @classmethod
-    def from_job(cls, job: Job, *, progress: dict[str, Any] | None = None) -> JobPublic:
+    def from_job(
+        cls,
+        job: Job,
+        *,
+        progress: dict[str, Any] | None = None,
+        pending_reason: str | None = None,
+    ) -> JobPublic:
         return cls(
             id=job.id,
             name=job.name,
@@ -93,6 +104,7 @@ class JobPublic(BaseModel):
             mlflow_parent_run_id=job.mlflow_parent_run_id or (progress or {}).get("parent_run_id"),
             result=job.result,
             progress=progress,
+            pending_reason=pending_reason,
         )
 
 

@@ -213,6 +213,7 @@ async def get_experiment(
     job_id: str,
     conn: ConnDep,
     progress: ProgressDep,
+    scheduler: SchedulerDep,
     with_progress: Annotated[
         bool, Query(alias="progress", description="include per-rule progress read from MLflow")
     ] = True,
@@ -227,7 +228,8 @@ async def get_experiment(
         summary = progress.cached(job.id, final=final)
         if summary is progress.MISS:  # MLflow reads may be slow: keep them off the event loop
             summary = await run_in_threadpool(progress.read, job.id, final=final)
-    return _json(JobPublic.from_job(job, progress=summary))
+    reason = scheduler.pending_reason(job.id) if job.state == JobState.PENDING.value else None
+    return _json(JobPublic.from_job(job, progress=summary, pending_reason=reason))
 
 
 @router.post(

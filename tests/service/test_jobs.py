@@ -90,7 +90,11 @@ def test_cancel_pending_job(tmp_path: Path, start_server: Callable[..., ServerTh
         second = http.post("/v1/experiments", json=spec("ok")).json()["id"]
         wait_state(http, first, ("RUNNING",))
         time.sleep(0.3)
-        assert http.get(f"/v1/experiments/{second}").json()["state"] == "PENDING"  # waits its turn
+        waiting = http.get(f"/v1/experiments/{second}").json()  # waits its turn
+        assert waiting["state"] == "PENDING"
+        assert waiting["pending_reason"] == (
+            "waiting for a slot: MAX_CONCURRENT_JOBS=1 jobs are running"
+        )
         assert http.post(f"/v1/experiments/{second}/cancel").json()["state"] == "CANCELLED"
         http.post(f"/v1/experiments/{first}/cancel", params={"force": "true"})
         assert wait_state(http, first)["state"] == "CANCELLED"

@@ -41,6 +41,10 @@ def test_jobs_wait_for_cpus_in_submission_order(
         time.sleep(0.5)  # ten scheduler passes
         state = {j: http.get(f"/v1/experiments/{j}").json()["state"] for j in (second, small)}
         assert state == {second: "PENDING", small: "PENDING"}
+        reason = http.get(f"/v1/experiments/{second}").json()["pending_reason"]
+        assert reason == "waiting for resources: needs 2 CPUs, 0 GPUs; 1 CPUs, unlimited GPUs free"
+        behind = http.get(f"/v1/experiments/{small}").json()["pending_reason"]
+        assert behind == f"queued behind job {second}, which is {reason}"
         health = http.get("/healthz").json()
         assert health["cpus_in_use"] == 2 and health["cpus_total"] == 3
         assert health["jobs_active"] == 1 and health["jobs_pending"] == 2
