@@ -9,8 +9,8 @@ replicas) never both win.
 Core, not the ORM: the API's hot paths are one INSERT (submit) and one primary-key SELECT
 (status). Through an ORM ``Session`` those cost 0.5-0.6 ms of CPU each on the 2-core
 benchmark machine, through a Core ``Connection`` with prebuilt statements about 0.1-0.3 ms
-(``bioprop bench service``, docs/benchmarks.md). Rows come back as frozen :class:`Job`
-records.
+(timed in-process, docs/benchmarks.md "Control plane"). Rows come back as frozen
+:class:`Job` records.
 """
 
 from __future__ import annotations
