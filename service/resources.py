@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from trainers.spec import ScaleSpec
 
-__all__ = ["Resources", "capacity", "demand", "shortfall"]
+__all__ = ["Resources", "capacity", "demand", "held", "scale_demand", "shortfall"]
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,28 @@ class Resources:
         return f"{num(self.cpus)} CPUs, {num(self.gpus)} GPUs"
 
 
+def scale_demand(scale: ScaleSpec) -> Resources:
+    """Resources one setting with this ``scale`` holds while it runs."""
+    return Resources(
+        cpus=float(scale.workers * scale.cpus_per_worker),
+        gpus=float(scale.workers if scale.gpu else 0),
+    )
+
+
 def demand(spec: dict[str, Any]) -> Resources:
-    """Resources one setting of the job ``spec`` (stored JSON) holds while it runs; none for
-    a stored spec whose ``scale`` no longer validates (its driver will fail and say why)."""
+    """:func:`scale_demand` of a stored job ``spec`` (JSON); none for a stored spec whose
+    ``scale`` no longer validates (its driver will fail and say why)."""
     try:
         scale = ScaleSpec.model_validate(spec.get("scale") or {})
     except ValidationError as exc:
         log.warning("job spec with an invalid scale section counts as no demand: %s", exc)
         return Resources()
-    return Resources(
-        cpus=float(scale.workers * scale.cpus_per_worker),
-        gpus=float(scale.workers if scale.gpu else 0),
-    )
+    return scale_demand(scale)
+
+
+def held(specs: Iterable[dict[str, Any]]) -> Resources:
+    """What jobs with these stored specs hold together."""
+    return sum((demand(spec) for spec in specs), Resources())
 
 
 def capacity(cpus: float | None, gpus: float | None) -> Resources:
@@ -67,16 +78,15 @@ def capacity(cpus: float | None, gpus: float | None) -> Resources:
     )
 
 
-def shortfall(spec: dict[str, Any], total: Resources) -> list[tuple[tuple[str, ...], str]]:
-    """``(field path, reason)`` for each resource the job needs more of than the whole
-    cluster has: such a job would wait forever, so submission refuses it."""
-    need = demand(spec)
-    scale = ScaleSpec.model_validate(spec.get("scale") or {})
+def shortfall(scale: ScaleSpec, total: Resources) -> list[tuple[str, str]]:
+    """``(scale field, reason)`` for each resource a job of this ``scale`` needs more of than
+    the whole cluster has: such a job would wait forever, so submission refuses it."""
+    need = scale_demand(scale)
     problems = []
     if need.cpus > total.cpus:
         problems.append(
             (
-                ("scale", "cpus_per_worker"),
+                "cpus_per_worker",
                 f"the job needs {need.cpus:g} CPUs ({scale.workers} workers x "
                 f"{scale.cpus_per_worker} cpus_per_worker) but the cluster has "
                 f"{total.cpus:g} (BIOPROP_CLUSTER_CPUS)",
@@ -85,7 +95,7 @@ def shortfall(spec: dict[str, Any], total: Resources) -> list[tuple[tuple[str, .
     if need.gpus > total.gpus:
         problems.append(
             (
-                ("scale", "workers"),
+                "workers",
                 f"the job needs {need.gpus:g} GPUs (one per worker, {scale.workers} workers) "
                 f"but the cluster has {total.gpus:g} (BIOPROP_CLUSTER_GPUS)",
             )

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from service import store
-from service.resources import Resources, demand
+from service.resources import demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, FINAL_STATES, JobState
 
@@ -123,7 +123,6 @@ class Scheduler:
         self.engine = engine
         self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
         self._kill_at: dict[str, float] = {}
-        self._waiting: set[str] = set()  # jobs whose wait for resources was logged
         # what held the queue at the last pass: (head job id or None for all, reason)
         self._blocked: tuple[str | None, str] | None = None
         self._lock = threading.RLock()
@@ -327,19 +326,15 @@ class Scheduler:
                     f"{self.settings.MAX_CONCURRENT_JOBS} jobs are running",
                 )
                 return
-            self._blocked = None
-            free = self.settings.cluster() - sum((demand(j.spec) for j in active), Resources())
+            blocked = None
+            free = self.settings.cluster() - held(j.spec for j in active)
             for job in store.oldest_pending(conn=conn, limit=slots):
                 need = demand(job.spec)
                 if not need.fits(free):
-                    self._blocked = (job.id, f"waiting for resources: needs {need}; {free} free")
-                    if job.id not in self._waiting:
-                        self._waiting.add(job.id)
-                        log.info(
-                            "job %s waits for resources: needs %s, %s free", job.id, need, free
-                        )
-                    return
-                self._waiting.discard(job.id)
+                    blocked = (job.id, f"waiting for resources: needs {need}; {free} free")
+                    if blocked != self._blocked:
+                        log.info("job %s is %s", *blocked)
+                    break
                 if store.transition(
                     conn=conn,
                     job_id=job.id,
@@ -349,6 +344,7 @@ class Scheduler:
                 ):
                     self._spawn(conn, job)
                     free = free - need
+            self._blocked = blocked
 
     def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)

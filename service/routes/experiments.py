@@ -114,18 +114,17 @@ def check_resources(spec: ExperimentSpec, settings: Settings) -> None:
     PENDING forever); checked only when ``CLUSTER_CPUS``/``CLUSTER_GPUS`` are set."""
     if settings.CLUSTER_CPUS is None and settings.CLUSTER_GPUS is None:
         return
-    scale = {"scale": spec.scale.model_dump()}
-    problems = shortfall(scale, settings.cluster())
+    problems = shortfall(spec.scale, settings.cluster())
     if problems:
         raise RequestValidationError(
             [
                 {
                     "type": "exceeds_cluster",
-                    "loc": ("body", *path),
+                    "loc": ("body", "scale", field),
                     "msg": msg,
-                    "input": scale["scale"][path[-1]],
+                    "input": getattr(spec.scale, field),
                 }
-                for path, msg in problems
+                for field, msg in problems
             ]
         )
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from service import store
 from service.deps import ConnDep, SettingsDep
-from service.resources import Resources, demand
+from service.resources import held
 from service.schemas import Health
 from service.store import ACTIVE_STATES, JobState
 
@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health, summary="Liveness, queue counts, resources in use")
 async def healthz(conn: ConnDep, settings: SettingsDep) -> Health:
     active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
-    used = sum((demand(job.spec) for job in active), Resources())
+    used = held(job.spec for job in active)
     return Health(
         jobs_active=len(active),
         jobs_pending=store.count_jobs(conn=conn, states=[JobState.PENDING]),
