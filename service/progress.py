@@ -1,7 +1,7 @@
-"""Job progress read from MLflow through ``trainers.tracking.job_summary`` (guarded, cached).
+"""Job progress read from MLflow through ``trainers.tracking.job_summary`` (cached).
 
-The import is lazy and guarded so the service runs before (or without) the trainers'
-tracking module; answers are cached for ``ttl`` seconds so status polling stays cheap.
+The import is lazy (MLflow loads on the first read, not when the service starts); answers
+are cached for ``ttl`` seconds so status polling stays cheap.
 """
 
 from __future__ import annotations
@@ -26,19 +26,6 @@ class ProgressReader:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, bool, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
-        self._summary: Any = None
-        self._unavailable = False
-
-    def _fn(self) -> Any:
-        if self._summary is None and not self._unavailable:
-            try:
-                from trainers.tracking import job_summary
-            except Exception as exc:  # ImportError before trainers.tracking exists
-                log.warning("progress unavailable: cannot import trainers.tracking (%s)", exc)
-                self._unavailable = True
-                return None
-            self._summary = job_summary
-        return self._summary
 
     def _no_runs_yet(self, job_id: str) -> bool:
         """For a sqlite store: True until the job's parent run exists (read with sqlite3,
@@ -66,8 +53,6 @@ class ProgressReader:
 
     def cached(self, job_id: str, *, final: bool = False) -> Any:
         """The cached answer, or ``MISS`` when :meth:`read` must ask MLflow."""
-        if self._unavailable:
-            return None
         with self._lock:
             hit = self._cache.get(job_id)
         if hit is not None and (hit[1] or time.monotonic() - hit[0] < self.ttl):
@@ -83,11 +68,10 @@ class ProgressReader:
             with self._lock:
                 self._cache[job_id] = (now, final, None)
             return None
-        fn = self._fn()
-        if fn is None:
-            return None
+        from trainers.tracking import job_summary
+
         try:
-            summary = fn(job_id, self.tracking_uri)
+            summary = job_summary(job_id, self.tracking_uri)
         except Exception as exc:
             log.warning("job_summary(%s) failed: %s", job_id, exc)
             summary = None

@@ -1,0 +1,66 @@
+"""``bioprop demo``: start the control plane in this process, submit the packaged bp/fa/ss
+sweep (``service/demo.yaml``) over HTTP, follow it live and print the results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from service.client import ApiError, Client
+from service.tables import console, err, results_table, state, watch
+
+__all__ = ["demo"]
+
+
+def demo(
+    spec: Annotated[Path | None, typer.Option(help="spec to run instead of the demo sweep")] = None,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 1800,
+) -> None:
+    """Start the service, submit the bp/fa/ss sweep over HTTP, follow it, print the results."""
+    from service.server import ServerThread
+    from service.settings import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("service", "mlflow", "alembic"):  # keep the live display clean
+        logging.getLogger(name).setLevel(logging.ERROR)
+    settings = Settings(RUN_DIR=Path.cwd() / "bioprop-runs")
+    text = (
+        spec.read_text() if spec else resources.files("service").joinpath("demo.yaml").read_text()
+    )
+    started = time.monotonic()
+    with ServerThread(settings) as server:
+        console.print(f"control plane on {server.url} (job store {settings.DB_URL})")
+        with Client(server.url) as client:
+            try:
+                job = client.submit(yaml.safe_load(text))
+            except ApiError as exc:
+                err.print(f"[red]error:[/] {exc}")
+                raise typer.Exit(1) from exc
+            console.print(f"submitted job [bold]{job['id']}[/] over HTTP")
+            try:
+                job = watch(client, job["id"], transient=True)
+            except KeyboardInterrupt:
+                client.cancel(job["id"])
+                err.print(f"cancelled job {job['id']}")
+                raise typer.Exit(130) from None
+            metrics = client.metrics(job["id"])
+            tail = client.logs(job["id"], tail=40) if job["state"] != "SUCCEEDED" else ""
+    elapsed = time.monotonic() - started
+    children = metrics.get("children") or (job.get("result") or {}).get("children") or []
+    console.print(results_table(children, title=f"{job['name']}: {state(job['state'])}"))
+    console.print(f"finished in {elapsed:.0f} s; MLflow parent run {metrics.get('parent_run_id')}")
+    console.print(
+        "open the MLflow UI: [bold]make mlflow-ui[/]  (mlflow ui --backend-store-uri "
+        f"{settings.MLFLOW_URI} --port 5000), then http://127.0.0.1:5000"
+    )
+    if job["state"] != "SUCCEEDED":
+        err.print(f"[red]job {job['state']}[/]: {job.get('error') or ''}")
+        if tail:
+            err.print(tail)
+        raise typer.Exit(1)

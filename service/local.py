@@ -1,0 +1,90 @@
+"""``bioprop run``: one experiment or sweep in this process, with a live progress table.
+
+No control plane: the spec goes straight to ``trainers.launch.run_experiment`` (a local Ray
+cluster unless ``--address`` or ``RAY_ADDRESS`` names one), and the progress table is read
+from the run's MLflow store by a polling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.tables import console, progress_table, results_table
+
+__all__ = ["run"]
+
+
+def run(
+    spec: Annotated[Path, typer.Argument(help="spec file (YAML or JSON)", exists=True)],
+    workers: Annotated[int | None, typer.Option(help="override scale.workers")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS)")
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            help="resume this earlier run (its id is printed at start) instead of a new one"
+        ),
+    ] = None,
+) -> None:
+    """Run one experiment or sweep in this process (local Ray unless an address is given)."""
+    from trainers.launch import run_experiment
+    from trainers.spec import load_spec
+
+    logging.basicConfig(level=logging.WARNING)
+    loaded = load_spec(spec)
+    if workers is not None:
+        loaded = loaded.model_copy(
+            update={"scale": loaded.scale.model_copy(update={"workers": workers})}
+        )
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+    job_id = job_id or uuid.uuid4().hex[:12]
+    console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})")
+    with LocalProgress(loaded, job_id):
+        result = run_experiment(loaded, job_id=job_id)
+    console.print(results_table(result.get("children", []), title=f"{loaded.name}"))
+    console.print(
+        f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}"
+    )
+    failed = [c for c in result.get("children", []) if c.get("status") != "FINISHED"]
+    raise typer.Exit(1 if failed else 0)
+
+
+class LocalProgress:
+    """A live per-setting table for an in-process run, polled from MLflow in a thread."""
+
+    def __init__(self, spec: Any, job_id: str, poll: float = 2.0) -> None:
+        self.job = {"id": job_id, "name": spec.name, "state": "RUNNING"}
+        self.job["spec"] = spec.model_dump(mode="json")
+        self.uri, self.poll = spec.tracking.uri, poll
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from rich.live import Live
+
+        from trainers.tracking import job_summary
+
+        with Live(progress_table(self.job), console=console, transient=True) as live:
+            while not self.stop.wait(self.poll):
+                try:
+                    self.job["progress"] = job_summary(self.job["id"], self.uri)
+                except Exception:  # the store may not exist yet; try again next tick
+                    continue
+                live.update(progress_table(self.job))
+
+    def __enter__(self) -> LocalProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)

@@ -1,0 +1,160 @@
+"""Rich tables and the live job display shared by the ``bioprop`` commands.
+
+One place renders a job: :func:`progress_table` (per setting: status, epoch, validation
+accuracy, mean alignment angle) while it runs, :func:`results_table` when it is done,
+:func:`jobs_table` for a page of jobs and :func:`measures_table` for a benchmark's
+``{measure: value}``. :func:`watch` follows a job over HTTP with a live progress table.
+The metric names are the ones the trainers log (``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from service.client import FINAL_STATES, Client
+
+__all__ = [
+    "console",
+    "err",
+    "jobs_table",
+    "measures_table",
+    "progress_table",
+    "results_table",
+    "state",
+    "watch",
+    "when",
+]
+
+console = Console()
+err = Console(stderr=True)
+
+STATE_STYLE = {
+    "PENDING": "yellow",
+    "RUNNING": "cyan",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLING": "magenta",
+    "CANCELLED": "magenta",
+}
+
+
+def state(value: str) -> str:
+    """A job state in its colour."""
+    return f"[{STATE_STYLE.get(value, 'white')}]{value}[/]"
+
+
+def when(value: str | None) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM:SS`` ("-" when unset)."""
+    return value.replace("T", " ")[:19] if value else "-"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _scores(metrics: dict[str, Any]) -> tuple[str, str]:
+    """Validation accuracy and mean alignment angle, formatted ("-" when not logged)."""
+    return _fmt(metrics.get("val_acc"), ".3f"), _fmt(metrics.get("align_mean_angle"), ".1f")
+
+
+def _children(job: dict[str, Any]) -> list[dict[str, Any]]:
+    progress = job.get("progress") or {}
+    return progress.get("children") or (job.get("result") or {}).get("children") or []
+
+
+def _labels(spec: dict[str, Any] | None) -> list[str]:
+    """The sweep-setting labels a spec will run (its rule names when it is a plain sweep)."""
+    from trainers.spec import ExperimentSpec
+
+    try:
+        return [label for label, _ in ExperimentSpec.model_validate(spec or {}).settings()]
+    except ValueError:
+        return []
+
+
+def progress_table(job: dict[str, Any]) -> Table:
+    """Per-setting epoch / accuracy / alignment of a job, as a rich table."""
+    epochs = (job.get("spec") or {}).get("schedule", {}).get("epochs")
+    table = _table(
+        f"job {job['id']} {job['name']}: {state(job['state'])}",
+        ("setting", "status", "epoch", "val accuracy", "mean angle (deg)"),
+    )
+    seen = set()
+    for child in _children(job):
+        metrics = child.get("metrics") or {}
+        epoch = metrics.get("epoch")
+        epoch_text = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
+        label = child.get("setting") or child.get("rule")
+        table.add_row(str(label), str(child.get("status", "-")), epoch_text, *_scores(metrics))
+        seen.add(label)
+    for label in _labels(job.get("spec")):
+        if label not in seen:
+            table.add_row(label, "waiting", "-", "-", "-")
+    return table
+
+
+def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
+    """Final status, accuracy and alignment of each setting of a finished job."""
+    table = _table(title, ("setting", "status", "final accuracy", "mean alignment angle (deg)"))
+    for child in children:
+        table.add_row(
+            str(child.get("setting") or child.get("rule")),
+            str(child.get("status", "-")),
+            *_scores(child.get("metrics") or {}),
+        )
+    return table
+
+
+def jobs_table(page: dict[str, Any], *, offset: int) -> Table:
+    """One page of ``GET /v1/experiments``."""
+    table = Table(title=f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}")
+    table.add_column("id", no_wrap=True, min_width=16)
+    for column in ("name", "state", "rules", "created", "finished"):
+        table.add_column(column)
+    for job in page["items"]:
+        rules = job["spec"].get("rule", {}).get("name")
+        table.add_row(
+            job["id"],
+            job["name"],
+            state(job["state"]),
+            ",".join(rules) if isinstance(rules, list) else str(rules),
+            when(job["created_at"]),
+            when(job["finished_at"]),
+        )
+    return table
+
+
+def measures_table(title: str, measures: dict[str, Any]) -> Table:
+    """A benchmark's ``{measure: value}``, floats to two decimals."""
+    table = _table(title, ("measure", "value"))
+    for key, value in measures.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def watch(
+    client: Client, job_id: str, *, poll: float = 2.0, transient: bool = False
+) -> dict[str, Any]:
+    """Follow a job with a live progress table until it reaches a final state; return it."""
+    from rich.live import Live
+
+    job = client.get(job_id)
+    with Live(
+        progress_table(job), console=console, refresh_per_second=2, transient=transient
+    ) as live:
+        while job["state"] not in FINAL_STATES:
+            time.sleep(poll)
+            job = client.get(job_id)
+            live.update(progress_table(job))
+    return job

@@ -1,0 +1,90 @@
+"""``bioprop bench rules|train``: the trainers' benchmarks, mounted by ``service/cli.py``.
+
+:data:`BENCHMARKS` maps a command name to its typer function; the heavy modules (torch, Ray)
+are imported inside each command so ``bioprop --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["BENCHMARKS", "bench_rules_cmd", "bench_train_cmd"]
+
+console = Console()
+
+
+def bench_rules_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated models")] = "mlp,resnet18",
+    rules: Annotated[str | None, typer.Option(help="comma-separated rules (default: all)")] = None,
+    steps: Annotated[int, typer.Option(help="timed steps per rule")] = 20,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
+    image_size: Annotated[int, typer.Option(help="image side, pixels")] = 64,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
+) -> None:
+    """Median step time of each rule and its ratio to BP (trainers.bench.bench_rules)."""
+    from trainers.bench import bench_rules, format_table
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = bench_rules(
+        [m for m in models.split(",") if m],
+        rules=[r for r in rules.split(",") if r] if rules else None,
+        steps=steps,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
+    )
+    console.print(format_table(rows), markup=False, highlight=False)
+
+
+def bench_train_cmd(
+    model: Annotated[str, typer.Option(help="model name")] = "resnet18",
+    image_size: Annotated[int, typer.Option(help="input side, pixels")] = 64,
+    workers: Annotated[int, typer.Option(help="compared against 1 worker")] = 2,
+    batch_size: Annotated[int, typer.Option(help="global batch")] = 128,
+    epochs: Annotated[int, typer.Option(help="epochs per run (the first is warm-up)")] = 3,
+    rounds: Annotated[int, typer.Option(help="alternating rounds of both configs")] = 3,
+    train_per_class: Annotated[
+        int, typer.Option(help="synthetic train images per class (4 classes)")
+    ] = 256,
+    ceiling: Annotated[
+        bool, typer.Option(help="also measure N independent processes (the machine's best case)")
+    ] = True,
+    sweep: Annotated[
+        bool, typer.Option(help="also time an epoch of every rule (digits MLP)")
+    ] = True,
+) -> None:
+    """Training samples/s with 1 vs N Ray Train workers; epoch time per rule of a sweep."""
+    from trainers.throughput import bench_ceiling, bench_sweep_epochs, bench_workers
+
+    logging.basicConfig(level=logging.WARNING)
+    config = dict(model=model, image_size=image_size, workers=workers, batch_size=batch_size)
+    result: dict[str, Any] = bench_workers(
+        **config, epochs=epochs, rounds=rounds, train_per_class=train_per_class
+    )
+    if ceiling:
+        result.update(bench_ceiling(**config, rounds=rounds))
+        # how much of what the machine allows the DDP path gets
+        result["ddp_efficiency"] = result["speedup"] / result["ceiling"]
+    table = Table(title=f"{model} at {image_size}px, global batch {batch_size}")
+    table.add_column("measure")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if sweep:
+        table = Table(title="digits MLP sweep, median epoch time")
+        for column in ("rule", "status", "epoch time (s)", "val accuracy"):
+            table.add_column(column)
+        for row in bench_sweep_epochs():
+            table.add_row(
+                row["rule"], row["status"], f"{row['epoch_time_s']:.3f}", f"{row['val_acc']:.3f}"
+            )
+        console.print(table)
+
+
+BENCHMARKS = {"rules": bench_rules_cmd, "train": bench_train_cmd}
