@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ def default_device_id() -> int | None:
 
 
 def synthetic_root(data: Any, base: str | Path | None = None, *, task: str = "classify") -> Path:
-    """Default cache folder of a synthetic set: ``bioprop-runs/data/synthetic-<hash>``
-    (``synthetic-coco-<hash>`` for detection)."""
+    """Default cache folder of a synthetic set: ``<base>/bioprop-runs/data/synthetic-<hash>``
+    (``synthetic-coco-<hash>`` for detection); without ``base``, under ``$BIOPROP_DATA_CACHE``
+    (a folder every Ray node mounts, on a cluster) when set, else the working directory."""
     s = data.synth
     if task == "detect":
         params, prefix = {"images": s.images, "size": s.size}, "synthetic-coco"
@@ -55,7 +57,12 @@ def synthetic_root(data: Any, base: str | Path | None = None, *, task: str = "cl
         params, prefix = {**params, "size": s.size}, "synthetic"
     params["version"] = SYNTH_VERSION
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return (Path(base or Path.cwd()) / "bioprop-runs" / "data" / f"{prefix}-{digest}").absolute()
+    cache = os.environ.get("BIOPROP_DATA_CACHE", "").strip()
+    if base is None and cache:
+        folder = Path(cache)
+    else:
+        folder = Path(base or Path.cwd()) / "bioprop-runs" / "data"
+    return (folder / f"{prefix}-{digest}").expanduser().absolute()
 
 
 def _check_imagefolder(root: Path) -> None:

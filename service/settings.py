@@ -1,12 +1,21 @@
 """Service settings: one pydantic-settings ``BaseSettings`` read from ``BIOPROP_*`` variables.
 
 Defaults make one laptop enough (SQLite job store and MLflow store under ``./bioprop-runs``,
-no tokens, one job at a time). Outside ``ENVIRONMENT=local`` the settings refuse to start
-without bearer tokens and data directories.
+no tokens, one job at a time, drivers as local subprocesses). Outside ``ENVIRONMENT=local``
+the settings refuse to start without bearer tokens and data directories.
+
+On a cluster: ``RAY_JOBS_URL`` (the Ray dashboard, e.g. ``http://ray-head:8265``) makes every
+job's driver a Ray job; ``STORAGE_PATH`` (``s3://bucket/prefix``, ``gs://...``, ``file://...``
+or a path every node mounts) is where jobs without a ``storage_path`` keep checkpoints;
+``DATA_CACHE`` (a folder every node mounts) is where synthetic sets are built. The MLflow
+server is the user's ``MLFLOW_TRACKING_URI`` unless ``BIOPROP_MLFLOW_URI`` names another.
+Ray's own token auth (``RAY_AUTH_MODE=token`` with ``RAY_AUTH_TOKEN``) is read by Ray's
+job client from the environment.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,9 +56,30 @@ class Settings(BaseSettings):
     RUN_DIR: Path = Field(default_factory=lambda: Path.cwd() / "bioprop-runs")
     DB_URL: str = Field("", description="job store URL; default sqlite:///<RUN_DIR>/jobs.db")
     MLFLOW_URI: str = Field(
-        "", description="MLflow tracking URI; default sqlite:///<RUN_DIR>/mlflow.db"
+        "",
+        description="MLflow tracking URI; default MLFLOW_TRACKING_URI when set, else "
+        "sqlite:///<RUN_DIR>/mlflow.db",
     )
-    RAY_ADDRESS: str | None = Field(None, description="Ray cluster the drivers connect to")
+    RAY_ADDRESS: str | None = Field(
+        None, description="Ray cluster the local driver subprocesses connect to"
+    )
+    RAY_JOBS_URL: str | None = Field(
+        None,
+        description="Ray dashboard address (http://<head>:8265): each job's driver is "
+        "submitted as a Ray job whose submission id is the job id; none = local driver "
+        "subprocesses",
+    )
+    STORAGE_PATH: str | None = Field(
+        None,
+        description="Ray Train storage of jobs whose spec sets no storage_path: s3://, gs://, "
+        "file:// URI or a path every Ray node mounts; none = <driver cwd>/bioprop-runs/"
+        "ray_results (one machine only)",
+    )
+    DATA_CACHE: Path | None = Field(
+        None,
+        description="folder every Ray node mounts where synthetic data sets are built; "
+        "none = <driver cwd>/bioprop-runs/data",
+    )
     MAX_BODY_BYTES: int = Field(1 << 20, ge=1024)
     MAX_CONCURRENT_JOBS: int = Field(1, ge=0, description="running drivers at once; others wait")
     CLUSTER_CPUS: float | None = Field(
@@ -74,6 +104,21 @@ class Settings(BaseSettings):
     )
     DRIVER_CMD: list[str] = Field(default_factory=default_driver_cmd)
 
+    @field_validator("RAY_JOBS_URL", "STORAGE_PATH", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("RAY_JOBS_URL")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"BIOPROP_RAY_JOBS_URL {value!r} must be the Ray dashboard's http(s):// address "
+                "(e.g. http://ray-head:8265), not a ray:// or GCS address"
+            )
+        return value.rstrip("/") if value else value
+
     @field_validator("API_TOKENS", "DATA_DIRS", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -85,7 +130,9 @@ class Settings(BaseSettings):
         if not self.DB_URL:
             self.DB_URL = f"sqlite:///{self.RUN_DIR / 'jobs.db'}"
         if not self.MLFLOW_URI:
-            self.MLFLOW_URI = f"sqlite:///{self.RUN_DIR / 'mlflow.db'}"
+            self.MLFLOW_URI = (
+                os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.RUN_DIR / 'mlflow.db'}"
+            )
         self.DATA_DIRS = [p.expanduser().resolve() for p in self.DATA_DIRS]
         if self.ENVIRONMENT != "local":
             if not self.API_TOKENS:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.spec import ExperimentSpec, load_spec
+from trainers.storage import check_storage, resolve_storage
 from trainers.tracking import (
     TAG_RULE,
     TAG_SETTING,
@@ -61,10 +62,7 @@ def _init_ray() -> None:
 
 
 def _storage_path(spec: ExperimentSpec) -> str:
-    path = spec.storage_path or Path.cwd() / "bioprop-runs" / "ray_results"
-    path = Path(path).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+    return resolve_storage(spec.storage_path)  # a URI as it is; a local folder created
 
 
 def _trial_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
@@ -120,6 +118,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     if not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
+    check_storage(_storage_path(spec))  # a missing bucket or credentials fail here, clearly
     spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task=spec.task)})
     _init_ray()
     earlier_parent, earlier_children = find_job_runs(job_id, uri)

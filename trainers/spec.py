@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import yaml
@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from trainers.storage import validate_storage_path
 
 __all__ = [
     "CheckpointSpec",
@@ -159,8 +161,11 @@ class ExperimentSpec(_Section):
     scale: ScaleSpec = Field(default_factory=ScaleSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    storage_path: Path | None = Field(
-        None, description="Ray Train storage (shared storage when multi-node)"
+    storage_path: str | None = Field(
+        None,
+        description="Ray Train storage: s3://, gs://, file:// URI or a path (shared storage "
+        "every node reaches when multi-node); default BIOPROP_STORAGE_PATH, else "
+        "./bioprop-runs/ray_results",
     )
     max_failures: int = Field(3, ge=0)
     seed: int | list[int] = Field(0, description="sweepable: a list runs one setting per seed")
@@ -171,6 +176,13 @@ class ExperimentSpec(_Section):
         if value not in MODEL_NAMES:
             raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODEL_NAMES)}")
         return value
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _storage_uri(cls, value: object) -> object:
+        if isinstance(value, PurePath):
+            value = str(value)
+        return validate_storage_path(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:

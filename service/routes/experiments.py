@@ -23,6 +23,7 @@ from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic
 from service.settings import Settings
 from service.store import FINAL_STATES, JobState
 from trainers.spec import ExperimentSpec
+from trainers.storage import is_uri
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], dependencies=[Auth])
 
@@ -57,8 +58,9 @@ def _under(path: Path, roots: list[Path]) -> bool:
 
 
 def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> None:
-    """422 unless ``data.root`` lies under one of ``settings.DATA_DIRS`` and ``storage_path``
-    under one of them or ``RUN_DIR`` (checked only when DATA_DIRS is configured)."""
+    """422 unless ``data.root`` lies under one of ``settings.DATA_DIRS`` and a local
+    ``storage_path`` under one of them or ``RUN_DIR`` (checked only when DATA_DIRS is
+    configured; a URI such as ``s3://bucket/prefix`` is object storage, not a local path)."""
     if not settings.DATA_DIRS:
         return
     allowed = ", ".join(str(d) for d in settings.DATA_DIRS)
@@ -75,7 +77,7 @@ def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> None:
                     "input": str(spec.data.root),
                 }
             )
-    if spec.storage_path is not None:
+    if spec.storage_path is not None and not is_uri(spec.storage_path):
         storage = Path(spec.storage_path).expanduser().resolve()
         if not _under(storage, [*settings.DATA_DIRS, settings.RUN_DIR]):
             errors.append(

@@ -19,6 +19,7 @@ def test_env_parsing_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BIOPROP_DATA_DIRS", f"{tmp_path}/a,{tmp_path}/b/../c")
     monkeypatch.setenv("BIOPROP_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("BIOPROP_DRIVER_CMD", '["python", "driver.py"]')
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = Settings()
     assert settings.token_values() == [b"tok-alpha", b"tok-beta"]
     assert settings.DATA_DIRS == [tmp_path / "a", tmp_path / "c"]
@@ -26,6 +27,27 @@ def test_env_parsing_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert settings.MLFLOW_URI == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     assert settings.DRIVER_CMD == ["python", "driver.py"]
     assert "tok-alpha" not in repr(settings) and "tok-beta" not in str(settings.model_dump())
+
+
+def test_cluster_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's MLFLOW_TRACKING_URI is used, not overwritten; BIOPROP_MLFLOW_URI wins."""
+    monkeypatch.setenv("BIOPROP_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("BIOPROP_RAY_JOBS_URL", "http://ray-head:8265/")
+    monkeypatch.setenv("BIOPROP_STORAGE_PATH", "s3://bucket/runs")
+    monkeypatch.setenv("BIOPROP_DATA_CACHE", str(tmp_path / "shared"))
+    settings = Settings()
+    assert settings.MLFLOW_URI == "http://mlflow:5000"
+    assert settings.RAY_JOBS_URL == "http://ray-head:8265"
+    assert settings.STORAGE_PATH == "s3://bucket/runs"
+    assert settings.DATA_CACHE == tmp_path / "shared"
+    monkeypatch.setenv("BIOPROP_MLFLOW_URI", "http://other:5000")
+    assert Settings().MLFLOW_URI == "http://other:5000"
+    monkeypatch.setenv("BIOPROP_RAY_JOBS_URL", "ray://ray-head:10001")
+    with pytest.raises(ValidationError, match="dashboard's http"):
+        Settings()
+    monkeypatch.setenv("BIOPROP_RAY_JOBS_URL", "")
+    assert Settings().RAY_JOBS_URL is None
 
 
 def test_default_driver_is_trainers_launch(monkeypatch: pytest.MonkeyPatch) -> None:
