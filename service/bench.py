@@ -148,7 +148,7 @@ def _kill_drivers(db_url: str) -> None:
     engine = store.make_engine(db_url)
     try:
         with engine.connect() as conn:
-            active, _ = store.list_jobs(conn=conn, states=store.ACTIVE_STATES, limit=100000)
+            active = store.active_jobs(conn=conn)
     finally:
         engine.dispose()
     for job in active:

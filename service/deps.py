@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, store connections, scheduler, bearer-token auth."""
+"""FastAPI dependencies: settings, store connections, the job of a path (or 404), scheduler,
+bearer-token auth."""
 
 from __future__ import annotations
 
@@ -10,12 +11,22 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection
 
+from service import store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
 from service.scheduler import Scheduler
 from service.settings import Settings
+from service.store import Job
 
-__all__ = ["Auth", "ConnDep", "GroupCommitDep", "ProgressDep", "SchedulerDep", "SettingsDep"]
+__all__ = [
+    "Auth",
+    "ConnDep",
+    "GroupCommitDep",
+    "JobDep",
+    "ProgressDep",
+    "SchedulerDep",
+    "SettingsDep",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
 
@@ -53,6 +64,19 @@ ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
+
+
+async def get_job(job_id: str, request: Request) -> Job:
+    """The job named by the path's ``job_id``; 404 when there is none. The connection goes
+    back to the pool before the endpoint runs (it may await MLflow or stream)."""
+    with request.app.state.engine.connect() as conn:
+        job = store.get_job(conn=conn, job_id=job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]
 
 
 def token_ok(given: str, tokens: list[bytes]) -> bool:

@@ -10,7 +10,9 @@ state from ``result.json`` when gone) and starts PENDING ones.
 
 Exit 0 -> SUCCEEDED; any other exit -> FAILED with the log tail as error. Cancel sends
 SIGTERM to the process group (the driver marks its MLflow runs KILLED), then SIGKILL after
-``CANCEL_GRACE_S``; the job goes CANCELLING -> CANCELLED.
+``CANCEL_GRACE_S``; the job goes CANCELLING -> CANCELLED. The process side of this
+(spawning, signalling, liveness) is :mod:`service.processes`; this module is the state
+machine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,83 +29,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from service import store
+from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, signal_group, spawn
 from service.resources import demand, held
 from service.settings import Settings
-from service.store import ACTIVE_STATES, FINAL_STATES, JobState
+from service.store import ACTIVE_STATES, JobState, is_final
 
-__all__ = ["Scheduler", "log_tail"]
+__all__ = ["Scheduler"]
 
 REQUEUED = "driver lost while the service was down; re-queued to resume from its last checkpoint"
 log = logging.getLogger(__name__)
-
-
-def log_tail(path: Path, *, lines: int = 40, max_bytes: int = 16384) -> str:
-    """The last ``lines`` lines of a text file (empty string when missing)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _pid_alive(pid: int, job_id: str) -> bool:
-    """True when ``pid`` runs and is this job's driver (guards against pid reuse)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our own zombie child
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            return job_id.encode() in (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            return False
-    return True
-
-
-def _session_members(sid: int) -> list[int]:
-    """Pids whose session id is ``sid`` (Linux /proc; empty elsewhere)."""
-    members = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the driver's process group; SIGKILL also reaches every process of its session
-    (the driver is a session leader), e.g. a local Ray node in process groups of its own."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if sig == signal.SIGKILL:
-        for member in _session_members(pid):
-            try:
-                os.kill(member, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def _result_ok(result: Any) -> bool:
@@ -121,7 +54,7 @@ class Scheduler:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self._procs: dict[str, subprocess.Popen[bytes] | int] = {}
+        self._procs: dict[str, Driver] = {}
         self._kill_at: dict[str, float] = {}
         # what held the queue at the last pass: (head job id or None for all, reason)
         self._blocked: tuple[str | None, str] | None = None
@@ -179,8 +112,7 @@ class Scheduler:
     def reconcile(self) -> None:
         """Match every RUNNING/CANCELLING job in the store with its driver process."""
         with self._lock, self.engine.connect() as conn:
-            jobs, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
-            for job in jobs:
+            for job in store.active_jobs(conn=conn):
                 if job.id in self._procs:
                     continue
                 if job.pid is None:
@@ -198,13 +130,13 @@ class Scheduler:
                         from_states=[JobState.CANCELLING],
                         to_state=JobState.CANCELLED,
                     )
-                elif _pid_alive(job.pid, job.id):
+                elif pid_alive(job.pid, job.id):
                     log.info("following job %s again (pid %d)", job.id, job.pid)
                     self._procs[job.id] = job.pid
-                    if job.state == JobState.CANCELLING.value:
-                        _signal_group(job.pid, signal.SIGTERM)
+                    if job.state is JobState.CANCELLING:
+                        signal_group(job.pid, signal.SIGTERM)
                         self._kill_at[job.id] = time.monotonic() + self.settings.CANCEL_GRACE_S
-                elif job.state == JobState.RUNNING.value and not self._has_result(job.id):
+                elif job.state is JobState.RUNNING and not self._has_result(job.id):
                     # the driver died while no service watched it: run the job again; the
                     # driver resumes each setting from its last checkpoint into the same
                     # MLflow runs, so the work already done is kept
@@ -223,15 +155,10 @@ class Scheduler:
     # process watching ------------------------------------------------------------------
     def _poll(self) -> None:
         with self.engine.connect() as conn:
-            for job_id, proc in list(self._procs.items()):
-                if isinstance(proc, int):
-                    if _pid_alive(proc, job_id):
-                        continue
-                    returncode = None
-                else:
-                    returncode = proc.poll()
-                    if returncode is None:
-                        continue
+            for job_id, driver in list(self._procs.items()):
+                gone, returncode = exit_status(driver, job_id)
+                if not gone:
+                    continue
                 self._procs.pop(job_id, None)
                 self._kill_at.pop(job_id, None)
                 self._finish(conn, job_id, returncode=returncode)
@@ -303,11 +230,10 @@ class Scheduler:
         now = time.monotonic()
         for job_id, deadline in list(self._kill_at.items()):
             if now >= deadline:
-                proc = self._procs.get(job_id)
-                if proc is not None:
-                    pid = proc if isinstance(proc, int) else proc.pid
+                driver = self._procs.get(job_id)
+                if driver is not None:
                     log.warning("job %s did not stop in time; SIGKILL", job_id)
-                    _signal_group(pid, signal.SIGKILL)
+                    signal_group(pid_of(driver), signal.SIGKILL)
                 self._kill_at.pop(job_id, None)
 
     # starting --------------------------------------------------------------------------
@@ -317,7 +243,7 @@ class Scheduler:
         jobs hold) allow. First come, first served: a job that does not fit yet holds back
         the later ones, so a large job is not starved by a stream of small ones."""
         with self.engine.connect() as conn:
-            active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
+            active = store.active_jobs(conn=conn)
             slots = self.settings.MAX_CONCURRENT_JOBS - len(active)
             if slots <= 0:
                 self._blocked = (
@@ -365,15 +291,7 @@ class Scheduler:
                 "--result",
                 str(job_dir / "result.json"),
             ]
-            with open(job_dir / "driver.log", "ab") as logf:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            proc = spawn(cmd, env=env, log_path=job_dir / "driver.log")
         except OSError as exc:
             log.exception("could not start job %s", job.id)
             store.transition(
@@ -388,7 +306,7 @@ class Scheduler:
         store.update_job(conn=conn, job_id=job.id, pid=proc.pid)
         log.info("job %s started (pid %d)", job.id, proc.pid)
         fresh = store.get_job(conn=conn, job_id=job.id)
-        if fresh is not None and fresh.state == JobState.CANCELLING.value:
+        if fresh is not None and fresh.state is JobState.CANCELLING:
             self._terminate(job.id, proc.pid)
 
     def pending_reason(self, job_id: str) -> str | None:
@@ -404,20 +322,20 @@ class Scheduler:
 
     # cancelling ------------------------------------------------------------------------
     def _terminate(self, job_id: str, pid: int, *, force: bool = False) -> None:
-        _signal_group(pid, signal.SIGKILL if force else signal.SIGTERM)
+        signal_group(pid, signal.SIGKILL if force else signal.SIGTERM)
         grace = 0.0 if force else self.settings.CANCEL_GRACE_S
         self._kill_at.setdefault(job_id, time.monotonic() + grace)
         self._wake.set()
 
-    def cancel(self, job_id: str, *, force: bool = False) -> str:
+    def cancel(self, job_id: str, *, force: bool = False) -> JobState | None:
         """Cancel a job: PENDING -> CANCELLED now; RUNNING -> CANCELLING, SIGTERM (or SIGKILL
-        with ``force``) to the driver's process group. Returns the job's state afterwards,
-        ``"missing"`` when unknown."""
+        with ``force``) to the driver's process group. Returns the job's state afterwards
+        (a final state unchanged when it had already ended), None when there is no such job."""
         with self._lock, self.engine.connect() as conn:
             job = store.get_job(conn=conn, job_id=job_id)
             if job is None:
-                return "missing"
-            if job.state in (s.value for s in FINAL_STATES):
+                return None
+            if is_final(job.state):
                 return job.state
             if store.transition(
                 conn=conn,
@@ -425,7 +343,7 @@ class Scheduler:
                 from_states=[JobState.PENDING],
                 to_state=JobState.CANCELLED,
             ):
-                return JobState.CANCELLED.value
+                return JobState.CANCELLED
             store.transition(
                 conn=conn,
                 job_id=job_id,
@@ -433,10 +351,12 @@ class Scheduler:
                 to_state=JobState.CANCELLING,
             )
             job = store.get_job(conn=conn, job_id=job_id)
-            if job is not None and job.state == JobState.CANCELLING.value and job.pid:
+            if job is None:
+                return None
+            if job.state is JobState.CANCELLING and job.pid:
                 if force:
                     self._kill_at.pop(job_id, None)
                 self._terminate(job_id, job.pid, force=force)
-                if job_id not in self._procs and _pid_alive(job.pid, job_id):
+                if job_id not in self._procs and pid_alive(job.pid, job_id):
                     self._procs[job_id] = job.pid  # owned by another replica: follow it too
-            return job.state if job is not None else "missing"
+            return job.state

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.store import Job, JobState
 
-__all__ = ["DEMO_SPEC_EXAMPLE", "JobList", "JobPublic", "Health", "CancelResult"]
+__all__ = ["DEMO_SPEC_EXAMPLE", "CancelResult", "Health", "JobList", "JobPublic", "Metrics"]
 
 DEMO_SPEC_EXAMPLE: dict[str, Any] = {
     "name": "demo-sweep",
@@ -95,7 +95,7 @@ class JobPublic(BaseModel):
         return cls(
             id=job.id,
             name=job.name,
-            state=JobState(job.state),
+            state=job.state,
             spec=job.spec,
             created_at=_utc(job.created_at),
             started_at=_utc(job.started_at),
@@ -113,6 +113,38 @@ class JobList(BaseModel):
     total: int = Field(description="jobs matching the filters, all pages")
     limit: int
     offset: int
+
+
+class Metrics(BaseModel):
+    """``GET /v1/experiments/{id}/metrics``: what MLflow holds for each setting of a job."""
+
+    job_id: str
+    state: JobState
+    parent_run_id: str | None = Field(None, description="the job's MLflow parent run")
+    children: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="one per setting: rule, MLflow run id, status, latest metrics",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "job_id": "3f2a9c1d0b7e4a55",
+                    "state": "SUCCEEDED",
+                    "parent_run_id": "9d1c...",
+                    "children": [
+                        {
+                            "rule": "ss",
+                            "run_id": "a1b2...",
+                            "status": "FINISHED",
+                            "metrics": {"epoch": 3, "val_acc": 0.81, "align_mean_angle": 12.5},
+                        }
+                    ],
+                }
+            ]
+        }
+    }
 
 
 class CancelResult(BaseModel):

@@ -51,12 +51,14 @@ __all__ = [
     "Job",
     "JobState",
     "NewJob",
+    "active_jobs",
     "checkpoint",
     "count_jobs",
     "create_job",
     "create_jobs",
     "get_job",
     "get_job_by_idempotency_key",
+    "is_final",
     "jobs",
     "list_jobs",
     "make_engine",
@@ -67,6 +69,9 @@ __all__ = [
 
 
 class JobState(str, enum.Enum):
+    """A job's state; the column stores the value. ``PENDING -> RUNNING -> SUCCEEDED |
+    FAILED``, ``PENDING -> CANCELLED``, ``RUNNING -> CANCELLING -> CANCELLED``."""
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -77,6 +82,10 @@ class JobState(str, enum.Enum):
 
 ACTIVE_STATES = (JobState.RUNNING, JobState.CANCELLING)
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def is_final(state: JobState) -> bool:
+    return state in FINAL_STATES
 
 
 def utcnow() -> datetime:
@@ -112,7 +121,7 @@ class Job:
 
     id: str
     name: str
-    state: str
+    state: JobState
     spec: dict[str, Any]
     created_at: datetime
     started_at: datetime | None = None
@@ -126,7 +135,9 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
-        return cls(**row._mapping)
+        values = dict(row._mapping)
+        values["state"] = JobState(values["state"])
+        return cls(**values)
 
 
 _TICK = timedelta(microseconds=1)
@@ -211,7 +222,7 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
         job = Job(
             id=new_job_id(),
             name=n.name,
-            state=JobState.PENDING.value,
+            state=JobState.PENDING,
             spec=n.spec,
             created_at=created_at,
             idempotency_key=n.idempotency_key,
@@ -219,7 +230,7 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
         )
         if n.idempotency_key is not None:
             keyed[n.idempotency_key] = job
-        rows.append({c: getattr(job, c) for c in _INSERT_COLUMNS})
+        rows.append({c: getattr(job, c) for c in _INSERT_COLUMNS} | {"state": job.state.value})
         out.append((job, True))
     if not rows:
         return out
@@ -289,6 +300,17 @@ def list_jobs(
     )
     rows = conn.execute(query.order_by(*order).limit(limit).offset(offset))
     return [Job.from_row(row) for row in rows], total
+
+
+def active_jobs(*, conn: Connection) -> list[Job]:
+    """Every RUNNING or CANCELLING job (those holding a driver and its resources), oldest
+    first; their number is bounded by ``MAX_CONCURRENT_JOBS`` per service replica."""
+    query = (
+        select(jobs)
+        .where(jobs.c.state.in_(_states(ACTIVE_STATES)))
+        .order_by(jobs.c.created_at.asc(), jobs.c.id.asc())
+    )
+    return [Job.from_row(row) for row in conn.execute(query)]
 
 
 def oldest_pending(*, conn: Connection, limit: int) -> list[Job]:

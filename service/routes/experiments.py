@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
-from service import store
-from service.deps import Auth, ConnDep, GroupCommitDep, ProgressDep, SchedulerDep, SettingsDep
-from service.resources import shortfall
-from service.scheduler import log_tail
-from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic
-from service.settings import Settings
-from service.store import FINAL_STATES, JobState
+from service import logstream, store
+from service.admission import admit
+from service.deps import (
+    Auth,
+    ConnDep,
+    GroupCommitDep,
+    JobDep,
+    ProgressDep,
+    SchedulerDep,
+    SettingsDep,
+)
+from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic, Metrics
+from service.store import JobState, is_final
 from trainers.spec import ExperimentSpec
-from trainers.storage import is_uri
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], dependencies=[Auth])
-
-_FINAL = {s.value for s in FINAL_STATES}
 _SPEC_EXAMPLES = {
     "sweep": {
         "summary": "bp / fa / ss sweep on synthetic data (the demo)",
@@ -47,88 +47,6 @@ _SPEC_EXAMPLES = {
         },
     },
 }
-
-
-def _not_found(job_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
-
-
-def _under(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> None:
-    """422 unless ``data.root`` lies under one of ``settings.DATA_DIRS`` and a local
-    ``storage_path`` under one of them or ``RUN_DIR`` (checked only when DATA_DIRS is
-    configured; a URI such as ``s3://bucket/prefix`` is object storage, not a local path)."""
-    if not settings.DATA_DIRS:
-        return
-    allowed = ", ".join(str(d) for d in settings.DATA_DIRS)
-    errors = []
-    if spec.data.root is not None:
-        root = Path(spec.data.root).expanduser().resolve()
-        if not _under(root, settings.DATA_DIRS):
-            errors.append(
-                {
-                    "type": "path_not_allowed",
-                    "loc": ("body", "data", "root"),
-                    "msg": f"data.root {str(root)!r} is not under an allowed data directory "
-                    f"({allowed})",
-                    "input": str(spec.data.root),
-                }
-            )
-    if spec.storage_path is not None and not is_uri(spec.storage_path):
-        storage = Path(spec.storage_path).expanduser().resolve()
-        if not _under(storage, [*settings.DATA_DIRS, settings.RUN_DIR]):
-            errors.append(
-                {
-                    "type": "path_not_allowed",
-                    "loc": ("body", "storage_path"),
-                    "msg": f"storage_path {str(storage)!r} is not under an allowed data "
-                    f"directory ({allowed}) or the run directory ({settings.RUN_DIR})",
-                    "input": str(spec.storage_path),
-                }
-            )
-    if errors:
-        raise RequestValidationError(errors)
-
-
-def check_tracking(spec: ExperimentSpec, settings: Settings) -> None:
-    """422 when the spec names an MLflow store other than the service's: progress, metrics
-    and the runs' job tags must land where the service reads them."""
-    uri = spec.tracking.uri
-    if uri is not None and uri != settings.MLFLOW_URI:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "tracking_uri_not_allowed",
-                    "loc": ("body", "tracking", "uri"),
-                    "msg": "this service records runs in its own MLflow store "
-                    f"({settings.MLFLOW_URI}); leave tracking.uri unset",
-                    "input": uri,
-                }
-            ]
-        )
-
-
-def check_resources(spec: ExperimentSpec, settings: Settings) -> None:
-    """422 when the job needs more CPUs or GPUs than the whole cluster has (it would wait
-    PENDING forever); checked only when ``CLUSTER_CPUS``/``CLUSTER_GPUS`` are set."""
-    if settings.CLUSTER_CPUS is None and settings.CLUSTER_GPUS is None:
-        return
-    problems = shortfall(spec.scale, settings.cluster())
-    if problems:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "exceeds_cluster",
-                    "loc": ("body", "scale", field),
-                    "msg": msg,
-                    "input": getattr(spec.scale, field),
-                }
-                for field, msg in problems
-            ]
-        )
 
 
 def _json(model: BaseModel, status_code: int = 200, headers: dict | None = None) -> Response:
@@ -171,9 +89,7 @@ async def submit(
         ),
     ] = None,
 ) -> Response:
-    check_data_dirs(spec, settings)
-    check_tracking(spec, settings)
-    check_resources(spec, settings)
+    admit(spec, settings)
     spec_json = spec.model_dump(mode="json")
     # the hash only serves to compare a replay with the first body
     digest = body_hash(spec_json) if idempotency_key is not None else None
@@ -209,27 +125,27 @@ async def list_experiments(
     )
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="One job, with progress from MLflow")
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="One job, with progress from MLflow",
+    responses={404: {"description": "No such job"}},
+)
 async def get_experiment(
-    job_id: str,
-    conn: ConnDep,
+    job: JobDep,
     progress: ProgressDep,
     scheduler: SchedulerDep,
     with_progress: Annotated[
         bool, Query(alias="progress", description="include per-rule progress read from MLflow")
     ] = True,
 ) -> Response:
-    job = store.get_job(conn=conn, job_id=job_id)
-    conn.close()  # give the connection back before awaiting MLflow (see deps.get_conn)
-    if job is None:
-        raise _not_found(job_id)
     summary = None
     if with_progress and job.started_at is not None:
-        final = job.state in _FINAL
+        final = is_final(job.state)
         summary = progress.cached(job.id, final=final)
         if summary is progress.MISS:  # MLflow reads may be slow: keep them off the event loop
             summary = await run_in_threadpool(progress.read, job.id, final=final)
-    reason = scheduler.pending_reason(job.id) if job.state == JobState.PENDING.value else None
+    reason = scheduler.pending_reason(job.id) if job.state is JobState.PENDING else None
     return _json(JobPublic.from_job(job, progress=summary, pending_reason=reason))
 
 
@@ -245,77 +161,55 @@ def cancel_experiment(
     scheduler: SchedulerDep,
     force: Annotated[bool, Query(description="kill now instead of a graceful stop")] = False,
 ) -> CancelResult:
-    outcome = scheduler.cancel(job_id, force=force)
-    if outcome == "missing":
-        raise _not_found(job_id)
-    if outcome in (JobState.SUCCEEDED.value, JobState.FAILED.value):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {outcome}")
-    return CancelResult(id=job_id, state=JobState(outcome))
-
-
-async def _follow(request: Request, path: Path, job_id: str, start: int) -> AsyncIterator[bytes]:
-    engine = request.app.state.engine
-    poll = request.app.state.settings.POLL_INTERVAL_S
-    offset = start
-
-    def state() -> str | None:
-        with engine.connect() as conn:
-            job = store.get_job(conn=conn, job_id=job_id)
-            return job.state if job else None
-
-    while True:
-        finished = await run_in_threadpool(state) in _FINAL | {None}
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
-            offset += len(chunk)
-            yield chunk
-        if finished and not chunk:
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(poll)
+    state = scheduler.cancel(job_id, force=force)
+    if state is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    if state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {state.value}")
+    return CancelResult(id=job_id, state=state)
 
 
 @router.get(
     "/{job_id}/logs",
     summary="The driver log: its tail, or followed until the job ends",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"example": "epoch 1 val_acc 0.62\n"}}}},
+    responses={
+        200: {"content": {"text/plain": {"example": "epoch 1 val_acc 0.62\n"}}},
+        404: {"description": "No such job"},
+    },
 )
 def get_logs(
-    job_id: str,
+    job: JobDep,
     request: Request,
-    conn: ConnDep,
     scheduler: SchedulerDep,
     tail: Annotated[int | None, Query(ge=1, le=100000, description="last N lines")] = None,
     follow: Annotated[bool, Query(description="stream new lines until the job ends")] = False,
 ) -> Response:
-    job = store.get_job(conn=conn, job_id=job_id)
-    if job is None:
-        raise _not_found(job_id)
-    path = scheduler.job_dir(job_id) / "driver.log"
-    size = path.stat().st_size if path.exists() else 0  # follow from here: nothing is lost
-    if tail is not None:
-        text = log_tail(path, lines=tail, max_bytes=max(16384, tail * 400))
-        text = text + "\n" if text else ""
-    else:
-        try:
-            with open(path, "rb") as fh:
-                text = fh.read(size).decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            text = ""
+    path = scheduler.job_dir(job.id) / "driver.log"
+    text, size = logstream.snapshot(path, tail)
     if not follow:
         return PlainTextResponse(text)
+    engine = request.app.state.engine
+
+    def state() -> JobState | None:
+        with engine.connect() as conn:
+            fresh = store.get_job(conn=conn, job_id=job.id)
+            return fresh.state if fresh else None
+
+    async def finished() -> bool:
+        fresh = await run_in_threadpool(state)
+        return fresh is None or is_final(fresh)
 
     async def stream() -> AsyncIterator[bytes]:
         if text:
             yield text.encode()
-        async for chunk in _follow(request, path, job_id, size):
+        async for chunk in logstream.follow(
+            path,
+            size,
+            finished=finished,
+            disconnected=request.is_disconnected,
+            poll_s=request.app.state.settings.POLL_INTERVAL_S,
+        ):
             yield chunk
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
@@ -323,38 +217,16 @@ def get_logs(
 
 @router.get(
     "/{job_id}/metrics",
+    response_model=Metrics,
     summary="Per-rule metrics of a job read from MLflow",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "job_id": "3f2a9c1d0b7e4a55",
-                        "state": "SUCCEEDED",
-                        "parent_run_id": "9d1c...",
-                        "children": [
-                            {
-                                "rule": "ss",
-                                "run_id": "a1b2...",
-                                "status": "FINISHED",
-                                "metrics": {"epoch": 3, "val_acc": 0.81, "align_mean_angle": 12.5},
-                            }
-                        ],
-                    }
-                }
-            }
-        }
-    },
+    responses={404: {"description": "No such job"}},
 )
-def get_metrics(job_id: str, conn: ConnDep, progress: ProgressDep) -> dict[str, Any]:
-    job = store.get_job(conn=conn, job_id=job_id)
-    if job is None:
-        raise _not_found(job_id)
-    summary = progress.read(job.id, final=job.state in _FINAL) if job.started_at else None
+def get_metrics(job: JobDep, progress: ProgressDep) -> Metrics:
+    summary = progress.read(job.id, final=is_final(job.state)) if job.started_at else None
     summary = summary or {}
-    return {
-        "job_id": job.id,
-        "state": job.state,
-        "parent_run_id": summary.get("parent_run_id") or job.mlflow_parent_run_id,
-        "children": summary.get("children", []),
-    }
+    return Metrics(
+        job_id=job.id,
+        state=job.state,
+        parent_run_id=summary.get("parent_run_id") or job.mlflow_parent_run_id,
+        children=summary.get("children", []),
+    )

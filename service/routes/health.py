@@ -8,14 +8,14 @@ from service import store
 from service.deps import ConnDep, SettingsDep
 from service.resources import held
 from service.schemas import Health
-from service.store import ACTIVE_STATES, JobState
+from service.store import JobState
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness, queue counts, resources in use")
 async def healthz(conn: ConnDep, settings: SettingsDep) -> Health:
-    active, _ = store.list_jobs(conn=conn, states=ACTIVE_STATES, limit=100000)
+    active = store.active_jobs(conn=conn)
     used = held(job.spec for job in active)
     return Health(
         jobs_active=len(active),
