@@ -1,15 +1,18 @@
 # bioprop: `make demo` and `make test` create .venv with pip on first use.
-PY ?= python3
+PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint serve mlflow-ui clean
 
-$(STAMP): pyproject.toml
+# The same two install steps as deploy/Dockerfile: dependencies from pyproject.toml first,
+# then the project with --no-deps (editable here).
+$(STAMP): pyproject.toml deploy/pip_deps.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python deploy/pip_deps.py -q dev
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
