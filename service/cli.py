@@ -47,10 +47,14 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 ServerOpt = Annotated[
     str, typer.Option("--server", help="control-plane URL", envvar="BIOPROP_SERVER")
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="bearer token of the service", envvar="BIOPROP_TOKEN"),
+]
 
 
-def _client(server: str) -> Client:
-    return Client(server, token=os.environ.get("BIOPROP_TOKEN"))
+def _client(server: str, token: str | None) -> Client:
+    return Client(server, token=token)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -85,11 +89,12 @@ def serve(
 def submit(
     spec: Annotated[Path, typer.Argument(help="spec file (YAML or JSON)", exists=True)],
     server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the job to finish")] = False,
 ) -> None:
     """Submit a spec to a running service; prints the job id."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         try:
             job = client.submit(spec, idempotency_key=idempotency_key)
         except (ApiError, OSError, ValueError) as exc:
@@ -104,13 +109,14 @@ def submit(
 def status(
     job_id: Annotated[str | None, typer.Argument(help="job id; none lists jobs")] = None,
     server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
     state_: Annotated[list[str] | None, typer.Option("--state", help="filter by state")] = None,
     name: Annotated[str | None, typer.Option(help="filter by spec name")] = None,
     limit: Annotated[int, typer.Option(help="page size")] = 20,
     offset: Annotated[int, typer.Option(help="page start")] = 0,
 ) -> None:
     """Show one job with its per-rule progress, or list jobs."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         try:
             if job_id:
                 job = client.get(job_id)
@@ -135,13 +141,14 @@ def status(
 def logs(
     job_id: str,
     server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="stream until the job ends")
     ] = False,
     tail: Annotated[int | None, typer.Option(help="last N lines")] = None,
 ) -> None:
     """Print a job's driver log."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         try:
             if follow:
                 for chunk in client.follow_logs(job_id, tail=tail):
@@ -157,10 +164,11 @@ def logs(
 def cancel(
     job_id: str,
     server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
     force: Annotated[bool, typer.Option(help="SIGKILL now instead of a graceful stop")] = False,
 ) -> None:
     """Cancel a job (its driver gets SIGTERM and marks its MLflow runs KILLED)."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         try:
             answer = client.cancel(job_id, force=force)
         except ApiError as exc:

@@ -45,6 +45,31 @@ def test_submit_status_logs_cancel(
     assert result.exit_code == 1 and "already SUCCEEDED" in result.output
 
 
+def test_token_option_and_env(
+    tmp_path: Path, start_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--token`` (or ``BIOPROP_TOKEN``) is sent as the bearer token; a service with tokens
+    refuses the commands without one (deploy/README.md submits this way)."""
+    from svc_helpers import make_settings
+
+    server = start_server(make_settings(tmp_path / "runs", API_TOKENS="alpha-token"))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec("token-cli")))
+    monkeypatch.delenv("BIOPROP_TOKEN", raising=False)
+    refused = runner.invoke(app, ["submit", str(path), "--server", server.url])
+    assert refused.exit_code == 1 and "401" in refused.output
+    wrong = runner.invoke(app, ["status", "--server", server.url, "--token", "alpha-tokeN"])
+    assert wrong.exit_code == 1 and "401" in wrong.output
+    result = runner.invoke(
+        app, ["submit", str(path), "--server", server.url, "--token", "alpha-token"]
+    )
+    assert result.exit_code == 0, result.output
+    job_id = result.output.split("submitted job ")[1].split()[0]
+    monkeypatch.setenv("BIOPROP_TOKEN", "alpha-token")
+    result = runner.invoke(app, ["status", job_id, "--server", server.url])
+    assert result.exit_code == 0 and job_id in result.output, result.output
+
+
 def test_submit_invalid_spec_names_field(server: ServerThread, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec(rule={"name": "nope"})))
