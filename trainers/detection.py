@@ -34,13 +34,8 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.models import resnet18
-from torchvision.models.detection import RetinaNet
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import data_pipelines
-from data_pipelines.coco import retinanet_transform_kwargs
 from trainers import metrics, rules
 from trainers.loop import (
     _all_reduce_sum,
@@ -50,6 +45,7 @@ from trainers.loop import (
     restore_or_start,
     worker_env,
 )
+from trainers.models import build_model
 from trainers.tracking import log_metrics
 
 __all__ = [
@@ -140,29 +136,15 @@ def build_retinanet(
     seed: int = 0,
     params: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """RetinaNet with a ResNet-18 FPN backbone, every conv on ``rule``.
+    """``trainers.models``' ``retinanet_resnet18_fpn`` with every conv on ``rule``.
 
-    The backbone is torchvision's ``resnet18(weights=None)`` with ``nn.BatchNorm2d`` (not
-    the frozen BatchNorm of pretrained detection backbones: it trains from scratch), all
-    five stages trainable, C3-C5 into a 256-channel FPN with P6/P7 from C5, as
-    ``retinanet_resnet50_fpn`` builds it. The transform's ``min_size``/``max_size`` and
-    mean/std come from :func:`data_pipelines.coco.retinanet_transform_kwargs`: the loader
-    already resizes (shorter side ``image_size``) and normalizes, so the transform neither
-    rescales nor re-normalizes. At most 100 detections per image are kept (COCO scores the
-    top 100; Detectron's RetinaNet keeps as many). ``num_classes`` counts object classes (labels
-    ``0..num_classes-1``; RetinaNet's focal loss has no background class). Initialise the
-    global RNG (``torch.manual_seed``) before calling for reproducible weights; rule
-    feedback is seeded from ``seed``. ``last_layer="bp"``: see :func:`convert_retinanet`.
+    Initialise the global RNG (``torch.manual_seed``) before calling for reproducible
+    weights; rule feedback is seeded from ``seed``. ``last_layer="bp"``: see
+    :func:`convert_retinanet`.
     """
     if rule == "dfa":  # fail before building anything
         convert_retinanet(nn.Identity(), rule)
-    backbone = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
-    fpn = _resnet_fpn_extractor(
-        backbone, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(512, 256)
-    )
-    model = RetinaNet(
-        fpn, num_classes, detections_per_img=100, **retinanet_transform_kwargs(image_size)
-    )
+    model = build_model("retinanet_resnet18_fpn", num_classes=num_classes, image_size=image_size)
     model, _counts = convert_retinanet(model, rule, last_layer=last_layer, seed=seed, params=params)
     return model
 

@@ -5,8 +5,12 @@
 - ``resnet20``: CIFAR-style ResNet-20 (He et al. 2016; BioTorch's benchmark net).
 - ``resnet18``: torchvision's ResNet-18 (Xiao et al. 2018).
 - ``alexnet_bn``: AlexNet with BatchNorm after every conv and FC layer (Xiao et al.'s variant).
+- ``retinanet_resnet18_fpn`` (task ``detect``): RetinaNet on a ResNet-18 FPN backbone
+  (Xiao et al.'s detection experiment); :mod:`trainers.detection` converts and trains it.
 
 Every builder returns a plain BP model; ``trainers.rules.convert`` swaps its layers for a rule.
+Each is registered with the task it serves (``classify`` unless said otherwise), as
+``trainers.names.MODEL_TASKS`` lists it; ``builder.task`` holds it.
 """
 
 from __future__ import annotations
@@ -17,19 +21,39 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-__all__ = ["MODELS", "build_model", "register_model"]
+from trainers.names import MODEL_NAMES, MODEL_TASKS, check_name
+
+__all__ = ["MODELS", "build_model", "list_models", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    name: str, *, task: str = "classify"
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder ``(*, num_classes, image_size, in_channels) -> model``
+    for ``task`` (refuses duplicates, and names or tasks that ``trainers.names`` does not
+    list)."""
+    check_name("model", name, MODEL_NAMES)
+    if MODEL_TASKS[name] != task:
+        raise ValueError(
+            f"model {name!r} is listed for task {MODEL_TASKS[name]!r} in trainers/names.py, "
+            f"not {task!r}"
+        )
+
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in MODELS:
             raise ValueError(f"model {name!r} is already registered")
+        fn.task = task
         MODELS[name] = fn
         return fn
 
     return wrap
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Registered model names, sorted; only those of ``task`` when given."""
+    return sorted(name for name, fn in MODELS.items() if task in (None, fn.task))
 
 
 def build_model(name: str, *, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
@@ -140,4 +164,35 @@ def alexnet_bn(*, num_classes: int, image_size: int, in_channels: int) -> nn.Mod
         *fc(256 * 6 * 6, 4096),
         *fc(4096, 4096),
         nn.Linear(4096, num_classes),
+    )
+
+
+@register_model("retinanet_resnet18_fpn", task="detect")
+def retinanet_resnet18_fpn(*, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
+    """RetinaNet with a ResNet-18 FPN backbone (BP; ``trainers.detection`` converts it).
+
+    The backbone is torchvision's ``resnet18(weights=None)`` with ``nn.BatchNorm2d`` (not
+    the frozen BatchNorm of pretrained detection backbones: it trains from scratch), all
+    five stages trainable, C3-C5 into a 256-channel FPN with P6/P7 from C5, as
+    ``retinanet_resnet50_fpn`` builds it. The transform's ``min_size``/``max_size`` and
+    mean/std come from :func:`data_pipelines.coco.retinanet_transform_kwargs`: the loader
+    already resizes (shorter side ``image_size``) and normalizes, so the transform neither
+    rescales nor re-normalizes. At most 100 detections per image are kept (COCO scores the
+    top 100; Detectron's RetinaNet keeps as many). ``num_classes`` counts object classes
+    (labels ``0..num_classes-1``; RetinaNet's focal loss has no background class).
+    """
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from data_pipelines.coco import retinanet_transform_kwargs
+
+    if in_channels != 3:
+        raise ValueError(f"retinanet_resnet18_fpn takes RGB images, not {in_channels} channels")
+    backbone = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    fpn = _resnet_fpn_extractor(
+        backbone, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(512, 256)
+    )
+    return RetinaNet(
+        fpn, num_classes, detections_per_img=100, **retinanet_transform_kwargs(image_size)
     )

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainers.names import OPTIMIZER_NAMES, check_name
 from trainers.spec import OptimSpec
 
 __all__ = ["OPTIMIZERS", "BatchManhattan", "build_optimizer", "register_optimizer"]
@@ -21,7 +22,9 @@ OPTIMIZERS: dict[str, Callable[[Iterable[Tensor], OptimSpec], torch.optim.Optimi
 
 
 def register_optimizer(name: str):
-    """Decorator: register an optimizer builder ``(params, spec) -> Optimizer``."""
+    """Decorator: register an optimizer builder ``(params, spec) -> Optimizer`` (refuses
+    duplicates and names missing from ``trainers.names.OPTIMIZER_NAMES``)."""
+    check_name("optimizer", name, OPTIMIZER_NAMES)
 
     def deco(fn):
         if name in OPTIMIZERS:

@@ -22,6 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from trainers.names import (
+    DATA_KINDS,
+    MODEL_NAMES,
+    MODEL_TASKS,
+    OPTIMIZER_NAMES,
+    RULE_NAMES,
+    TASK_NAMES,
+)
 from trainers.storage import validate_storage_path
 
 __all__ = [
@@ -38,9 +46,6 @@ __all__ = [
 ]
 
 SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
-RULE_NAMES = ("bp", "fa", "dfa", "ss", "usf", "brsf", "frsf", "sc", "kp", "wm", "pfa", "pfa_o")
-MODEL_NAMES = ("mlp", "convnet", "resnet20", "resnet18", "alexnet_bn", "retinanet_resnet18_fpn")
-DETECTION_MODELS = ("retinanet_resnet18_fpn",)
 
 
 class _Section(BaseModel):
@@ -58,7 +63,7 @@ class SynthSpec(_Section):
 
 
 class DataSpec(_Section):
-    kind: Literal["imagefolder", "coco", "digits", "synthetic"] = "synthetic"
+    kind: Literal[DATA_KINDS] = "synthetic"
     root: Path | None = Field(
         None,
         description="dataset root holding train/ and val/; for synthetic, where to build it "
@@ -100,7 +105,7 @@ class RuleSpec(_Section):
 
 
 class OptimSpec(_Section):
-    name: Literal["sgd", "adam"] = "sgd"
+    name: Literal[OPTIMIZER_NAMES] = "sgd"
     lr: float | list[float] = Field(0.05, description="learning rate (sweepable)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
@@ -151,7 +156,7 @@ class TrackingSpec(_Section):
 
 class ExperimentSpec(_Section):
     name: str = Field("experiment", min_length=1, max_length=200)
-    task: Literal["classify", "detect"] = "classify"
+    task: Literal[TASK_NAMES] = "classify"
     model: str = "convnet"
     data: DataSpec = Field(default_factory=DataSpec)
     rule: RuleSpec = Field(default_factory=RuleSpec)
@@ -186,8 +191,7 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
-        detect = self.model in DETECTION_MODELS
-        if detect != (self.task == "detect"):
+        if MODEL_TASKS[self.model] != self.task:
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
         if (self.data.kind == "coco") != (self.task == "detect") and self.data.kind != "synthetic":
             raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}")

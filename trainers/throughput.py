@@ -154,7 +154,7 @@ def bench_ceiling(
 
 def bench_sweep_epochs(spec: ExperimentSpec | None = None) -> list[dict[str, Any]]:
     """Median seconds per epoch of each rule in ``spec`` (default: digits MLP, every rule)."""
-    from trainers.spec import RULE_NAMES
+    from trainers.names import RULE_NAMES
 
     spec = spec or ExperimentSpec.model_validate(
         {

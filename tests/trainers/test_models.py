@@ -1,16 +1,17 @@
-"""Model zoo: every registered model builds and maps a batch to class logits."""
+"""Model zoo: every registered classification model builds and maps a batch to class logits
+(the detection model is tested in ``test_detection.py``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from trainers.models import MODELS, build_model
+from trainers.models import build_model, list_models
 
 SIZES = {"alexnet_bn": 64, "resnet18": 32}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", list_models(task="classify"))
 def test_model_outputs_logits(name):
     size = SIZES.get(name, 16)
     model = build_model(name, num_classes=7, image_size=size, in_channels=3).eval()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from trainers.names import RULE_NAMES, check_name
 from trainers.rules.base import FeedbackConv2d, FeedbackLayer, FeedbackLinear
 
 __all__ = ["RULES", "get_rule", "register_rule"]
@@ -19,7 +20,9 @@ RULES: dict[str, type[FeedbackLayer]] = {}
 
 
 def register_rule(name: str) -> Callable[[type[FeedbackLayer]], type[FeedbackLayer]]:
-    """Class decorator: register a rule mixin under ``name`` (refuses duplicates)."""
+    """Class decorator: register a rule mixin under ``name`` (refuses duplicates and names
+    missing from ``trainers.names.RULE_NAMES``)."""
+    check_name("rule", name, RULE_NAMES)
 
     def deco(cls: type[FeedbackLayer]) -> type[FeedbackLayer]:
         if name in RULES:
