@@ -6,6 +6,7 @@ no ``kubectl`` is installed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -122,7 +123,7 @@ def test_every_document_is_named_and_namespaced(docs):
     assert names(docs, "Namespace") == {NAMESPACE}
 
 
-def test_every_reference_is_defined(docs):
+def check_references(docs) -> None:
     """Secrets (and their keys), ConfigMaps, PVCs and volumes a pod refers to exist."""
     secrets = {s["metadata"]["name"]: secret_values(s) for s in find(docs, "Secret")}
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in find(docs, "ConfigMap")}
@@ -168,9 +169,9 @@ def test_every_reference_is_defined(docs):
         assert "auth_token" in secrets[auth["secretName"]], "KubeRay reads key auth_token"
 
 
-def test_every_in_cluster_address_names_a_service_and_its_port(docs):
+def check_addresses(docs) -> set[str]:
     """URLs in env values and in the Secret (database URLs) that point inside the cluster
-    name a Service (or KubeRay's head Service) and one of its ports."""
+    name a Service (or KubeRay's head Service) and one of its ports; returns those Services."""
     ports = service_ports(docs)
     texts = [
         (f"{where}: {var['name']}", str(var["value"]))
@@ -196,7 +197,15 @@ def test_every_in_cluster_address_names_a_service_and_its_port(docs):
                 f"{where}: {url}: {service} serves {ports[service]}"
             )
             seen.add(service)
-    assert {"mlflow", "postgres", "bioprop-head-svc"} <= seen
+    return seen
+
+
+def test_every_reference_is_defined(docs):
+    check_references(docs)
+
+
+def test_every_in_cluster_address_names_a_service_and_its_port(docs):
+    assert {"mlflow", "postgres", "bioprop-head-svc"} <= check_addresses(docs)
 
 
 def test_services_select_pods_and_their_named_ports(docs):
@@ -486,34 +495,37 @@ def test_postgres_creates_both_databases(docs):
 # --- overlays of the user's own ---------------------------------------------------------
 
 
+def own_overlay(tmp_path: Path, secret_env: str, **extra: Any) -> Path:
+    """An overlay over the GPU overlay, as deploy/README.md step 3 writes it."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    (overlay / "secret.env").write_text(secret_env)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(GPU, overlay)],
+        "images": [{"name": "bioprop", "newName": "reg.example/lab/bioprop", "newTag": "1.2.3"}],
+        "secretGenerator": [{"name": "bioprop", "behavior": "replace", "envs": ["secret.env"]}],
+        "generatorOptions": {"disableNameSuffixHash": True},
+        **extra,
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return overlay
+
+
+SECRET_ENV = (
+    "api-tokens=t0k3n\npostgres-password=pw\n"
+    "db-url=postgresql+psycopg://bioprop:pw@postgres:5432/bioprop\n"
+    "mlflow-db-url=postgresql+psycopg://bioprop:pw@postgres:5432/mlflow\n"
+    "auth_token=r4y\n"
+)
+
+
 def test_secrets_overlay_replaces_every_example_value(tmp_path):
     """deploy/README.md's own-overlay recipe over the GPU overlay: a secretGenerator with
     behavior: replace leaves no example value in the rendered Secret, and the images entry
     points every bioprop container (Ray's included) at the pushed image."""
-    overlay = tmp_path / "mine"
-    overlay.mkdir()
-    (overlay / "secret.env").write_text(
-        "api-tokens=t0k3n\npostgres-password=pw\n"
-        "db-url=postgresql+psycopg://bioprop:pw@postgres:5432/bioprop\n"
-        "mlflow-db-url=postgresql+psycopg://bioprop:pw@postgres:5432/mlflow\n"
-        "auth_token=r4y\n"
-    )
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(GPU, overlay)],
-                "images": [
-                    {"name": "bioprop", "newName": "reg.example/lab/bioprop", "newTag": "1.2.3"}
-                ],
-                "secretGenerator": [
-                    {"name": "bioprop", "behavior": "replace", "envs": ["secret.env"]}
-                ],
-                "generatorOptions": {"disableNameSuffixHash": True},
-            }
-        )
-    )
+    overlay = own_overlay(tmp_path, SECRET_ENV)
     docs = render(overlay)
     (secret,) = find(docs, "Secret", "bioprop")
     values = secret_values(secret)
@@ -523,3 +535,23 @@ def test_secrets_overlay_replaces_every_example_value(tmp_path):
     assert control_plane_env(docs)["BIOPROP_API_TOKENS"] == "t0k3n"
     images = {c["image"] for _, c, _ in all_containers(docs) if "bioprop" in c["image"]}
     assert images == {"reg.example/lab/bioprop:1.2.3"}
+
+
+def test_managed_postgres_overlay(tmp_path):
+    """deploy/README.md's managed-PostgreSQL variation: the in-cluster server is gone, the
+    database URLs name the managed host, and everything else still resolves."""
+    env = SECRET_ENV.replace("@postgres:5432", "@db.prod.example.com:5432")
+    delete = [
+        {"$patch": "delete", "apiVersion": v, "kind": k, "metadata": {"name": n}}
+        for v, k, n in (
+            ("apps/v1", "StatefulSet", "postgres"),
+            ("v1", "Service", "postgres"),
+            ("v1", "ConfigMap", "postgres-init"),
+        )
+    ]
+    overlay = own_overlay(tmp_path, env, patches=[{"patch": json.dumps(p)} for p in delete])
+    docs = render(overlay)
+    assert not [d for d in docs if "postgres" in d["metadata"]["name"]]
+    check_references(docs)
+    assert "postgres" not in check_addresses(docs)
+    assert "db.prod.example.com" in control_plane_env(docs)["BIOPROP_DB_URL"]
