@@ -245,17 +245,20 @@ def test_bioprop_variables_are_settings(docs):
     assert not unknown, f"not settings of service.settings.Settings: {unknown}"
 
 
-def test_control_plane_settings_validate_in_production(docs, monkeypatch):
-    """The control plane's environment, Secret values included, is a valid production
-    configuration: the settings accept it and read it back as the manifests mean it."""
-    env = control_plane_env(docs)
-    assert env[f"{SETTINGS_PREFIX}ENVIRONMENT"] == "production"
+def production_settings(docs, monkeypatch) -> Settings:
+    """``Settings`` read from the control plane's environment alone (Secret values in)."""
     for name in list(os.environ):
         if name.startswith(SETTINGS_PREFIX) or name == "MLFLOW_TRACKING_URI":
             monkeypatch.delenv(name)
-    for name, value in env.items():
+    for name, value in control_plane_env(docs).items():
         monkeypatch.setenv(name, value)
-    settings = Settings()
+    return Settings()
+
+
+def test_control_plane_settings_validate_in_production(docs, monkeypatch):
+    """The control plane's environment, Secret values included, is a valid production
+    configuration: the settings accept it and read it back as the manifests mean it."""
+    settings = production_settings(docs, monkeypatch)
     assert settings.ENVIRONMENT == "production"
     assert settings.DB_URL.startswith("postgresql+psycopg://")
     assert [str(p) for p in settings.DATA_DIRS] == ["/shared/data"]
@@ -282,6 +285,20 @@ def test_control_plane_addresses_name_the_ray_head_and_mlflow_services(docs):
     (deployment,) = find(docs, "Deployment", CONTROL_PLANE)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_control_plane_capacity_is_what_the_workers_grow_to(docs, monkeypatch):
+    """BIOPROP_CLUSTER_CPUS/GPUS are the autoscaled worker groups at maxReplicas, so the
+    control plane queues (and refuses) jobs against the cluster the manifests build."""
+    (cluster,) = find(docs, "RayCluster")
+    cpus = gpus = 0.0
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        cpus += group["maxReplicas"] * float(limits["cpu"])
+        gpus += group["maxReplicas"] * float(limits.get("nvidia.com/gpu", 0))
+    settings = production_settings(docs, monkeypatch)
+    assert settings.CLUSTER_CPUS == cpus
+    assert (settings.CLUSTER_GPUS or 0.0) == gpus
 
 
 # --- images and resources -------------------------------------------------------------
@@ -383,10 +400,14 @@ def test_gpu_overlay_workers(rendered):
         assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
 
 
-def test_example_spec_fits_the_gpu_overlay(rendered):
-    """The packaged sweep is a valid spec, under the control plane's DATA_DIRS, and its DDP
-    workers fit the GPU worker group at full scale (GPUs, and CPUs per pod)."""
+def test_example_spec_fits_the_gpu_overlay(rendered, monkeypatch):
+    """The packaged sweep is a valid spec, under the control plane's DATA_DIRS, its DDP
+    workers fit the GPU worker group at full scale (GPUs, and CPUs per pod), and the control
+    plane's admission check (``service.resources.shortfall``) accepts it."""
+    from service.resources import shortfall
+
     docs = rendered["gpu"]
+    settings = production_settings(docs, monkeypatch)
     (specs,) = find(docs, "ConfigMap", "bioprop-specs")
     (group,) = find(docs, "RayCluster")[0]["spec"]["workerGroupSpecs"]
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -400,6 +421,7 @@ def test_example_spec_fits_the_gpu_overlay(rendered):
         assert gpus_per_pod * spec.scale.cpus_per_worker <= cpus_per_pod, filename
         assert any(Path(spec.data.root).is_relative_to(d) for d in data_dirs), filename
         assert spec.storage_path is None, f"{filename}: leave storage to BIOPROP_STORAGE_PATH"
+        assert not shortfall(spec.scale, settings.cluster()), filename
 
 
 def test_rayjob_example_runs_a_packaged_spec_on_the_cluster(rendered):
