@@ -29,6 +29,7 @@ __all__ = [
     "DEPLOY",
     "EXAMPLES",
     "GPU",
+    "ROOT",
     "containers",
     "control_plane_env",
     "find",
