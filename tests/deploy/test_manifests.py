@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -557,6 +559,18 @@ def test_secrets_overlay_replaces_every_example_value(tmp_path):
     assert control_plane_env(docs)["BIOPROP_API_TOKENS"] == "t0k3n"
     images = {c["image"] for _, c, _ in all_containers(docs) if "bioprop" in c["image"]}
     assert images == {"reg.example/lab/bioprop:1.2.3"}
+
+
+def test_secret_env_files_are_git_ignored():
+    """Step 3 writes real secrets to deploy/overlays/mine/secret.env: git must not pick it up."""
+    git = shutil.which("git")
+    if git is None or not (BASE.parents[1] / ".git").exists():
+        pytest.skip("not a git checkout")
+    path = "deploy/overlays/mine/secret.env"
+    check = subprocess.run(
+        [git, "check-ignore", "-q", path], cwd=BASE.parents[1], timeout=30, check=False
+    )
+    assert check.returncode == 0, f"{path} is not ignored by .gitignore"
 
 
 def test_managed_postgres_overlay(tmp_path):
