@@ -6,8 +6,9 @@ GPU; ``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``).
 Ray cluster named by ``RAY_ADDRESS`` or starts a local one.
 
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
-service spawns per job: exit 0 when every setting finished, 1 when one failed, 143 when
-terminated; on SIGTERM it marks its MLflow runs KILLED before exiting.
+service spawns per job (or submits as a Ray job, with ``--spec-env`` and ``--result -``):
+exit 0 when every setting finished, 1 when one failed, 143 when terminated; on SIGTERM it
+marks its MLflow runs KILLED before exiting.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = ["build_trainer", "main", "run_experiment"]
 
 log = logging.getLogger("bioprop.launch")
 JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+RESULT_MARKER = "BIOPROP_RESULT "
 
 
 class Terminated(Exception):
@@ -222,22 +224,33 @@ def _log_final_checkpoint(uri: str, run_id: str, checkpoint) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.launch", description=__doc__)
-    parser.add_argument("spec", help="spec file (YAML or JSON)")
+    parser.add_argument("spec", nargs="?", help="spec file (YAML or JSON)")
+    parser.add_argument(
+        "--spec-env", default=None, help="read the spec (JSON) from this environment variable"
+    )
     parser.add_argument("--job-id", default=None)
-    parser.add_argument("--result", default=None, help="write the result JSON here")
+    parser.add_argument(
+        "--result",
+        default=None,
+        help=f"write the result JSON here; '-': print it as the last line, after {RESULT_MARKER!r}",
+    )
     args = parser.parse_args(argv)
+    if (args.spec is None) == (args.spec_env is None):
+        parser.error("give either a spec file or --spec-env")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signal.signal(signal.SIGTERM, _raise_terminated)
-    spec = load_spec(args.spec)
+    spec = load_spec(os.environ[args.spec_env] if args.spec_env else args.spec)
     try:
         result = run_experiment(spec, job_id=args.job_id)
         code = 0 if result["status"] == "FINISHED" else 1
     except Terminated:
         log.warning("terminated: MLflow runs marked KILLED")
         result, code = {"status": "KILLED"}, 143
-    if args.result:
+    if args.result == "-":  # a Ray job's driver: the service reads it from the job's logs
+        print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+    elif args.result:
         tmp = Path(args.result).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2, default=str))
         tmp.replace(args.result)

@@ -1,0 +1,225 @@
+"""Drivers as Ray jobs: the cluster backend beside the local driver subprocesses.
+
+With ``BIOPROP_RAY_JOBS_URL`` (the Ray dashboard, ``http://<head>:8265``) each job's driver,
+``<DRIVER_CMD> --spec-env BIOPROP_SPEC --job-id ID --result -``, is submitted through Ray's
+Job Submission API (``ray.job_submission.JobSubmissionClient``) instead of being spawned here:
+
+- the **submission id is the bioprop job id**, so a submit retried after a crash between
+  submitting and recording finds the job already there and never starts a second driver;
+- the spec (JSON) and the driver's environment (``MLFLOW_TRACKING_URI``,
+  ``BIOPROP_STORAGE_PATH``, ``BIOPROP_DATA_CACHE``, the cancel grace) travel in the job's
+  ``runtime_env.env_vars``; credentials do not (the Ray nodes have their own);
+- status, logs (``follow`` included, over Ray's log websocket) and cancel (``stop_job``:
+  SIGTERM, SIGKILL after ``RAY_JOB_STOP_WAIT_TIME_S`` = ``CANCEL_GRACE_S``) go through
+  Ray's job API; when the job ends, its log is copied to ``<job_dir>/driver.log`` and the
+  driver's result (its last ``BIOPROP_RESULT`` line) to ``result.json``, where the scheduler
+  reads them as it does for a local driver, and where they stay after Ray forgets the job;
+- a restarted control plane asks Ray for each RUNNING/CANCELLING job by submission id:
+  running -> followed again, ended -> finished, unknown to Ray -> never submitted.
+
+The driver runs on the Ray head (entrypoint resources 0, so a head started with
+``--num-cpus 0`` runs drivers and trains nothing); the training workers are placed by Ray
+Train on the worker nodes. Ray's token auth (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``) is
+read by Ray's client from this process's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from service.resources import Resources
+from service.settings import Settings
+from trainers.launch import RESULT_MARKER
+
+__all__ = ["RayJobs", "RayJobsError", "TERMINAL", "parse_result"]
+
+log = logging.getLogger(__name__)
+
+SPEC_ENV = "BIOPROP_SPEC"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+SIGTERM_EXIT = -15  # what a local driver stopped by SIGTERM reports to the scheduler
+CAPACITY_TTL_S = 10.0
+
+
+class RayJobsError(RuntimeError):
+    """The Ray dashboard could not be reached or refused a request."""
+
+
+def parse_result(logs: str) -> dict[str, Any] | None:
+    """The driver's result: the JSON after the last ``BIOPROP_RESULT`` line of its log."""
+    for line in reversed(logs.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            try:
+                value = json.loads(line[len(RESULT_MARKER) :])
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _unknown(exc: Exception) -> bool:
+    text = str(exc)
+    return "does not exist" in text or "404" in text
+
+
+class RayJobs:
+    """One Ray cluster's job API, as the scheduler and the routes use it."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.RAY_JOBS_URL, "RayJobs needs BIOPROP_RAY_JOBS_URL"
+        self.settings = settings
+        self.url = settings.RAY_JOBS_URL
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._capacity: tuple[float, Resources] | None = None
+
+    # connection ------------------------------------------------------------------------
+    def client(self) -> Any:
+        """A ``JobSubmissionClient`` (made once; its constructor asks the dashboard for its
+        version, so an unreachable or auth-refusing dashboard fails here, clearly)."""
+        with self._lock:
+            if self._client is None:
+                from ray.job_submission import JobSubmissionClient
+
+                try:
+                    self._client = JobSubmissionClient(self.url)
+                except Exception as exc:  # ConnectionError, RuntimeError (auth), ValueError
+                    raise RayJobsError(
+                        f"Ray dashboard at BIOPROP_RAY_JOBS_URL={self.url} is not usable: {exc}"
+                    ) from exc
+            return self._client
+
+    def check(self) -> None:
+        """Raise :class:`RayJobsError` unless the Jobs API answers (start-up check)."""
+        try:
+            self.client().list_jobs()
+        except RayJobsError:
+            raise
+        except Exception as exc:
+            raise RayJobsError(f"Ray Jobs API at {self.url} refused a request: {exc}") from exc
+
+    # submitting ------------------------------------------------------------------------
+    def entrypoint(self, job_id: str) -> str:
+        cmd = [*self.settings.DRIVER_CMD, "--spec-env", SPEC_ENV, "--job-id", job_id]
+        return shlex.join([*cmd, "--result", "-"])
+
+    def env_vars(self, spec: dict[str, Any]) -> dict[str, str]:
+        s = self.settings
+        env = {
+            SPEC_ENV: json.dumps(spec),
+            "MLFLOW_TRACKING_URI": s.MLFLOW_URI,
+            "RAY_JOB_STOP_WAIT_TIME_S": str(max(1, math.ceil(s.CANCEL_GRACE_S))),
+        }
+        if s.STORAGE_PATH:
+            env["BIOPROP_STORAGE_PATH"] = s.STORAGE_PATH
+        if s.DATA_CACHE:
+            env["BIOPROP_DATA_CACHE"] = str(s.DATA_CACHE)
+        return env
+
+    def submit(self, job_id: str, spec: dict[str, Any]) -> None:
+        """Submit the job's driver with submission id ``job_id``; a job already there under
+        that id (a retried submit) is left as it is."""
+        client = self.client()
+        try:
+            client.submit_job(
+                entrypoint=self.entrypoint(job_id),
+                submission_id=job_id,
+                runtime_env={"env_vars": self.env_vars(spec)},
+                metadata={"bioprop_job_id": job_id, "name": str(spec.get("name", ""))[:200]},
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                log.info("Ray job %s was already submitted; following it", job_id)
+                return
+            raise RayJobsError(f"Ray refused job {job_id}: {exc}") from exc
+
+    # following -------------------------------------------------------------------------
+    def info(self, job_id: str) -> Any | None:
+        """Ray's ``JobDetails`` of the job, None when Ray never saw this submission id."""
+        try:
+            return self.client().get_job_info(job_id)
+        except RuntimeError as exc:
+            if _unknown(exc):
+                return None
+            raise
+
+    def status(self, job_id: str) -> str | None:
+        info = self.info(job_id)
+        return None if info is None else str(info.status.value)
+
+    def logs(self, job_id: str) -> str:
+        try:
+            return self.client().get_job_logs(job_id)
+        except RuntimeError as exc:
+            if _unknown(exc):
+                return ""
+            raise
+
+    async def follow(self, job_id: str, start: int = 0) -> AsyncIterator[bytes]:
+        """The job's log from byte ``start`` on, as the driver writes it, until the job ends
+        (Ray's log websocket)."""
+        seen = 0
+        async for chunk in self.client().tail_job_logs(job_id):
+            data = chunk.encode()
+            if seen + len(data) > start:
+                yield data[max(0, start - seen) :]
+            seen += len(data)
+
+    def collect(self, job_id: str, job_dir: Path) -> int | None:
+        """Copy an ended job's log and result into ``job_dir``; its exit status as the
+        scheduler reads a local driver's (0 ok, -15 stopped, the driver's code, None when
+        Ray does not know the job)."""
+        info = self.info(job_id)
+        if info is None:
+            return None
+        job_dir.mkdir(parents=True, exist_ok=True)
+        text = self.logs(job_id)
+        status = str(info.status.value)
+        if status == "FAILED" and info.message:
+            text += f"\n[ray] job {job_id} FAILED: {info.message}\n"
+        (job_dir / "driver.log").write_text(text)
+        result = parse_result(text)
+        if result is not None:
+            tmp = job_dir / "result.tmp"
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(job_dir / "result.json")
+        if status == "SUCCEEDED":
+            return 0
+        if status == "STOPPED":
+            return SIGTERM_EXIT
+        code = getattr(info, "driver_exit_code", None)
+        return code if code not in (None, 0) else 1
+
+    def stop(self, job_id: str) -> None:
+        """Ask Ray to stop the driver (SIGTERM, then SIGKILL after the job's grace)."""
+        try:
+            self.client().stop_job(job_id)
+        except RuntimeError as exc:
+            if not _unknown(exc):
+                raise
+
+    # capacity --------------------------------------------------------------------------
+    def capacity(self) -> Resources:
+        """CPUs and GPUs of the cluster's alive nodes now (cached ``CAPACITY_TTL_S``)."""
+        now = time.monotonic()
+        cached = self._capacity
+        if cached is not None and now - cached[0] < CAPACITY_TTL_S:
+            return cached[1]
+        from ray.util.state import list_nodes
+
+        nodes = list_nodes(
+            address=self.url, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False
+        )
+        cpus = sum(float(n.resources_total.get("CPU", 0)) for n in nodes)
+        gpus = sum(float(n.resources_total.get("GPU", 0)) for n in nodes)
+        total = Resources(cpus, gpus)
+        self._capacity = (now, total)
+        return total
