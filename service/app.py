@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from service import store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
+from service.ray_jobs import make_scheduler
 from service.routes import experiments, health
-from service.scheduler import Scheduler
 from service.settings import Settings
 
 __all__ = ["create_app"]
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
     engine = store.make_engine(settings.DB_URL)
-    scheduler = Scheduler(settings, engine)
+    scheduler = make_scheduler(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -69,6 +69,9 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="log every request")] = True,
 ) -> None:
     """Start the control plane (SQLite job store and local MLflow store unless configured)."""
+    from rich.markup import escape
+
+    from service.preflight import preflight
     from service.server import serve as run_server
     from service.settings import Settings
 
@@ -81,6 +84,11 @@ def serve(
             f"[red]refusing to serve on {host} without BIOPROP_API_TOKENS[/]: "
             "an open API may only listen on 127.0.0.1"
         )
+        raise typer.Exit(2)
+    problems = preflight(settings)
+    if problems:
+        for problem in problems:
+            err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False)
         raise typer.Exit(2)
     run_server(settings, host=host, port=port, access_log=access_log)
 

@@ -35,11 +35,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from service.resources import Resources
-from service.settings import Settings
-from trainers.launch import RESULT_MARKER
+from fastapi import HTTPException
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from sqlalchemy import Connection
 
-__all__ = ["RayJobs", "RayJobsError", "TERMINAL", "parse_result"]
+from service import store
+from service.resources import Resources
+from service.scheduler import REQUEUED, Scheduler
+from service.settings import Settings
+from service.store import ACTIVE_STATES, JobState
+
+__all__ = [
+    "RayJobs",
+    "RayJobsError",
+    "RayJobsScheduler",
+    "TERMINAL",
+    "logs_response",
+    "make_scheduler",
+    "parse_result",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,8 @@ SPEC_ENV = "BIOPROP_SPEC"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 SIGTERM_EXIT = -15  # what a local driver stopped by SIGTERM reports to the scheduler
 CAPACITY_TTL_S = 10.0
+REQUEST_TIMEOUT_S = 30.0  # Ray's client sets none: a dashboard that hangs must not hang us
+RAY = "ray-job"  # the scheduler's handle of a driver that runs as a Ray job
 
 
 class RayJobsError(RuntimeError):
@@ -55,6 +71,8 @@ class RayJobsError(RuntimeError):
 
 def parse_result(logs: str) -> dict[str, Any] | None:
     """The driver's result: the JSON after the last ``BIOPROP_RESULT`` line of its log."""
+    from trainers.launch import RESULT_MARKER  # imports MLflow: not at the service's start
+
     for line in reversed(logs.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:
@@ -89,8 +107,13 @@ class RayJobs:
             if self._client is None:
                 from ray.job_submission import JobSubmissionClient
 
+                class Client(JobSubmissionClient):
+                    def _do_request(self, method, endpoint, **kwargs):  # type: ignore[override]
+                        kwargs.setdefault("timeout", REQUEST_TIMEOUT_S)
+                        return super()._do_request(method, endpoint, **kwargs)
+
                 try:
-                    self._client = JobSubmissionClient(self.url)
+                    self._client = Client(self.url)
                 except Exception as exc:  # ConnectionError, RuntimeError (auth), ValueError
                     raise RayJobsError(
                         f"Ray dashboard at BIOPROP_RAY_JOBS_URL={self.url} is not usable: {exc}"
@@ -223,3 +246,192 @@ class RayJobs:
         total = Resources(cpus, gpus)
         self._capacity = (now, total)
         return total
+
+
+class RayJobsScheduler(Scheduler):
+    """The scheduler with drivers as Ray jobs: the same queue, slots, resources and states;
+    starting, following, reconciling and stopping a driver go through :class:`RayJobs`."""
+
+    def __init__(self, settings: Settings, engine: Any) -> None:
+        super().__init__(settings, engine)
+        self.ray = RayJobs(settings)
+        self._unreachable_logged = 0.0
+
+    def capacity(self) -> Resources:
+        """``CLUSTER_CPUS``/``CLUSTER_GPUS`` when set, else what Ray's alive nodes have when
+        ``RAY_CAPACITY`` is on, else unlimited."""
+        static = self.settings.cluster()
+        if not self.settings.RAY_CAPACITY:
+            return static
+        live = self.ray.capacity()
+        return Resources(
+            live.cpus if self.settings.CLUSTER_CPUS is None else static.cpus,
+            live.gpus if self.settings.CLUSTER_GPUS is None else static.gpus,
+        )
+
+    def _unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._unreachable_logged > 60:
+            log.warning("Ray Jobs API at %s unreachable: %s", self.ray.url, exc)
+            self._unreachable_logged = now
+
+    # reconciliation --------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Ask Ray about every RUNNING/CANCELLING job by its submission id: followed again
+        when running, finished when ended, back to PENDING when Ray never saw it."""
+        with self._lock, self.engine.connect() as conn:
+            for job in store.active_jobs(conn=conn):
+                if job.id in self._procs:
+                    continue
+                try:
+                    status = self.ray.status(job.id)
+                except Exception as exc:
+                    # Ray unreachable: follow it anyway; _poll finishes it once Ray answers
+                    self._unreachable(exc)
+                    self._procs[job.id] = RAY
+                    continue
+                if status is None:  # claimed, never submitted: it may run now
+                    store.transition(
+                        conn=conn,
+                        job_id=job.id,
+                        from_states=[JobState.RUNNING],
+                        to_state=JobState.PENDING,
+                        started_at=None,
+                    )
+                    store.transition(
+                        conn=conn,
+                        job_id=job.id,
+                        from_states=[JobState.CANCELLING],
+                        to_state=JobState.CANCELLED,
+                    )
+                elif status in TERMINAL:
+                    self._collect_and_finish(conn, job.id)
+                else:
+                    log.info("following Ray job %s again (%s)", job.id, status)
+                    self._procs[job.id] = RAY
+                    if job.state is JobState.CANCELLING:
+                        self.ray.stop(job.id)
+
+    # following -------------------------------------------------------------------------
+    def _poll(self) -> None:
+        with self.engine.connect() as conn:
+            for job_id in list(self._procs):
+                try:
+                    status = self.ray.status(job_id)
+                except Exception as exc:
+                    self._unreachable(exc)
+                    return
+                if status is not None and status not in TERMINAL:
+                    continue
+                self._procs.pop(job_id, None)
+                self._collect_and_finish(conn, job_id)
+
+    def _collect_and_finish(self, conn: Connection, job_id: str) -> None:
+        returncode = self.ray.collect(job_id, self.job_dir(job_id))
+        if returncode is None:  # Ray lost the job (head restarted without its GCS state)
+            log.warning("Ray no longer knows job %s; re-queued", job_id)
+            store.transition(
+                conn=conn,
+                job_id=job_id,
+                from_states=[JobState.RUNNING],
+                to_state=JobState.PENDING,
+                started_at=None,
+                error=REQUEUED,
+            )
+            store.transition(
+                conn=conn,
+                job_id=job_id,
+                from_states=[JobState.CANCELLING],
+                to_state=JobState.CANCELLED,
+            )
+            return
+        self._finish(conn, job_id, returncode=returncode)
+
+    def _escalate(self) -> None:
+        """Ray escalates a stop to SIGKILL itself after the job's ``RAY_JOB_STOP_WAIT_TIME_S``."""
+
+    # starting --------------------------------------------------------------------------
+    def _spawn(self, conn: Connection, job: store.Job) -> None:
+        job_dir = self.job_dir(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / "spec.json").write_text(json.dumps(job.spec, indent=2))
+        (job_dir / "result.json").unlink(missing_ok=True)
+        try:
+            self.ray.submit(job.id, job.spec)
+        except RayJobsError as exc:
+            log.error("could not submit job %s: %s", job.id, exc)
+            store.transition(
+                conn=conn,
+                job_id=job.id,
+                from_states=ACTIVE_STATES,
+                to_state=JobState.FAILED,
+                error=f"could not submit the driver as a Ray job: {exc}",
+            )
+            return
+        except Exception as exc:  # connection refused or timed out: never started
+            self._unreachable(exc)
+            store.transition(
+                conn=conn,
+                job_id=job.id,
+                from_states=[JobState.RUNNING],
+                to_state=JobState.PENDING,
+                started_at=None,
+            )
+            store.transition(
+                conn=conn,
+                job_id=job.id,
+                from_states=[JobState.CANCELLING],
+                to_state=JobState.CANCELLED,
+            )
+            self._blocked = (job.id, f"waiting for the Ray cluster at {self.ray.url}: {exc}")
+            return
+        self._procs[job.id] = RAY
+        log.info("job %s submitted as Ray job %s", job.id, job.id)
+        fresh = store.get_job(conn=conn, job_id=job.id)
+        if fresh is not None and fresh.state is JobState.CANCELLING:
+            self.ray.stop(job.id)
+
+    # cancelling ------------------------------------------------------------------------
+    def cancel(self, job_id: str, *, force: bool = False) -> JobState | None:
+        """As the local scheduler; a running job's Ray job is stopped (Ray sends SIGTERM,
+        then SIGKILL after ``CANCEL_GRACE_S``; ``force`` cannot shorten a grace Ray holds)."""
+        state = super().cancel(job_id, force=force)
+        if state is JobState.CANCELLING:
+            with self._lock:
+                self.ray.stop(job_id)
+                self._procs.setdefault(job_id, RAY)
+                self._wake.set()
+        return state
+
+
+def logs_response(ray: RayJobs, job_id: str, tail: int | None, follow: bool) -> Response:
+    """``GET .../logs`` of a job whose driver runs as a Ray job and has not ended: Ray's log
+    (its last ``tail`` lines), then with ``follow`` what the driver writes until it ends."""
+    try:
+        text = ray.logs(job_id)
+    except Exception as exc:
+        raise HTTPException(503, f"Ray Jobs API at {ray.url} unreachable: {exc}") from exc
+    size = len(text.encode())
+    if tail is not None:
+        lines = text.splitlines()[-tail:]
+        text = "\n".join(lines) + "\n" if lines else ""
+    if not follow:
+        return PlainTextResponse(text)
+
+    async def stream() -> AsyncIterator[bytes]:
+        if text:
+            yield text.encode()
+        try:
+            async for chunk in ray.follow(job_id, size):
+                yield chunk
+        except RuntimeError as exc:  # the websocket closed before the job ended
+            yield f"\n[bioprop] log stream from Ray ended: {exc}\n".encode()
+
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+
+
+def make_scheduler(settings: Settings, engine: Any) -> Scheduler:
+    """The scheduler the settings ask for: Ray jobs with ``RAY_JOBS_URL``, else local."""
+    return (
+        RayJobsScheduler(settings, engine) if settings.RAY_JOBS_URL else Scheduler(settings, engine)
+    )

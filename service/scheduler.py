@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine
 
 from service import store
 from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, signal_group, spawn
-from service.resources import demand, held
+from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
 
@@ -253,7 +253,7 @@ class Scheduler:
                 )
                 return
             blocked = None
-            free = self.settings.cluster() - held(j.spec for j in active)
+            free = self.capacity() - held(j.spec for j in active)
             for job in store.oldest_pending(conn=conn, limit=slots):
                 need = demand(job.spec)
                 if not need.fits(free):
@@ -271,6 +271,10 @@ class Scheduler:
                     self._spawn(conn, job)
                     free = free - need
             self._blocked = blocked
+
+    def capacity(self) -> Resources:
+        """What the running jobs may hold together (``CLUSTER_CPUS``/``CLUSTER_GPUS``)."""
+        return self.settings.cluster()
 
     def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)

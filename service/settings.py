@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "submitted as a Ray job whose submission id is the job id; none = local driver "
         "subprocesses",
     )
+    RAY_CAPACITY: bool = Field(
+        False,
+        description="with RAY_JOBS_URL: queue jobs against the CPUs/GPUs of the Ray cluster's "
+        "alive nodes (a fixed-size cluster; with an autoscaler leave it off, or set "
+        "CLUSTER_CPUS/GPUS to the most it grows to)",
+    )
     STORAGE_PATH: str | None = Field(
         None,
         description="Ray Train storage of jobs whose spec sets no storage_path: s3://, gs://, "

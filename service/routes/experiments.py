@@ -23,6 +23,7 @@ from service.deps import (
     SchedulerDep,
     SettingsDep,
 )
+from service.ray_jobs import RayJobsScheduler, logs_response
 from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic, Metrics
 from service.store import JobState, is_final
 from trainers.spec import ExperimentSpec
@@ -185,6 +186,8 @@ def get_logs(
     tail: Annotated[int | None, Query(ge=1, le=100000, description="last N lines")] = None,
     follow: Annotated[bool, Query(description="stream new lines until the job ends")] = False,
 ) -> Response:
+    if isinstance(scheduler, RayJobsScheduler) and job.started_at and not is_final(job.state):
+        return logs_response(scheduler.ray, job.id, tail, follow)  # from Ray while it runs
     path = scheduler.job_dir(job.id) / "driver.log"
     text, size = logstream.snapshot(path, tail)
     if not follow:
