@@ -7,8 +7,10 @@ shaped like pydantic's, so the client sees the field path (``loc``) of what to c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi.exceptions import RequestValidationError
 
@@ -17,7 +19,14 @@ from service.settings import Settings
 from trainers.spec import ExperimentSpec
 from trainers.storage import is_uri
 
-__all__ = ["admit", "check_data_dirs", "check_resources", "check_tracking"]
+__all__ = [
+    "admit",
+    "check_data_dirs",
+    "check_resources",
+    "check_storage_apart",
+    "check_sweep_size",
+    "check_tracking",
+]
 
 
 def _error(kind: str, loc: tuple[str, ...], msg: str, value: Any) -> dict[str, Any]:
@@ -26,6 +35,71 @@ def _error(kind: str, loc: tuple[str, ...], msg: str, value: Any) -> dict[str, A
 
 def _under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _local(path: str) -> Path | None:
+    """A local ``storage_path`` (a plain path or a ``file://``/``local://`` URI) resolved;
+    None for object storage (``s3://`` ...)."""
+    if is_uri(path):
+        parts = urlsplit(path)
+        if parts.scheme.lower() not in ("file", "local"):
+            return None
+        path = parts.path
+    return Path(path).expanduser().resolve()
+
+
+def _resolve(path: str, loc: tuple[str, ...]) -> tuple[Path | None, dict[str, Any] | None]:
+    try:
+        return _local(path), None
+    except (OSError, RuntimeError, ValueError) as exc:  # e.g. ~nosuchuser
+        return None, _error("path_invalid", loc, f"cannot resolve {path!r}: {exc}", path)
+
+
+def check_sweep_size(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
+    """The sweep may expand to at most ``MAX_SWEEP_SETTINGS`` settings (counted without
+    expanding: the product of the axes' lengths)."""
+    axes = spec.sweep_axes()
+    size = math.prod(len(values) for values in axes.values())
+    if size <= settings.MAX_SWEEP_SETTINGS:
+        return []
+    factors = " x ".join(f"{path} ({len(values)})" for path, values in axes.items())
+    return [
+        _error(
+            "sweep_too_large",
+            (),
+            f"the sweep expands to {size} settings ({factors}), more than this service's "
+            f"BIOPROP_MAX_SWEEP_SETTINGS={settings.MAX_SWEEP_SETTINGS}; split it into "
+            "smaller submissions",
+            {path: len(values) for path, values in axes.items()},
+        )
+    ]
+
+
+def check_storage_apart(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
+    """A local ``storage_path`` may not be the run directory, hold it, or lie in its job
+    folders (``RUN_DIR/jobs``): a job's checkpoints would land in another job's folder or
+    overwrite the job store (checked always, with or without DATA_DIRS)."""
+    if spec.storage_path is None:
+        return []
+    storage, error = _resolve(spec.storage_path, ("storage_path",))
+    if error is not None:
+        return [error]
+    if storage is None:
+        return []
+    run_dir = settings.RUN_DIR
+    jobs = run_dir / "jobs"
+    if storage == run_dir or run_dir.is_relative_to(storage) or storage.is_relative_to(jobs):
+        return [
+            _error(
+                "path_not_allowed",
+                ("storage_path",),
+                f"storage_path {str(storage)!r} overlaps the service's run directory "
+                f"({run_dir}: job store and job folders); use a folder of its own, e.g. "
+                f"{run_dir / 'storage'}",
+                spec.storage_path,
+            )
+        ]
+    return []
 
 
 def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
@@ -37,8 +111,10 @@ def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, 
     allowed = ", ".join(str(d) for d in settings.DATA_DIRS)
     errors = []
     if spec.data.root is not None:
-        root = Path(spec.data.root).expanduser().resolve()
-        if not _under(root, settings.DATA_DIRS):
+        root, error = _resolve(str(spec.data.root), ("data", "root"))
+        if error is not None:
+            errors.append(error)
+        elif root is not None and not _under(root, settings.DATA_DIRS):
             errors.append(
                 _error(
                     "path_not_allowed",
@@ -47,8 +123,10 @@ def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, 
                     str(spec.data.root),
                 )
             )
-    if spec.storage_path is not None and not is_uri(spec.storage_path):
-        storage = Path(spec.storage_path).expanduser().resolve()
+    storage = None
+    if spec.storage_path is not None:  # an unresolvable one is check_storage_apart's 422
+        storage, _ = _resolve(spec.storage_path, ("storage_path",))
+    if storage is not None:
         if not _under(storage, [*settings.DATA_DIRS, settings.RUN_DIR]):
             errors.append(
                 _error(
@@ -90,7 +168,7 @@ def check_resources(spec: ExperimentSpec, settings: Settings) -> list[dict[str, 
     ]
 
 
-CHECKS = (check_data_dirs, check_tracking, check_resources)
+CHECKS = (check_sweep_size, check_storage_apart, check_data_dirs, check_tracking, check_resources)
 
 
 def admit(spec: ExperimentSpec, settings: Settings) -> None:

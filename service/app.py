@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import store
+from service import errors, store
+from service.db import Store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
 from service.ray_jobs import make_scheduler
@@ -30,7 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The control-plane app; the scheduler starts and stops with the app's lifespan."""
     settings = settings or Settings()
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
-    engine = store.make_engine(settings.DB_URL)
+    engine = store.make_engine(
+        settings.DB_URL, pool_size=settings.STORE_POOL_SIZE, pool_timeout=settings.STORE_TIMEOUT_S
+    )
+    # the scheduler thread and /healthz have one connection each, so liveness never queues
+    # behind API traffic; requests share the rest (service.db)
+    db = Store(engine, slots=settings.STORE_POOL_SIZE - 2, timeout_s=settings.STORE_TIMEOUT_S)
+    health_db = Store(engine, slots=1, timeout_s=settings.STORE_TIMEOUT_S)
     scheduler = make_scheduler(settings, engine)
 
     @asynccontextmanager
@@ -53,9 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.store = db
+    app.state.health_store = health_db
     app.state.scheduler = scheduler
-    app.state.group_commit = GroupCommit(engine, on_created=scheduler.wake)
+    app.state.group_commit = GroupCommit(db, on_created=scheduler.wake)
     app.state.progress = ProgressReader(settings.MLFLOW_URI)
+    errors.install(app)
     app.include_router(experiments.router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -139,7 +139,9 @@ def status(
                 if job.get("error"):
                     console.print(f"[red]error:[/] {job['error']}")
                 return
-            page = client.list(state=state_, name=name, limit=limit, offset=offset)
+            page = client.list(
+                state=state_, name=name, limit=limit, offset=offset, include_spec=True
+            )
         except ApiError as exc:
             raise _fail(exc) from exc
     console.print(jobs_table(page, offset=offset))

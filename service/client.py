@@ -104,8 +104,12 @@ class Client:
         name: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        include_spec: bool = False,
     ) -> dict[str, Any]:
+        """A page of jobs; their specs only with ``include_spec`` (then at most 20 a page)."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if include_spec:
+            params["include"] = "spec"
         if state:
             params["state"] = [state] if isinstance(state, str) else state
         if name:

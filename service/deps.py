@@ -1,17 +1,17 @@
-"""FastAPI dependencies: settings, store connections, the job of a path (or 404), scheduler,
-bearer-token auth."""
+"""FastAPI dependencies: settings, the job store (:class:`service.db.Store`), the job of a
+path (or 404), scheduler, bearer-token auth and who it identifies."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Connection
 
 from service import store
+from service.db import Store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
 from service.scheduler import Scheduler
@@ -20,12 +20,13 @@ from service.store import Job
 
 __all__ = [
     "Auth",
-    "ConnDep",
     "GroupCommitDep",
     "JobDep",
+    "PrincipalDep",
     "ProgressDep",
     "SchedulerDep",
     "SettingsDep",
+    "StoreDep",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
@@ -35,16 +36,8 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_conn(request: Request) -> AsyncIterator[Connection]:
-    """A job-store connection for one endpoint call, closed when the endpoint returns
-    (``scope="function"``), before the response is sent.
-
-    Async on purpose: sync dependencies each cost a threadpool hop per request. The contract
-    for async endpoints: never ``await`` while holding the connection (close it first), else
-    requests in flight exhaust the pool and the next checkout blocks the event loop itself.
-    """
-    with request.app.state.engine.connect() as conn:
-        yield conn
+async def get_store(request: Request) -> Store:
+    return request.app.state.store
 
 
 async def get_scheduler(request: Request) -> Scheduler:
@@ -60,17 +53,16 @@ async def get_progress(request: Request) -> ProgressReader:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
+StoreDep = Annotated[Store, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
 
 
-async def get_job(job_id: str, request: Request) -> Job:
-    """The job named by the path's ``job_id``; 404 when there is none. The connection goes
-    back to the pool before the endpoint runs (it may await MLflow or stream)."""
-    with request.app.state.engine.connect() as conn:
-        job = store.get_job(conn=conn, job_id=job_id)
+async def get_job(job_id: str, db: StoreDep) -> Job:
+    """The job named by the path's ``job_id``; 404 when there is none. Read in a worker
+    thread; no connection is held while the endpoint runs (it may await MLflow or stream)."""
+    job = await db.run(store.get_job, job_id=job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job
@@ -91,10 +83,13 @@ def token_ok(given: str, tokens: list[bytes]) -> bool:
 async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
+) -> str:
+    """401 unless the request carries one of the configured tokens; returns the caller's
+    principal: a digest of its token ("" when the API is open), which scopes what belongs
+    to a caller (its Idempotency-Keys) without keeping the token itself."""
     tokens = settings.token_values()
     if not tokens:
-        return
+        return ""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -107,6 +102,8 @@ async def require_token(
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+    return hashlib.sha256(credentials.credentials.encode()).hexdigest()[:32]
 
 
 Auth = Depends(require_token)
+PrincipalDep = Annotated[str, Depends(require_token)]

@@ -1,55 +1,119 @@
 """A job's ``driver.log`` over HTTP: the whole file or its tail, and a follow stream that
-yields what the driver appends until the job reaches a final state."""
+yields what the driver appends until the job reaches a final state.
+
+File reads run in worker threads (a log may be large) and come in bounded chunks. A follow
+stream that has had no new output for ``heartbeat_s`` gets a status line
+(``[bioprop] job <id> is PENDING: waiting for a slot ...``), so the client and any proxy
+see the connection live and the user sees why nothing happens; after ``idle_s`` without
+output it says so and ends (follow again to resume). Both lines start with ``[bioprop]``
+and on a line of their own; the file itself is never changed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import anyio.to_thread
+
 from service.processes import log_tail
 
-__all__ = ["follow", "snapshot"]
+__all__ = ["CHUNK", "follow", "read_range", "size_of", "tail_text"]
+
+CHUNK = 1 << 16
 
 
-def snapshot(path: Path, tail: int | None) -> tuple[str, int]:
-    """``(text, size)``: the log (or its last ``tail`` lines) and the file size it was read
-    at; a follow stream continues from ``size``, so nothing is lost or repeated."""
-    size = path.stat().st_size if path.exists() else 0
-    if tail is not None:
-        text = log_tail(path, lines=tail, max_bytes=max(16384, tail * 400))
-        return (text + "\n" if text else ""), size
+def size_of(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def tail_text(path: Path, lines: int) -> str:
+    """The last ``lines`` lines, newline-terminated (empty when there is no log yet)."""
+    text = log_tail(path, lines=lines, max_bytes=max(16384, lines * 400))
+    return text + "\n" if text else ""
+
+
+def _read(path: Path, offset: int, limit: int) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return fh.read(size).decode("utf-8", errors="replace"), size
+            fh.seek(offset)
+            return fh.read(limit)
     except FileNotFoundError:
-        return "", size
+        return b""
+
+
+async def read_range(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` of ``path`` in chunks of at most :data:`CHUNK`."""
+    offset = start
+    while offset < end:
+        chunk = await anyio.to_thread.run_sync(_read, path, offset, min(CHUNK, end - offset))
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
 
 
 async def follow(
     path: Path,
     start: int,
     *,
-    finished: Callable[[], Awaitable[bool]],
+    status: Callable[[], Awaitable[tuple[bool, str]]],
     disconnected: Callable[[], Awaitable[bool]],
     poll_s: float,
+    heartbeat_s: float,
+    idle_s: float,
+    status_every_s: float = 1.0,
 ) -> AsyncIterator[bytes]:
-    """Bytes appended to ``path`` after offset ``start``, until ``finished()`` is true and
-    the file has nothing more, or the client went away."""
+    """Bytes appended to ``path`` after offset ``start`` until the job is final and the file
+    has nothing more, the client went away, or ``idle_s`` passed without output.
+
+    Every ``poll_s`` the file's size is checked (a ``stat``, no thread) and what grew is
+    read in a worker thread; while nothing grows, ``status()`` (a store read) is asked at
+    most every ``status_every_s``: it answers ``(final, words)``, whether the job has ended
+    and how to describe its state in a heartbeat line."""
     offset = start
+    quiet_since = last_beat = time.monotonic()
+    last_status = -math.inf
+    at_line_start = True
+
+    def line(text: str) -> bytes:
+        return (("" if at_line_start else "\n") + f"[bioprop] {text}\n").encode()
+
     while True:
-        done = await finished()
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
+        if size_of(path) > offset:
+            chunk = await anyio.to_thread.run_sync(_read, path, offset, CHUNK)
             offset += len(chunk)
+            at_line_start = chunk.endswith(b"\n")
+            quiet_since = last_beat = time.monotonic()
             yield chunk
-        if done and not chunk:
-            return
+            if len(chunk) == CHUNK:
+                continue  # more is waiting: no sleep
+        elif time.monotonic() - last_status >= status_every_s:
+            final, words = await status()
+            last_status = time.monotonic()
+            if final:  # what the driver wrote before it ended, then stop
+                async for rest in read_range(path, offset, size_of(path)):
+                    offset += len(rest)
+                    yield rest
+                return
+            now = time.monotonic()
+            if now - quiet_since >= idle_s:
+                yield line(
+                    f"{words}; no new output for {now - quiet_since:.0f} s, closing this "
+                    "stream (follow again to resume)"
+                )
+                return
+            if now - last_beat >= heartbeat_s:
+                yield line(f"{words}; no new output for {now - quiet_since:.0f} s")
+                at_line_start = True
+                last_beat = now
         if await disconnected():
             return
         await asyncio.sleep(poll_s)

@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from trainers.spec import ScaleSpec
 
 __all__ = ["Resources", "capacity", "demand", "held", "scale_demand", "shortfall"]
@@ -55,19 +53,21 @@ def scale_demand(scale: ScaleSpec) -> Resources:
 
 
 def demand(spec: dict[str, Any]) -> Resources:
-    """:func:`scale_demand` of a stored job ``spec`` (JSON); none for a stored spec whose
-    ``scale`` no longer validates (its driver will fail and say why)."""
-    try:
-        scale = ScaleSpec.model_validate(spec.get("scale") or {})
-    except ValidationError as exc:
-        log.warning("job spec with an invalid scale section counts as no demand: %s", exc)
-        return Resources()
-    return scale_demand(scale)
+    """:func:`scale_demand` of a stored job ``spec`` (JSON); ``ValueError`` (pydantic's
+    ``ValidationError``) when its ``scale`` does not validate."""
+    return scale_demand(ScaleSpec.model_validate(spec.get("scale") or {}))
 
 
-def held(specs: Iterable[dict[str, Any]]) -> Resources:
-    """What jobs with these stored specs hold together."""
-    return sum((demand(spec) for spec in specs), Resources())
+def held(specs: Iterable[dict[str, Any] | None]) -> Resources:
+    """What jobs with these stored specs hold together; a spec whose ``scale`` no longer
+    validates counts as none (its driver fails and says why)."""
+    total = Resources()
+    for spec in specs:
+        try:
+            total = total + demand(spec or {})
+        except (ValueError, ArithmeticError) as exc:
+            log.warning("job spec with an invalid scale section counts as no demand: %s", exc)
+    return total
 
 
 def capacity(cpus: float | None, gpus: float | None) -> Resources:

@@ -33,6 +33,7 @@ from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, 
 from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
+from trainers.spec import ExperimentSpec
 
 __all__ = ["Scheduler"]
 
@@ -156,12 +157,35 @@ class Scheduler:
     def _poll(self) -> None:
         with self.engine.connect() as conn:
             for job_id, driver in list(self._procs.items()):
-                gone, returncode = exit_status(driver, job_id)
-                if not gone:
-                    continue
-                self._procs.pop(job_id, None)
-                self._kill_at.pop(job_id, None)
-                self._finish(conn, job_id, returncode=returncode)
+                try:
+                    gone, returncode = exit_status(driver, job_id)
+                    if not gone:
+                        continue
+                    self._procs.pop(job_id, None)
+                    self._kill_at.pop(job_id, None)
+                    self._finish(conn, job_id, returncode=returncode)
+                except Exception as exc:  # one job's trouble must not stop the others'
+                    self._procs.pop(job_id, None)
+                    self._kill_at.pop(job_id, None)
+                    self._fail(conn, job_id, f"could not record the driver's end: {exc!r}")
+
+    def _fail(
+        self,
+        conn: Connection,
+        job_id: str,
+        reason: str,
+        from_states: tuple[JobState, ...] = (JobState.PENDING, *ACTIVE_STATES),
+    ) -> None:
+        """Mark one job FAILED with ``reason`` (the scheduler could not handle it), so the
+        rest of the queue goes on."""
+        log.exception("job %s failed in the scheduler: %s", job_id, reason)
+        store.transition(
+            conn=conn,
+            job_id=job_id,
+            from_states=from_states,
+            to_state=JobState.FAILED,
+            error=reason[:4000],
+        )
 
     def _finish(self, conn: Connection, job_id: str, *, returncode: int | None) -> None:
         """Final state of a job whose driver is gone (``returncode`` None: not our child)."""
@@ -255,7 +279,16 @@ class Scheduler:
             blocked = None
             free = self.capacity() - held(j.spec for j in active)
             for job in store.oldest_pending(conn=conn, limit=slots):
-                need = demand(job.spec)
+                try:
+                    # a spec stored by an older version may not validate now: the driver
+                    # would refuse it, so it fails here, with the reason, not every tick
+                    ExperimentSpec.model_validate(job.spec)
+                    need = demand(job.spec)
+                except Exception as exc:
+                    self._fail(
+                        conn, job.id, f"cannot be scheduled: {exc}", from_states=(JobState.PENDING,)
+                    )
+                    continue
                 if not need.fits(free):
                     blocked = (job.id, f"waiting for resources: needs {need}; {free} free")
                     if blocked != self._blocked:
@@ -296,7 +329,7 @@ class Scheduler:
                 str(job_dir / "result.json"),
             ]
             proc = spawn(cmd, env=env, log_path=job_dir / "driver.log")
-        except OSError as exc:
+        except Exception as exc:
             log.exception("could not start job %s", job.id)
             store.transition(
                 conn=conn,

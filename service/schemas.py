@@ -9,7 +9,15 @@ from pydantic import BaseModel, Field
 
 from service.store import Job, JobState
 
-__all__ = ["DEMO_SPEC_EXAMPLE", "CancelResult", "Health", "JobList", "JobPublic", "Metrics"]
+__all__ = [
+    "DEMO_SPEC_EXAMPLE",
+    "CancelResult",
+    "Health",
+    "JobList",
+    "JobPublic",
+    "Metrics",
+    "responses",
+]
 
 DEMO_SPEC_EXAMPLE: dict[str, Any] = {
     "name": "demo-sweep",
@@ -36,7 +44,9 @@ class JobPublic(BaseModel):
     id: str
     name: str
     state: JobState
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None = Field(
+        None, description="the submitted spec; in lists only with include=spec"
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -109,6 +119,9 @@ class JobPublic(BaseModel):
 
 
 class JobList(BaseModel):
+    """A page of jobs, newest first. ``limit`` is the page size served (with
+    ``include=spec`` at most ``SPEC_PAGE``)."""
+
     items: list[JobPublic]
     total: int = Field(description="jobs matching the filters, all pages")
     limit: int
@@ -160,3 +173,34 @@ class Health(BaseModel):
     gpus_in_use: float = Field(0, description="GPUs the RUNNING/CANCELLING jobs hold (scale)")
     cpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_CPUS; null: unlimited")
     gpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_GPUS; null: unlimited")
+
+
+_MESSAGE = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}},
+            "required": ["detail"],
+        }
+    }
+}
+_ERRORS: dict[int, str] = {
+    400: "The body could not be parsed",
+    401: "Missing or invalid bearer token (when BIOPROP_API_TOKENS is set)",
+    404: "No such job",
+    409: "The job already finished",
+    413: "Request body larger than BIOPROP_MAX_BODY_BYTES",
+    415: "The body is not application/json",
+    503: "The job store had no free connection within BIOPROP_STORE_TIMEOUT_S; retry after "
+    "the Retry-After header's seconds",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses (422 FastAPI documents itself): a JSON
+    ``{"detail": "..."}`` body, also on endpoints whose success is plain text (413's body is
+    Starlette's plain text)."""
+    return {
+        code: {"description": _ERRORS[code], **({} if code == 413 else {"content": _MESSAGE})}
+        for code in codes
+    }

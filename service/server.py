@@ -6,13 +6,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
 from service.app import create_app
 from service.settings import Settings
 
-__all__ = ["ServerThread", "free_port", "serve"]
+__all__ = ["ServerThread", "free_port", "serve", "uvicorn_options"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -21,10 +22,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What bounds a connection: the h11 parser (httptools has no header limit) refusing a
+    request line plus headers over ``MAX_HEADER_BYTES`` (400, nothing buffered past it),
+    and, on SIGTERM, ``SHUTDOWN_GRACE_S`` for open requests (log follows) before they are
+    cancelled, so a stop is prompt whatever clients hold."""
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": settings.MAX_HEADER_BYTES,
+        "timeout_graceful_shutdown": settings.SHUTDOWN_GRACE_S,
+    }
+
+
 def serve(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
 ) -> None:
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        **uvicorn_options(settings),
+    )
 
 
 class ServerThread:
@@ -36,7 +56,12 @@ class ServerThread:
         self.port = port or free_port(host)
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host=host, port=self.port, log_level="warning", lifespan="on"
+            self.app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            **uvicorn_options(settings),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bioprop-uvicorn", daemon=True)

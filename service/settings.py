@@ -109,6 +109,43 @@ class Settings(BaseSettings):
         "before one pass (a burst of submissions costs one store pass, not one each)",
     )
     DRIVER_CMD: list[str] = Field(default_factory=default_driver_cmd)
+    MAX_SWEEP_SETTINGS: int = Field(
+        1000,
+        ge=1,
+        description="most settings one submitted spec may expand to (the product of its "
+        "sweep axes' lengths); more is refused with 422",
+    )
+    STORE_POOL_SIZE: int = Field(
+        10,
+        ge=3,
+        description="job-store connections: one for the scheduler, one for /healthz, the "
+        "rest shared by API requests",
+    )
+    STORE_TIMEOUT_S: float = Field(
+        5.0,
+        gt=0,
+        description="how long a request waits for a job-store connection before 503",
+    )
+    FOLLOW_HEARTBEAT_S: float = Field(
+        15.0,
+        gt=0,
+        description="a followed log with no new output this long gets a [bioprop] status line",
+    )
+    FOLLOW_IDLE_S: float = Field(
+        600.0,
+        gt=0,
+        description="a followed log with no new output this long is closed (follow again)",
+    )
+    MAX_HEADER_BYTES: int = Field(
+        16384,
+        ge=1024,
+        description="request line and headers bound (bioprop serve); larger is refused",
+    )
+    SHUTDOWN_GRACE_S: float = Field(
+        5.0,
+        ge=0,
+        description="on SIGTERM, how long open requests (log follows) may finish first",
+    )
 
     @field_validator("RAY_JOBS_URL", "STORAGE_PATH", mode="before")
     @classmethod

@@ -122,7 +122,7 @@ class Job:
     id: str
     name: str
     state: JobState
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None  # None only from list_jobs(with_spec=False)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -137,6 +137,7 @@ class Job:
     def from_row(cls, row: Row[Any]) -> Job:
         values = dict(row._mapping)
         values["state"] = JobState(values["state"])
+        values.setdefault("spec", None)
         return cls(**values)
 
 
@@ -147,13 +148,23 @@ _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _BY_KEY = select(jobs).where(jobs.c.idempotency_key == bindparam("key"))
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for ``url`` with the jobs table created; SQLite gets WAL and a busy timeout."""
+def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> Engine:
+    """Engine for ``url`` with the jobs table created; SQLite gets WAL and a busy timeout.
+
+    The pool holds at most ``pool_size`` connections (no overflow, so callers can size what
+    they use against it) and a checkout waits at most ``pool_timeout`` seconds."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pool: dict[str, Any] = (
+            {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
+            if path and path != ":memory:"
+            else {}  # one in-memory database per connection thread: no queue to bound
+        )
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -167,7 +178,13 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+        )
     metadata.create_all(engine)
     return engine
 
@@ -285,14 +302,19 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
     oldest_first: bool = False,
+    with_spec: bool = True,
 ) -> tuple[list[Job], int]:
-    """Jobs newest first (or oldest first), filtered by state and name; returns ``(page, total)``."""
-    query = select(jobs)
+    """Jobs newest first (or oldest first), filtered by state and name; returns ``(page, total)``.
+    ``with_spec=False`` leaves the spec column unread (``Job.spec`` None): specs are the
+    bulk of a row (up to the body bound each)."""
+    columns = [c for c in jobs.c if with_spec or c.name != "spec"]
+    filters = []
     if states:
-        query = query.where(jobs.c.state.in_(_states(states)))
+        filters.append(jobs.c.state.in_(_states(states)))
     if name:
-        query = query.where(jobs.c.name == name)
-    total = conn.scalar(select(func.count()).select_from(query.subquery())) or 0
+        filters.append(jobs.c.name == name)
+    query = select(*columns).where(*filters)
+    total = conn.scalar(select(func.count()).select_from(jobs).where(*filters)) or 0
     order = (
         (jobs.c.created_at.asc(), jobs.c.id.asc())
         if oldest_first

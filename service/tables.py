@@ -9,6 +9,7 @@ The metric names are the ones the trainers log (``docs/architecture.md``).
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -73,12 +74,14 @@ def _children(job: dict[str, Any]) -> list[dict[str, Any]]:
     return progress.get("children") or (job.get("result") or {}).get("children") or []
 
 
-def _labels(spec: dict[str, Any] | None) -> list[str]:
-    """The sweep-setting labels a spec will run (its rule names when it is a plain sweep)."""
+def _labels(spec: dict[str, Any] | None, most: int = 200) -> list[str]:
+    """The sweep-setting labels a spec will run (its rule names when it is a plain sweep),
+    the first ``most`` of them (settings are built one at a time, never the whole grid)."""
     from trainers.spec import ExperimentSpec
 
     try:
-        return [label for label, _ in ExperimentSpec.model_validate(spec or {}).settings()]
+        settings = ExperimentSpec.model_validate(spec or {}).settings()
+        return [label for label, _ in itertools.islice(settings, most)]
     except ValueError:
         return []
 
@@ -123,7 +126,7 @@ def jobs_table(page: dict[str, Any], *, offset: int) -> Table:
     for column in ("name", "state", "rules", "created", "finished"):
         table.add_column(column)
     for job in page["items"]:
-        rules = job["spec"].get("rule", {}).get("name")
+        rules = (job.get("spec") or {}).get("rule", {}).get("name", "-")
         table.add_row(
             job["id"],
             job["name"],

@@ -8,8 +8,11 @@ each run (as MLflow params) and each checkpoint.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
@@ -30,6 +33,15 @@ from trainers.names import (
     RULE_NAMES,
     TASK_NAMES,
 )
+from trainers.spec_types import (
+    Float,
+    Int,
+    LocalPath,
+    Name,
+    Params,
+    PathText,
+    check_bounded,
+)
 from trainers.storage import validate_storage_path
 
 __all__ = [
@@ -49,31 +61,44 @@ SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "see
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict (no ``"2"`` or ``true`` for an integer) and closed (no unknown keys); every
+    field bounded by :func:`trainers.spec_types.check_bounded` whatever its type."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        return check_bounded(value)
 
 
 class SynthSpec(_Section):
     """Size of the synthetic set built on first use when ``data.kind`` is ``synthetic``."""
 
-    classes: int = Field(4, ge=2, le=1000)
-    train_per_class: int = Field(48, ge=1)
-    val_per_class: int = Field(16, ge=1)
-    size: int = Field(40, ge=8, le=1024, description="side of the written JPEG files, pixels")
-    images: int = Field(32, ge=1, description="number of images for a synthetic COCO set")
+    classes: Int = Field(4, ge=2, le=1000)
+    train_per_class: Int = Field(48, ge=1, le=1_000_000)
+    val_per_class: Int = Field(16, ge=1, le=1_000_000)
+    size: Int = Field(40, ge=8, le=1024, description="side of the written JPEG files, pixels")
+    images: Int = Field(
+        32, ge=1, le=1_000_000, description="number of images for a synthetic COCO set"
+    )
 
 
 class DataSpec(_Section):
     kind: Literal[DATA_KINDS] = "synthetic"
-    root: Path | None = Field(
+    root: LocalPath | None = Field(
         None,
         description="dataset root holding train/ and val/; for synthetic, where to build it "
         "(default: a cache folder under the working directory)",
     )
-    image_size: int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
-    val_resize: int | None = Field(
-        None, description="shorter side before the val center crop (default image_size*256/224)"
+    image_size: Int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
+    val_resize: Int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="shorter side before the val center crop (default image_size*256/224)",
     )
-    num_threads: int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
+    num_threads: Int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
     synth: SynthSpec = Field(default_factory=SynthSpec)
 
     @model_validator(mode="after")
@@ -88,8 +113,10 @@ class RuleSpec(_Section):
     last_layer: Literal["bp"] | None | list[Literal["bp"] | None] = Field(
         None, description="'bp' keeps the final classifier on exact backprop (sweepable)"
     )
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="rule options; a list value sweeps that option"
+    params: Params = Field(
+        default_factory=dict,
+        description="rule options (identifier keys; JSON values nested at most 4 levels); a "
+        "list value sweeps that option",
     )
 
     @field_validator("name")
@@ -106,13 +133,13 @@ class RuleSpec(_Section):
 
 class OptimSpec(_Section):
     name: Literal[OPTIMIZER_NAMES] = "sgd"
-    lr: float | list[float] = Field(0.05, description="learning rate (sweepable)")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0)
+    lr: Float | list[Float] = Field(0.05, description="learning rate (sweepable)")
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(1e-4, ge=0)
     manhattan: bool | list[bool] = Field(
         False, description="Batch Manhattan: step by the gradient's sign (sweepable)"
     )
-    clip_grad_norm: float | None = Field(
+    clip_grad_norm: Float | None = Field(
         None, gt=0, description="clip the global gradient norm before each step (None: off)"
     )
 
@@ -126,28 +153,28 @@ class OptimSpec(_Section):
 
 
 class ScheduleSpec(_Section):
-    epochs: int = Field(3, ge=1)
-    step_every: int = Field(10, ge=1, description="divide lr by 1/gamma every N epochs")
-    gamma: float = Field(0.1, gt=0, le=1)
+    epochs: Int = Field(3, ge=1, le=100_000)
+    step_every: Int = Field(10, ge=1, le=100_000, description="divide lr by 1/gamma every N epochs")
+    gamma: Float = Field(0.1, gt=0, le=1)
 
 
 class ScaleSpec(_Section):
-    workers: int = Field(2, ge=1)
+    workers: Int = Field(2, ge=1, le=10_000)
     gpu: bool = False
-    cpus_per_worker: int = Field(1, ge=1)
+    cpus_per_worker: Int = Field(1, ge=1, le=1024)
 
 
 class CheckpointSpec(_Section):
-    every_epochs: int = Field(1, ge=1)
-    keep: int = Field(3, ge=1)
+    every_epochs: Int = Field(1, ge=1, le=100_000)
+    keep: Int = Field(3, ge=1, le=1000)
 
 
 class TrackingSpec(_Section):
-    uri: str | None = Field(
+    uri: PathText | None = Field(
         None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or a local sqlite store"
     )
-    experiment: str = "bioprop"
-    alignment_every: int = Field(
+    experiment: Name = "bioprop"
+    alignment_every: Int = Field(
         0,
         ge=0,
         description="gradient alignment on a fixed probe batch every K steps (0 = per epoch)",
@@ -155,25 +182,27 @@ class TrackingSpec(_Section):
 
 
 class ExperimentSpec(_Section):
-    name: str = Field("experiment", min_length=1, max_length=200)
+    name: Name = "experiment"
     task: Literal[TASK_NAMES] = "classify"
     model: str = "convnet"
     data: DataSpec = Field(default_factory=DataSpec)
     rule: RuleSpec = Field(default_factory=RuleSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    batch_size: int = Field(32, ge=1, description="global batch, split across workers")
+    batch_size: Int = Field(
+        32, ge=1, le=1_000_000, description="global batch, split across workers"
+    )
     scale: ScaleSpec = Field(default_factory=ScaleSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    storage_path: str | None = Field(
+    storage_path: PathText | None = Field(
         None,
         description="Ray Train storage: s3://, gs://, file:// URI or a path (shared storage "
         "every node reaches when multi-node); default BIOPROP_STORAGE_PATH, else "
         "./bioprop-runs/ray_results",
     )
-    max_failures: int = Field(3, ge=0)
-    seed: int | list[int] = Field(0, description="sweepable: a list runs one setting per seed")
+    max_failures: Int = Field(3, ge=0, le=1000)
+    seed: Int | list[Int] = Field(0, description="sweepable: a list runs one setting per seed")
 
     @field_validator("model")
     @classmethod
@@ -218,21 +247,29 @@ class ExperimentSpec(_Section):
     def is_sweep(self) -> bool:
         return bool(self.sweep_axes())
 
+    def sweep_size(self) -> int:
+        """How many settings :meth:`settings` yields: the product of the sweep axes' lengths,
+        computed without enumerating them."""
+        return math.prod(len(values) for values in self.sweep_axes().values())
+
     @property
     def rule_names(self) -> list[str]:
         """The distinct rule names this spec runs, in order."""
-        return list(dict.fromkeys(s.rule.name for s in self.expand()))
+        names = self.rule.name
+        return list(dict.fromkeys(names if isinstance(names, list) else [names]))
 
-    def settings(self) -> list[tuple[str, ExperimentSpec]]:
+    def settings(self) -> Iterator[tuple[str, ExperimentSpec]]:
         """``(label, resolved spec)`` per point of the sweep grid (the cartesian product of all
         list-valued sweepable fields); one point, labelled by its rule, when not a sweep.
 
+        Lazy: each setting is built when it is reached, so a caller that needs only a few
+        (or only their number, :meth:`sweep_size`) never holds the whole grid.
         The label names the rule and every other swept value, e.g. ``sc p=0.75 manhattan=true``.
         """
         axes = self.sweep_axes()
-        out = []
+        base = self.model_dump(mode="json")
         for combo in itertools.product(*axes.values()):
-            data = self.model_dump(mode="json")
+            data = copy.deepcopy(base)
             for path, value in zip(axes, combo, strict=True):
                 _set(data, path, value)
             spec = ExperimentSpec.model_validate(data)
@@ -241,11 +278,11 @@ class ExperimentSpec(_Section):
                 for path, value in zip(axes, combo, strict=True)
                 if path != "rule.name"
             ]
-            out.append((" ".join([spec.rule.name, *extras]), spec))
-        return out
+            yield " ".join([spec.rule.name, *extras]), spec
 
     def expand(self) -> list[ExperimentSpec]:
-        """One resolved spec per sweep setting (a single-element list when not a sweep)."""
+        """One resolved spec per sweep setting (a single-element list when not a sweep);
+        builds them all, see :meth:`settings` for one at a time."""
         return [spec for _, spec in self.settings()]
 
     def flat_params(self) -> dict[str, str]:

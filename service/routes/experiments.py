@@ -1,34 +1,69 @@
-"""``/v1/experiments``: submit, list, get, cancel, logs and metrics of experiment jobs."""
+"""``/v1/experiments``: submit, list, get, cancel, logs and metrics of experiment jobs.
+
+Handlers only: admission policy is :mod:`service.admission`, log reading
+:mod:`service.logstream`, and every job-store access goes through
+:class:`service.db.Store` (worker threads, bounded wait, 503 when the store is saturated),
+so nothing here blocks the event loop.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import Connection
 
 from service import logstream, store
 from service.admission import admit
 from service.deps import (
     Auth,
-    ConnDep,
     GroupCommitDep,
     JobDep,
+    PrincipalDep,
     ProgressDep,
     SchedulerDep,
     SettingsDep,
+    StoreDep,
 )
 from service.ray_jobs import RayJobsScheduler, logs_response
-from service.schemas import DEMO_SPEC_EXAMPLE, CancelResult, JobList, JobPublic, Metrics
+from service.schemas import (
+    DEMO_SPEC_EXAMPLE,
+    CancelResult,
+    JobList,
+    JobPublic,
+    Metrics,
+    responses,
+)
 from service.store import JobState, is_final
 from trainers.spec import ExperimentSpec
 
-router = APIRouter(prefix="/experiments", tags=["experiments"], dependencies=[Auth])
+router = APIRouter(
+    prefix="/experiments",
+    tags=["experiments"],
+    dependencies=[Auth],
+    responses=responses(401, 503),
+)
+
+SPEC_PAGE = 20  # jobs per page when the list carries their specs (each up to MAX_BODY_BYTES)
+MAX_OFFSET = 2**31 - 1
+
 _SPEC_EXAMPLES = {
     "sweep": {
         "summary": "bp / fa / ss sweep on synthetic data (the demo)",
@@ -62,18 +97,57 @@ def body_hash(spec_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
 
 
+def scoped_key(principal: str, key: str) -> str:
+    """The stored form of an Idempotency-Key: the key itself on an open API, else a digest
+    of the caller's principal and the key, so one token's keys never meet another's."""
+    if not principal:
+        return key
+    return hashlib.sha256(f"{principal}\n{key}".encode()).hexdigest()
+
+
+async def require_json(
+    content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``+json``)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"the spec must be sent as application/json, not {media or 'no content type'!r}",
+        )
+
+
+def _idempotency_reused(key: str) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "idempotency_key_reused",
+                "loc": ("header", "Idempotency-Key"),
+                "msg": "Idempotency-Key was already used with a different request body",
+                "input": key,
+            }
+        ]
+    )
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
     summary="Submit an experiment or sweep",
+    dependencies=[Depends(require_json)],
     responses={
-        200: {"description": "Replay: the job first created with this Idempotency-Key"},
-        401: {"description": "Missing or invalid bearer token"},
-        413: {"description": "Request body too large"},
+        200: {
+            "model": JobPublic,
+            "description": "Replay: the job first created with this Idempotency-Key",
+        },
+        **responses(400, 413, 415),
         422: {
-            "description": "Invalid spec (names the field path), disallowed data root, "
-            "or an Idempotency-Key reused with a different body"
+            "description": "Invalid spec (names the field path), a sweep larger than "
+            "BIOPROP_MAX_SWEEP_SETTINGS, a disallowed path, or an Idempotency-Key reused "
+            "with a different body"
         },
     },
 )
@@ -81,29 +155,29 @@ async def submit(
     spec: Annotated[ExperimentSpec, Body(openapi_examples=_SPEC_EXAMPLES)],
     writer: GroupCommitDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[
         str | None,
         Header(
             alias="Idempotency-Key",
+            min_length=1,
             max_length=255,
-            description="a retried submission with the same key returns the original job",
+            pattern=r"^[\x21-\x7e]+$",
+            description="a retried submission with the same key (from the same token) "
+            "returns the original job; visible ASCII, 1-255 characters",
         ),
     ] = None,
 ) -> Response:
     admit(spec, settings)
     spec_json = spec.model_dump(mode="json")
+    key = scoped_key(principal, idempotency_key) if idempotency_key is not None else None
     # the hash only serves to compare a replay with the first body
-    digest = body_hash(spec_json) if idempotency_key is not None else None
-    job, created = await writer.create_job(
-        store.NewJob(spec.name, spec_json, idempotency_key, digest)
-    )
+    digest = body_hash(spec_json) if key is not None else None
+    job, created = await writer.create_job(store.NewJob(spec.name, spec_json, key, digest))
     headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:
         if job.body_hash != digest:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "Idempotency-Key was already used with a different request body",
-            )
+            raise _idempotency_reused(idempotency_key or "")
         headers["Idempotent-Replayed"] = "true"
     return _json(
         JobPublic.from_job(job),
@@ -112,25 +186,51 @@ async def submit(
     )
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first")
-async def list_experiments(
-    conn: ConnDep,
-    state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
-    name: Annotated[str | None, Query(description="exact spec name")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> JobList:
-    jobs, total = store.list_jobs(conn=conn, states=state, name=name, limit=limit, offset=offset)
-    return JobList(
+def _page(
+    *,
+    conn: Connection,
+    states: list[JobState] | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+    with_spec: bool,
+) -> bytes:
+    """One list page, serialized in the worker thread (pages can be large)."""
+    jobs, total = store.list_jobs(
+        conn=conn, states=states, name=name, limit=limit, offset=offset, with_spec=with_spec
+    )
+    page = JobList(
         items=[JobPublic.from_job(j) for j in jobs], total=total, limit=limit, offset=offset
     )
+    return page.model_dump_json().encode()
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+async def list_experiments(
+    db: StoreDep,
+    state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="exact spec name")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    include: Annotated[
+        Literal["spec"] | None,
+        Query(description=f"spec: include each job's spec (pages of at most {SPEC_PAGE})"),
+    ] = None,
+) -> Response:
+    with_spec = include == "spec"
+    if with_spec:
+        limit = min(limit, SPEC_PAGE)
+    body = await db.run(
+        _page, states=state, name=name, limit=limit, offset=offset, with_spec=with_spec
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get(
     "/{job_id}",
     response_model=JobPublic,
     summary="One job, with progress from MLflow",
-    responses={404: {"description": "No such job"}},
+    responses=responses(404),
 )
 async def get_experiment(
     job: JobDep,
@@ -155,14 +255,15 @@ async def get_experiment(
     response_model=CancelResult,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Cancel a job (SIGTERM to its driver, SIGKILL after the grace period or with force)",
-    responses={404: {"description": "No such job"}, 409: {"description": "Already finished"}},
+    responses=responses(404, 409),
 )
-def cancel_experiment(
+async def cancel_experiment(
     job_id: str,
+    db: StoreDep,
     scheduler: SchedulerDep,
     force: Annotated[bool, Query(description="kill now instead of a graceful stop")] = False,
 ) -> CancelResult:
-    state = scheduler.cancel(job_id, force=force)
+    state = await db.call(scheduler.cancel, job_id, force=force)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     if state in (JobState.SUCCEEDED, JobState.FAILED):
@@ -175,46 +276,63 @@ def cancel_experiment(
     summary="The driver log: its tail, or followed until the job ends",
     response_class=PlainTextResponse,
     responses={
-        200: {"content": {"text/plain": {"example": "epoch 1 val_acc 0.62\n"}}},
-        404: {"description": "No such job"},
+        200: {"content": {"text/plain": {"example": "epoch 1 val_acc 0.62\\n"}}},
+        **responses(404),
     },
 )
-def get_logs(
+async def get_logs(
     job: JobDep,
     request: Request,
+    db: StoreDep,
     scheduler: SchedulerDep,
+    settings: SettingsDep,
     tail: Annotated[int | None, Query(ge=1, le=100000, description="last N lines")] = None,
-    follow: Annotated[bool, Query(description="stream new lines until the job ends")] = False,
+    follow: Annotated[
+        bool,
+        Query(
+            description="stream new output until the job ends; a '[bioprop] ...' status line "
+            "after FOLLOW_HEARTBEAT_S without output, the stream closed after FOLLOW_IDLE_S"
+        ),
+    ] = False,
 ) -> Response:
     if isinstance(scheduler, RayJobsScheduler) and job.started_at and not is_final(job.state):
-        return logs_response(scheduler.ray, job.id, tail, follow)  # from Ray while it runs
+        # from Ray while it runs; Ray's HTTP API is read in a worker thread
+        return await run_in_threadpool(logs_response, scheduler.ray, job.id, tail, follow)
     path = scheduler.job_dir(job.id) / "driver.log"
-    text, size = logstream.snapshot(path, tail)
-    if not follow:
-        return PlainTextResponse(text)
-    engine = request.app.state.engine
+    size = await run_in_threadpool(logstream.size_of, path)  # follow from here: nothing lost
+    head = await run_in_threadpool(logstream.tail_text, path, tail) if tail is not None else None
 
-    def state() -> JobState | None:
-        with engine.connect() as conn:
-            fresh = store.get_job(conn=conn, job_id=job.id)
-            return fresh.state if fresh else None
-
-    async def finished() -> bool:
-        fresh = await run_in_threadpool(state)
-        return fresh is None or is_final(fresh)
+    async def status_words() -> tuple[bool, str]:
+        fresh = await db.run(store.get_job, job_id=job.id)
+        if fresh is None:
+            return True, ""
+        words = f"job {job.id} is {fresh.state.value}"
+        if fresh.state is JobState.PENDING:
+            reason = scheduler.pending_reason(job.id)
+            words += f": {reason}" if reason else ""
+        return is_final(fresh.state), words
 
     async def stream() -> AsyncIterator[bytes]:
-        if text:
-            yield text.encode()
-        async for chunk in logstream.follow(
-            path,
-            size,
-            finished=finished,
-            disconnected=request.is_disconnected,
-            poll_s=request.app.state.settings.POLL_INTERVAL_S,
-        ):
-            yield chunk
+        if head is not None:
+            if head:
+                yield head.encode()
+        else:
+            async for chunk in logstream.read_range(path, 0, size):
+                yield chunk
+        if follow:
+            async for chunk in logstream.follow(
+                path,
+                size,
+                status=status_words,
+                disconnected=request.is_disconnected,
+                poll_s=settings.POLL_INTERVAL_S,
+                heartbeat_s=settings.FOLLOW_HEARTBEAT_S,
+                idle_s=settings.FOLLOW_IDLE_S,
+            ):
+                yield chunk
 
+    if head is not None and not follow:
+        return PlainTextResponse(head)
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
 
@@ -222,10 +340,12 @@ def get_logs(
     "/{job_id}/metrics",
     response_model=Metrics,
     summary="Per-rule metrics of a job read from MLflow",
-    responses={404: {"description": "No such job"}},
+    responses=responses(404),
 )
-def get_metrics(job: JobDep, progress: ProgressDep) -> Metrics:
-    summary = progress.read(job.id, final=is_final(job.state)) if job.started_at else None
+async def get_metrics(job: JobDep, progress: ProgressDep) -> Metrics:
+    summary = None
+    if job.started_at:
+        summary = await run_in_threadpool(progress.read, job.id, final=is_final(job.state))
     summary = summary or {}
     return Metrics(
         job_id=job.id,

@@ -1,5 +1,6 @@
-"""Fixtures: service settings rooted in tmp_path, a live uvicorn server on 127.0.0.1, and the
-fake driver standing in for ``trainers.launch``."""
+"""Fixtures: service settings rooted in tmp_path, a live uvicorn server on 127.0.0.1 (in a
+thread, or ``bioprop serve`` as a subprocess), and the fake driver standing in for
+``trainers.launch``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import make_settings
+from svc_helpers import ServeProcess, make_settings
 
 from service.server import ServerThread
 from service.settings import Settings
@@ -42,3 +43,22 @@ def server(settings: Settings, start_server: Callable[[Settings], ServerThread])
 def http(server: ServerThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def start_serve() -> Iterator[Callable[..., ServeProcess]]:
+    """Start ``bioprop serve`` subprocesses (``start(run_dir, **settings)``); each is sent
+    SIGTERM at teardown."""
+    procs: list[ServeProcess] = []
+
+    def start(run_dir: Path, **settings: object) -> ServeProcess:
+        proc = ServeProcess(run_dir, **settings).start()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        try:
+            proc.stop()
+        except AssertionError:
+            pass

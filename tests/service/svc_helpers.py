@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,3 +51,83 @@ def wait_state(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck in {job['state']}")
         time.sleep(0.05)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServeProcess:
+    """``bioprop serve`` as a subprocess on a free 127.0.0.1 port, configured through
+    ``BIOPROP_*`` variables as an operator would (defaults: the fake driver, a fast poll);
+    its output goes to ``<run_dir>/serve.log``."""
+
+    def __init__(self, run_dir: Path, **settings: object) -> None:
+        from service.server import free_port
+
+        self.run_dir = run_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        values: dict[str, object] = {
+            "RUN_DIR": run_dir,
+            "DRIVER_CMD": json.dumps(FAKE_DRIVER),
+            "POLL_INTERVAL_S": 0.05,
+            "CANCEL_GRACE_S": 5.0,
+            "MAX_CONCURRENT_JOBS": 4,
+        }
+        values.update(settings)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BIOPROP_")}
+        self.env.update({f"BIOPROP_{k}": str(v) for k, v in values.items()})
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        run_dir = self.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        bioprop = Path(sys.executable).with_name("bioprop")
+        cmd = [str(bioprop)] if bioprop.exists() else [sys.executable, "-m", "service.cli"]
+        with open(run_dir / "serve.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "serve", "--port", str(self.port), "--no-access-log"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=run_dir,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bioprop serve did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return (self.run_dir / "serve.log").read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, timeout: float = 30.0) -> float:
+        """SIGTERM, then wait; returns how long the process took to exit (SIGKILL and
+        AssertionError past ``timeout``)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return 0.0
+        began = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"bioprop serve ignored SIGTERM for {timeout} s") from None
+        return time.monotonic() - began

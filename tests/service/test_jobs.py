@@ -132,7 +132,10 @@ def test_idempotent_submission(http: httpx.Client) -> None:
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
     other = http.post("/v1/experiments", json=spec("ok-other"), headers=headers)
-    assert other.status_code == 422 and "different request body" in other.json()["detail"]
+    assert other.status_code == 422
+    ((error,),) = [other.json()["detail"]]
+    assert error["loc"] == ["header", "Idempotency-Key"]
+    assert "different request body" in error["msg"]
     assert http.get("/v1/experiments").json()["total"] == 1
 
 

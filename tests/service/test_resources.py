@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from svc_helpers import make_settings, spec, wait_state
 
-from service.resources import Resources, demand
+from service.resources import Resources, demand, held
 from service.server import ServerThread
 
 
@@ -19,7 +20,9 @@ def test_demand_is_the_scaling_config() -> None:
     assert demand({}) == Resources(cpus=2, gpus=0)  # ScaleSpec defaults: 2 workers x 1 CPU
     scale = {"workers": 3, "cpus_per_worker": 2, "gpu": True}
     assert demand({"scale": scale}) == Resources(cpus=6, gpus=3)
-    assert demand({"scale": {"workers": 0}}) == Resources()  # invalid stored scale: no demand
+    with pytest.raises(ValueError, match="workers"):  # the scheduler fails such a job
+        demand({"scale": {"workers": 0}})
+    assert held([{"scale": {"workers": 0}}, {}]) == Resources(cpus=2)  # counted as none
 
 
 def test_jobs_wait_for_cpus_in_submission_order(

@@ -95,7 +95,8 @@ def test_sweep_grid_is_the_product_of_every_list_valued_sweepable_field():
             "seed": [0, 1, 2],
         }
     )
-    settings = spec.settings()
+    assert spec.sweep_size() == 12
+    settings = list(spec.settings())
     assert len(settings) == 12 and spec.is_sweep
     labels = [label for label, _ in settings]
     assert len(set(labels)) == 12
