@@ -3,13 +3,15 @@ its own schema; skipped with the reason when no server answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import make_settings, spec, wait_state
+from svc_helpers import ServeProcess, make_settings, spec, wait_state
 
 from service import store
 from service.server import ServerThread
@@ -88,3 +90,46 @@ def test_service_on_postgres(
         assert replay.status_code == 200 and replay.json()["id"] == job.json()["id"]
         assert wait_state(http, job.json()["id"])["state"] == "SUCCEEDED"
         assert http.get("/v1/experiments").json()["total"] == 1
+
+
+def test_a_locked_store_answers_503_instead_of_hanging(
+    pg_url: str, tmp_path: Path, start_serve: Callable[..., ServeProcess]
+) -> None:
+    """The job table locked by someone else: requests that get no store connection within
+    STORE_TIMEOUT_S answer 503 (with Retry-After) instead of queueing forever, and the
+    service answers normally once the lock is gone."""
+    import psycopg
+
+    svc = start_serve(
+        tmp_path / "runs",
+        DB_URL=pg_url,
+        STORE_POOL_SIZE=4,
+        STORE_TIMEOUT_S=1,
+        MAX_CONCURRENT_JOBS=0,
+    )
+    job_id = httpx.post(f"{svc.url}/v1/experiments", json=spec("pg-lock"), timeout=30).json()["id"]
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres") as locker:
+        locker.execute(f'LOCK TABLE "{schema}".jobs IN ACCESS EXCLUSIVE MODE')
+
+        async def burst() -> list[tuple[int, float, str | None]]:
+            async with httpx.AsyncClient(base_url=svc.url, timeout=60) as client:
+
+                async def get() -> tuple[int, float, str | None]:
+                    began = time.monotonic()
+                    answer = await client.get(f"/v1/experiments/{job_id}")
+                    took = time.monotonic() - began
+                    return answer.status_code, took, answer.headers.get("Retry-After")
+
+                tasks = [asyncio.create_task(get()) for _ in range(10)]
+                done, _ = await asyncio.wait(tasks, timeout=8)
+                busy = [t.result() for t in done]
+                locker.rollback()  # the lock goes: the two requests that held a slot finish
+                rest = await asyncio.gather(*(t for t in tasks if t not in done))
+                return busy + list(rest)
+
+        answers = asyncio.run(burst())
+    refused = [a for a in answers if a[0] == 503]
+    assert len(refused) == 8 and all(took < 6 and after == "1" for _, took, after in refused)
+    assert sorted(code for code, _, _ in answers if code != 503) == [200, 200]
+    assert httpx.get(f"{svc.url}/v1/experiments/{job_id}", timeout=10).status_code == 200

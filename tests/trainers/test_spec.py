@@ -121,3 +121,38 @@ def test_dfa_is_refused_for_detection_before_any_worker_starts():
         ExperimentSpec.model_validate(
             {"task": "detect", "model": "retinanet_resnet18_fpn", "rule": {"name": ["bp", "dfa"]}}
         )
+
+
+def test_a_huge_grid_is_counted_and_walked_without_being_built():
+    """Issue 12 finding 5: a grid of 10^10 settings is counted from its axes, and settings()
+    yields the first one without expanding the rest."""
+    params = {f"p{i}": list(range(100)) for i in range(5)}
+    spec = ExperimentSpec.model_validate({"rule": {"name": "sc", "params": params}})
+    assert spec.sweep_size() == 10**10
+    label, first = next(iter(spec.settings()))
+    assert label == "sc p0=0 p1=0 p2=0 p3=0 p4=0" and not first.is_sweep
+    assert spec.rule_names == ["sc"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "location"),
+    [
+        ({"scale": {"workers": "2"}}, ("scale", "workers")),
+        ({"scale": {"workers": True}}, ("scale", "workers")),
+        ({"scale": {"workers": 10**400}}, ("scale", "workers")),
+        ({"optim": {"lr": float("inf")}}, ("optim", "lr")),
+        ({"optim": {"momentum": float("nan")}}, ("optim", "momentum")),
+        ({"name": "   "}, ("name",)),
+        ({"name": "a\u202eb"}, ("name",)),
+        ({"name": "a\x00b"}, ("name",)),
+        ({"rule": {"params": {"x": "\ud800"}}}, ("rule", "params")),
+        ({"rule": {"params": {"x": [[[[[1]]]]]}}}, ("rule", "params")),
+        ({"rule": {"params": {"not an identifier": 1}}}, ("rule", "params")),
+        ({"seed": 2**60}, ("seed",)),
+        ({"storage_path": "/tmp/a\x00"}, ("storage_path",)),
+    ],
+)
+def test_strict_bounded_fields_refuse_what_a_job_cannot_use(patch, location):
+    with pytest.raises(ValidationError) as info:
+        ExperimentSpec.model_validate(patch)
+    assert info.value.errors()[0]["loc"][: len(location)] == location
