@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -21,12 +22,14 @@ from service.store import Job
 __all__ = [
     "Auth",
     "GroupCommitDep",
+    "JOB_ID",
     "JobDep",
     "PrincipalDep",
     "ProgressDep",
     "SchedulerDep",
     "SettingsDep",
     "StoreDep",
+    "no_such_job",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from BIOPROP_API_TOKENS")
@@ -59,12 +62,20 @@ GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
 
 
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def no_such_job(job_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+
+
 async def get_job(job_id: str, db: StoreDep) -> Job:
-    """The job named by the path's ``job_id``; 404 when there is none. Read in a worker
+    """The job named by the path's ``job_id``; 404 when there is none (at once for a string
+    no job id can be, e.g. with a NUL that PostgreSQL would refuse). Read in a worker
     thread; no connection is held while the endpoint runs (it may await MLflow or stream)."""
-    job = await db.run(store.get_job, job_id=job_id)
+    job = await db.run(store.get_job, job_id=job_id) if JOB_ID.match(job_id) else None
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+        raise no_such_job(job_id)
     return job
 
 

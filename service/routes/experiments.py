@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 from service import logstream, store
 from service.admission import admit
 from service.deps import (
+    JOB_ID,
     Auth,
     GroupCommitDep,
     JobDep,
@@ -41,6 +42,7 @@ from service.deps import (
     SchedulerDep,
     SettingsDep,
     StoreDep,
+    no_such_job,
 )
 from service.ray_jobs import RayJobsScheduler, logs_response
 from service.schemas import (
@@ -209,7 +211,10 @@ def _page(
 async def list_experiments(
     db: StoreDep,
     state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
-    name: Annotated[str | None, Query(max_length=200, description="exact spec name")] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="exact spec name"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include: Annotated[
@@ -263,9 +268,9 @@ async def cancel_experiment(
     scheduler: SchedulerDep,
     force: Annotated[bool, Query(description="kill now instead of a graceful stop")] = False,
 ) -> CancelResult:
-    state = await db.call(scheduler.cancel, job_id, force=force)
+    state = await db.call(scheduler.cancel, job_id, force=force) if JOB_ID.match(job_id) else None
     if state is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+        raise no_such_job(job_id)
     if state in (JobState.SUCCEEDED, JobState.FAILED):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {state.value}")
     return CancelResult(id=job_id, state=state)

@@ -108,6 +108,10 @@ def test_a_locked_store_answers_503_instead_of_hanging(
         MAX_CONCURRENT_JOBS=0,
     )
     job_id = httpx.post(f"{svc.url}/v1/experiments", json=spec("pg-lock"), timeout=30).json()["id"]
+    # PostgreSQL refuses NUL in text: such ids and names never reach it
+    assert httpx.get(f"{svc.url}/v1/experiments/a%00b", timeout=30).status_code == 404
+    named = httpx.get(f"{svc.url}/v1/experiments", params={"name": "a\x00"}, timeout=30)
+    assert named.status_code == 422
     schema = pg_url.rsplit("%3D", 1)[1]
     with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres") as locker:
         locker.execute(f'LOCK TABLE "{schema}".jobs IN ACCESS EXCLUSIVE MODE')
