@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+
+from trainers.spec import parse_yaml
 
 __all__ = ["ApiError", "Client", "FINAL_STATES"]
 
@@ -43,7 +44,7 @@ def _spec_dict(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
         text = path.read_text()
     elif "\n" not in text and not text.lstrip().startswith("{"):
         raise FileNotFoundError(f"spec file not found: {path}")
-    data = yaml.safe_load(text)
+    data = parse_yaml(text)
     if not isinstance(data, dict):
         raise ValueError(f"spec must be a mapping, got {type(data).__name__}")
     return data

@@ -12,6 +12,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -55,6 +56,7 @@ __all__ = [
     "SynthSpec",
     "TrackingSpec",
     "load_spec",
+    "parse_yaml",
 ]
 
 SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
@@ -313,6 +315,23 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
     data[last] = value
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``1e-3`` as a float, as YAML 1.2 and JSON do (PyYAML's
+    YAML 1.1 rules need a dot, ``1.0e-3``, and would hand the strict spec a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML (or JSON) text as Python data, exponents without a dot read as floats."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_spec(source: str | Path | dict[str, Any]) -> ExperimentSpec:
     """Load a spec from a YAML/JSON file path, a YAML/JSON string, or a dict.
 
@@ -329,7 +348,7 @@ def load_spec(source: str | Path | dict[str, Any]) -> ExperimentSpec:
         text = path.read_text()
     else:
         text = str(source)
-    data = yaml.safe_load(text)
+    data = parse_yaml(text)
     if not isinstance(data, dict):
         raise ValueError(f"spec must be a mapping, got {type(data).__name__}")
     return ExperimentSpec.model_validate(data)

