@@ -324,7 +324,10 @@ class RayJobsScheduler(Scheduler):
                 if status is not None and status not in TERMINAL:
                     continue
                 self._procs.pop(job_id, None)
-                self._collect_and_finish(conn, job_id)
+                try:
+                    self._collect_and_finish(conn, job_id)
+                except Exception as exc:  # one job's trouble must not stop the others'
+                    self._fail(conn, job_id, f"could not record the driver's end: {exc!r}")
 
     def _collect_and_finish(self, conn: Connection, job_id: str) -> None:
         returncode = self.ray.collect(job_id, self.job_dir(job_id))
