@@ -33,7 +33,7 @@ from deploy_manifests import (
 )
 
 from service.settings import Settings
-from trainers.spec import ExperimentSpec
+from trainers.spec import ExperimentSpec, parse_yaml
 
 pytestmark = pytest.mark.skipif(
     kubectl() is None, reason="kubectl is not installed: the kustomizations cannot be rendered"
@@ -417,7 +417,7 @@ def test_example_spec_fits_the_gpu_overlay(rendered, monkeypatch):
     data_dirs = control_plane_env(docs)[f"{SETTINGS_PREFIX}DATA_DIRS"].split(",")
     assert specs["data"]
     for filename, text in specs["data"].items():
-        spec = ExperimentSpec.model_validate(yaml.safe_load(text))
+        spec = ExperimentSpec.model_validate(parse_yaml(text))  # as `bioprop submit` reads it
         assert spec.scale.gpu, filename
         assert spec.scale.workers <= gpus_per_pod * group["maxReplicas"], filename
         assert gpus_per_pod * spec.scale.cpus_per_worker <= cpus_per_pod, filename
