@@ -118,8 +118,20 @@ def prepare(data: Any, *, task: str = "classify") -> Any:
     raise NotImplementedError(f"data.kind {data.kind!r} is not supported yet")
 
 
+def _augment(data: Any) -> str:
+    """``data.augment``, or the kind's default (``DataSpec.augmentation``)."""
+    augment = getattr(data, "augmentation", None) or getattr(data, "augment", None)
+    return augment or ("imagenet" if data.kind in ("imagefolder", "synthetic") else "none")
+
+
 def _val_resize(data: Any) -> int:
-    return data.val_resize or round(data.image_size * 256 / 224)
+    """Shorter side before the val center crop: ImageNet's 256/224 with ``imagenet``
+    augmentation, the crop itself (the whole image) with ``cifar`` and ``none``."""
+    if data.val_resize:
+        return data.val_resize
+    if _augment(data) == "imagenet":
+        return round(data.image_size * 256 / 224)
+    return data.image_size
 
 
 def _folder_loader(
@@ -162,6 +174,7 @@ def _folder_loader(
         seed=seed,
         num_threads=data.num_threads,
         device_id=default_device_id(),
+        augment=_augment(data),
     )
     return DaliLoader(
         pipe,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from data_pipelines.pack import PackedIndex
 
 __all__ = [
+    "AUGMENTS",
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENTS = ("imagenet", "cifar", "none")
+CIFAR_PAD = 4  # pixels of zero padding before the random crop (He et al. 2016's CIFAR recipe)
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,20 @@ def classify_pipeline(
     seed: int,
     num_threads: int,
     device_id: int | None,
+    augment: str = "imagenet",
 ):
     """Build the DALI pipeline (one ``@pipeline_def``) for one split and shard.
 
     ``index`` is a folder's file list (read by ``readers.file``) or packed tar shards
-    (read by ``readers.webdataset``); everything after the reader is the same.
+    (read by ``readers.webdataset``); everything after the reader is the same, on CPU
+    (``device_id=None``) and GPU (``mixed`` decoding) alike. ``augment`` (train split only):
+    ``imagenet`` (random-resized crop, area 8-100 %, aspect 3/4-4/3, plus a flip),
+    ``cifar`` (the val transform, then 4 pixels of zero padding, a random ``image_size``
+    crop and a flip) or ``none`` (the val transform). Val: shorter side resized to
+    ``val_resize``, center crop ``image_size``.
     """
+    if augment not in AUGMENTS:
+        raise ValueError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device_id is not None
@@ -187,7 +198,8 @@ def classify_pipeline(
                 **shard,
             )
         decode_device = "mixed" if gpu else "cpu"
-        if train:
+        crop_pos: dict = {}
+        if train and augment == "imagenet":
             # ROI decoding of a random-resized crop (area 0.08-1, aspect 3/4-4/3), as DALI's
             # ResNet-50 example: same distribution as random_resized_crop, less decoding work.
             images = fn.decoders.image_random_crop(
@@ -195,10 +207,25 @@ def classify_pipeline(
             )
             images = fn.resize(images, resize_x=image_size, resize_y=image_size)
             mirror = fn.random.coin_flip(probability=0.5)
-        else:
+        else:  # the val transform: shorter side to val_resize, then a center crop
             images = fn.decoders.image(jpegs, device=decode_device, output_type=types.RGB)
             images = fn.resize(images, resize_shorter=val_resize)
             mirror = False
+            if train and augment == "cifar":
+                # pad 4 pixels of zeros on every side (a centered window 8 pixels larger than
+                # the image), then a random image_size window of it and a horizontal flip
+                padded = image_size + 2 * CIFAR_PAD
+                images = fn.crop(
+                    images,
+                    crop=(padded, padded),
+                    out_of_bounds_policy="pad",
+                    fill_values=0,
+                )
+                crop_pos = {
+                    "crop_pos_x": fn.random.uniform(range=(0.0, 1.0)),
+                    "crop_pos_y": fn.random.uniform(range=(0.0, 1.0)),
+                }
+                mirror = fn.random.coin_flip(probability=0.5)
         images = fn.crop_mirror_normalize(
             images,
             dtype=types.FLOAT,
@@ -207,6 +234,7 @@ def classify_pipeline(
             mean=mean,
             std=std,
             mirror=mirror,
+            **crop_pos,
         )
         if gpu:
             labels = labels.gpu()

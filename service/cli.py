@@ -20,7 +20,7 @@ import typer
 from data_pipelines.cli import app as data_app
 from service.client import ApiError, Client
 from service.demo import demo
-from service.local import run
+from service.local import SetOpt, overridden, run
 from service.tables import (
     console,
     err,
@@ -100,11 +100,13 @@ def submit(
     token: TokenOpt = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the job to finish")] = False,
+    set_: SetOpt = None,
 ) -> None:
     """Submit a spec to a running service; prints the job id."""
+    body: Path | dict = overridden(spec, set_) if set_ else spec
     with _client(server, token) as client:
         try:
-            job = client.submit(spec, idempotency_key=idempotency_key)
+            job = client.submit(body, idempotency_key=idempotency_key)
         except (ApiError, OSError, ValueError) as exc:
             raise _fail(exc) from exc
         console.print(f"submitted job [bold]{job['id']}[/] ({job['name']}): {state(job['state'])}")

@@ -16,9 +16,39 @@ from typing import Annotated, Any
 
 import typer
 
-from service.tables import console, progress_table, results_table
+from service.tables import console, err, progress_table, results_table
 
-__all__ = ["run"]
+__all__ = ["SetOpt", "overridden", "run"]
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="override a spec field, key=value (value as YAML), e.g. --set data.root=/data; "
+        "repeatable",
+    ),
+]
+
+
+def overridden(spec: Path, overrides: list[str]) -> dict[str, Any]:
+    """The spec file as a dict with ``--set`` overrides applied, validated like any spec
+    (``trainers.overrides``); a bad key or value prints the field and exits 2."""
+    import yaml
+    from pydantic import ValidationError
+
+    from trainers.overrides import OverrideError, apply_overrides
+    from trainers.spec import ExperimentSpec
+
+    try:
+        data = yaml.safe_load(spec.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"spec must be a mapping, got {type(data).__name__}")
+        data = apply_overrides(data, overrides)
+        ExperimentSpec.model_validate(data)
+    except (OverrideError, ValidationError, ValueError, yaml.YAMLError) as exc:
+        err.print(f"[red]invalid spec {spec}:[/] {exc}")
+        raise typer.Exit(2) from None
+    return data
 
 
 def run(
@@ -33,13 +63,14 @@ def run(
             help="resume this earlier run (its id is printed at start) instead of a new one"
         ),
     ] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Run one experiment or sweep in this process (local Ray unless an address is given)."""
     from trainers.launch import run_experiment
-    from trainers.spec import load_spec
+    from trainers.spec import ExperimentSpec
 
     logging.basicConfig(level=logging.WARNING)
-    loaded = load_spec(spec)
+    loaded = ExperimentSpec.model_validate(overridden(spec, set_ or []))
     if workers is not None:
         loaded = loaded.model_copy(
             update={"scale": loaded.scale.model_copy(update={"workers": workers})}

@@ -251,25 +251,30 @@ def evaluate_map(
 
 class _LossOf(nn.Module):
     """``forward((images, targets))`` = the RetinaNet's summed train loss, for
-    :func:`trainers.metrics.gradient_alignment`, which calls ``net(inputs)``."""
+    :func:`trainers.metrics.gradient_alignment`, which calls ``net(inputs)``. Only the
+    RetinaNet's own flag is set to training (it chooses losses over detections); its
+    submodules (BatchNorm) stay in the probe's declared mode."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, batch: tuple[list[Tensor], Detections]) -> Tensor:
-        return sum(self.net(*batch).values())
+        was_training = self.net.training
+        self.net.training = True
+        try:
+            return sum(self.net(*batch).values())
+        finally:
+            self.net.training = was_training
 
 
-def _probe_alignment(model: nn.Module, probe: tuple[list[Tensor], Detections]) -> dict[str, float]:
-    """Rule vs exact-BP weight-gradient angles on the fixed probe batch (train mode)."""
+def _probe_alignment(
+    model: nn.Module, probe: tuple[list[Tensor], Detections], mode: str = "eval"
+) -> dict[str, float]:
+    """Rule vs exact-BP weight-gradient angles on the fixed probe batch, in
+    ``tracking.alignment_mode`` (the same mode per step and per epoch)."""
     net = _unwrap(model)
-    was_training = net.training
-    net.train()
-    try:
-        found = metrics.gradient_alignment(_LossOf(net), (probe, None), lambda loss, _: loss)
-    finally:
-        net.train(was_training)
+    found = metrics.gradient_alignment(_LossOf(net), (probe, None), lambda loss, _: loss, mode=mode)
     out = {}
     for key, value in found.items():
         if np.isfinite(value):
@@ -344,7 +349,12 @@ def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
                 step += 1
                 every = spec.tracking.alignment_every
                 if probe is not None and every and step % every == 0:
-                    log_metrics(uri, run_id, _probe_alignment(model, probe), step=step)
+                    log_metrics(
+                        uri,
+                        run_id,
+                        _probe_alignment(model, probe, spec.tracking.alignment_mode),
+                        step=step,
+                    )
             elapsed = time.perf_counter() - t0
             loss_sum, cls_sum, box_sum, count = _all_reduce_sum(totals.tolist(), device)
             count_ = max(count, 1.0)
@@ -361,7 +371,9 @@ def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
             scheduler.step()
             epoch_metrics.update(evaluate_map(model, val_loader, gather=all_gather_detections))
             probe_alignment = (
-                (lambda: _probe_alignment(model, probe)) if probe is not None else None
+                (lambda: _probe_alignment(model, probe, spec.tracking.alignment_mode))
+                if probe is not None
+                else None
             )
             close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
     finally:

@@ -227,6 +227,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     probe = next(iter(val_loader)) if rank == 0 else None
     monitor = _system_metrics(uri, run_id) if rank == 0 else None
     step: int | None = None  # global optimizer step, known once the first loader is built
+    mode = spec.tracking.alignment_mode
+    probe_alignment = (
+        (lambda: _probe_alignment(model, probe, device, mode)) if probe is not None else None
+    )
     try:
         for epoch in range(start_epoch, spec.schedule.epochs):
             model.train()
@@ -260,7 +264,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 step += 1
                 every = spec.tracking.alignment_every
                 if probe is not None and every and step % every == 0:
-                    log_metrics(uri, run_id, _probe_alignment(model, probe, device), step=step)
+                    log_metrics(uri, run_id, probe_alignment(), step=step)
             elapsed = time.perf_counter() - t0
             loss_sum, correct, count = _all_reduce_sum(totals.tolist(), device)
             epoch_metrics = {
@@ -273,19 +277,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             }
             scheduler.step()
             epoch_metrics.update(_evaluate(model, val_loader, device))
-            probe_alignment = (
-                (lambda: _probe_alignment(model, probe, device)) if probe is not None else None
-            )
             close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
     finally:
         if monitor is not None:
             monitor.finish()
 
 
-def _probe_alignment(model: nn.Module, probe, device: torch.device) -> dict[str, float]:
-    """Gradient alignment (rule vs exact BP weight gradients) on the fixed probe batch."""
+def _probe_alignment(
+    model: nn.Module, probe, device: torch.device, mode: str = "eval"
+) -> dict[str, float]:
+    """Gradient alignment (rule vs exact BP weight gradients) on the fixed probe batch, in
+    ``tracking.alignment_mode`` (the same mode per step and per epoch)."""
     images, labels = probe[0].to(device), probe[1].to(device)
-    found = metrics.gradient_alignment(model, (images, labels), nn.functional.cross_entropy)
+    found = metrics.gradient_alignment(
+        model, (images, labels), nn.functional.cross_entropy, mode=mode
+    )
     return {f"galign_{k}": v for k, v in found.items() if np.isfinite(v)}
 
 

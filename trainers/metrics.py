@@ -5,7 +5,9 @@
   ``(R B)^T``), the norm ratio ``||B|| / ||W||``, sign concordance, and ``W``'s excess
   kurtosis, mean and std; plus ``mean_*`` over layers.
 - :func:`gradient_alignment`: per layer, the angle between the rule's weight gradient and
-  exact BP's on the same batch.
+  exact BP's on the same batch, both passes in one declared mode (``eval`` by default:
+  BatchNorm running statistics, no dropout; the training loops log it as ``galign_*``
+  and record the mode as the run's ``tracking.alignment_mode`` param).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 
 from trainers.rules.base import exact_backprop, feedback_layers, unwrap
 
-__all__ = ["alignment", "angle", "gradient_alignment", "kurtosis"]
+__all__ = ["PROBE_MODES", "alignment", "angle", "gradient_alignment", "kurtosis"]
 
 
 def angle(a: Tensor, b: Tensor) -> float:
@@ -96,27 +98,53 @@ def _weight_grads(model: nn.Module) -> dict[str, Tensor]:
     }
 
 
+PROBE_MODES = ("eval", "train")
+
+
+def _set_mode(net: nn.Module, mode: str) -> dict[nn.Module, bool]:
+    """Put every module of ``net`` in ``mode``; returns each module's previous flag."""
+    saved = {m: m.training for m in net.modules()}
+    net.train(mode == "train")
+    return saved
+
+
 def gradient_alignment(
     model: nn.Module,
     batch: tuple[Any, Any],
     loss_fn: Callable[[Any, Any], Tensor],
+    *,
+    mode: str = "eval",
 ) -> dict[str, float]:
     """Angle (degrees) between each layer's rule weight gradient and exact BP's on ``batch``.
 
-    ``batch`` is ``(inputs, targets)``; ``loss_fn(outputs, targets)`` gives the loss. Runs on
-    the unwrapped model (no DDP all-reduce); gradients, buffers (BatchNorm statistics,
-    rule counters) and the train/eval mode are restored afterwards. Keys ``{name}.grad_angle``
-    and ``mean_grad_angle`` (over layers not on BP).
+    ``batch`` is ``(inputs, targets)``; ``loss_fn(outputs, targets)`` gives the loss. Both
+    passes run in one declared ``mode``:
+
+    - ``"eval"`` (default): every module in eval mode: BatchNorm uses its running
+      statistics, dropout is off; the rule layers still run their own backward (they follow
+      grad mode, not the module mode), so the angle measures the rule's feedback alone;
+    - ``"train"``: every module in train mode (batch statistics, dropout on); the random
+      state is replayed so both passes draw the same dropout masks.
+
+    So a ``bp`` model reports 0 degrees in either mode. Runs on the unwrapped model (no DDP
+    all-reduce); gradients, buffers (BatchNorm statistics, rule counters) and every
+    module's own train/eval flag are restored afterwards. Keys ``{name}.grad_angle`` and
+    ``mean_grad_angle`` (over layers not on BP).
     """
+    if mode not in PROBE_MODES:
+        raise ValueError(f"mode must be one of {PROBE_MODES}, got {mode!r}")
     net = unwrap(model)
     inputs, targets = batch
     saved_grads = {n: p.grad for n, p in net.named_parameters()}
     saved_buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+    devices = [d for d in {t.device for t in net.parameters()} if d.type == "cuda"]
 
     def grads(exact: bool) -> dict[str, Tensor]:
         for p in net.parameters():
             p.grad = None
-        with torch.enable_grad():
+        # the same random stream for both passes: identical dropout masks in train mode
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            torch.manual_seed(0x5EED)
             if exact:
                 with exact_backprop(net):
                     loss_fn(net(inputs), targets).backward()
@@ -129,10 +157,13 @@ def gradient_alignment(
                     b.copy_(saved_buffers[n])
         return out
 
+    modes = _set_mode(net, mode)
     try:
         rule = grads(exact=False)
         exact = grads(exact=True)
     finally:
+        for module, training in modes.items():
+            module.training = training
         for n, p in net.named_parameters():
             p.grad = saved_grads[n]
     rules = dict(feedback_layers(net))

@@ -1,7 +1,7 @@
 """Optimizers from the spec's ``optim`` section, and Batch Manhattan (Liao, Leibo, Poggio 2016).
 
-Batch Manhattan: each parameter's batch gradient is replaced by its sign before the
-optimizer's own step, so weight decay and momentum compose as usual on top of it:
+Batch Manhattan: the optimizer's own step sees each parameter's batch gradient replaced by
+its sign (``p.grad`` itself is left as it was), so weight decay and momentum compose as usual on top of it:
 ``v <- mu v + (sign(g) + wd w)``, ``w <- w - lr v`` for SGD.
 """
 
@@ -48,21 +48,37 @@ def _adam(params: Iterable[Tensor], spec: OptimSpec) -> torch.optim.Optimizer:
 
 
 def _sign_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.sign_()
+    """Step pre-hook: stand ``sign(g)`` in for each gradient ``g``, keeping ``g`` aside."""
+    kept = optimizer._manhattan_kept  # type: ignore[attr-defined]
+    kept.clear()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                kept.append((p, p.grad))
+                p.grad = torch.sign(p.grad)
+
+
+def _restore_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Step post-hook: put the true gradients back where the signs stood."""
+    kept = optimizer._manhattan_kept  # type: ignore[attr-defined]
+    for p, grad in kept:
+        p.grad = grad
+    kept.clear()
 
 
 def BatchManhattan(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:  # noqa: N802
     """Make ``optimizer`` step by the sign of each gradient (Batch Manhattan); returns it.
 
-    Implemented as a step pre-hook, so the result is still the same ``Optimizer`` (LR
-    schedulers, ``state_dict`` and checkpoints work unchanged). Idempotent.
+    Implemented as a step pre-hook that hands the optimizer ``sign(g)`` and a post-hook
+    that puts ``g`` back, so after ``step()`` every ``p.grad`` is the true gradient again
+    (clipping logs, gradient alignment and user hooks read real gradients), and the result
+    is still the same ``Optimizer`` (LR schedulers, ``state_dict`` and checkpoints work
+    unchanged). Idempotent.
     """
     if not getattr(optimizer, "batch_manhattan", False):
+        optimizer._manhattan_kept = []  # type: ignore[attr-defined]
         optimizer.register_step_pre_hook(_sign_gradients)
+        optimizer.register_step_post_hook(_restore_gradients)
         optimizer.batch_manhattan = True
     return optimizer
 

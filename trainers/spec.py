@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
+PRODUCT_RULES = ("pfa", "pfa_o")  # feedback R B aligns only under plain gradient steps
 
 
 class _Section(BaseModel):
@@ -98,16 +99,39 @@ class DataSpec(_Section):
         None,
         ge=8,
         le=4096,
-        description="shorter side before the val center crop (default image_size*256/224)",
+        description="shorter side before the val center crop (default image_size*256/224 "
+        "with imagenet augmentation, image_size with cifar and none)",
     )
     num_threads: Int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
+    augment: Literal["imagenet", "cifar", "none"] | None = Field(
+        None,
+        description="train-time augmentation: imagenet (random-resized crop over 8-100 % of "
+        "the area, aspect 3/4-4/3, plus a horizontal flip), cifar (pad 4 pixels, random "
+        "image_size crop, horizontal flip), none (the val transform). Default by kind: "
+        "imagefolder and synthetic imagenet, digits none (the only one it takes); coco keeps "
+        "its own detection flip and takes none. The val transform is a resize of the shorter "
+        "side to val_resize and a center crop; val_resize defaults to image_size*256/224 "
+        "with imagenet and to image_size with cifar and none",
+    )
     synth: SynthSpec = Field(default_factory=SynthSpec)
 
     @model_validator(mode="after")
     def _root_needed(self) -> DataSpec:
         if self.kind in ("imagefolder", "coco") and self.root is None:
             raise ValueError(f"data.root is required when data.kind is {self.kind!r}")
+        if self.kind in ("digits", "coco") and self.augment not in (None, "none"):
+            raise ValueError(
+                f"data.augment {self.augment!r} is not available for data.kind {self.kind!r} "
+                "(it takes none)"
+            )
         return self
+
+    @property
+    def augmentation(self) -> str:
+        """``augment``, or the kind's default when unset."""
+        if self.augment is not None:
+            return self.augment
+        return "imagenet" if self.kind in ("imagefolder", "synthetic") else "none"
 
 
 class RuleSpec(_Section):
@@ -181,6 +205,12 @@ class TrackingSpec(_Section):
         ge=0,
         description="gradient alignment on a fixed probe batch every K steps (0 = per epoch)",
     )
+    alignment_mode: Literal["eval", "train"] = Field(
+        "eval",
+        description="module mode of the gradient-alignment probe, per-step and per-epoch alike: "
+        "eval (BatchNorm running statistics, no dropout) or train (batch statistics, the same "
+        "dropout masks in the rule and the exact-BP pass)",
+    )
 
 
 class ExperimentSpec(_Section):
@@ -231,6 +261,19 @@ class ExperimentSpec(_Section):
             raise ValueError(
                 "rule 'dfa' needs one output layer whose error reaches every hidden layer; "
                 "RetinaNet has two heads over five pyramid levels, so task 'detect' cannot use it"
+            )
+        product = sorted({n for n in names if n in PRODUCT_RULES})
+        manhattan = self.optim.manhattan
+        if product and (
+            self.optim.name == "adam"
+            or (manhattan if isinstance(manhattan, bool) else any(manhattan))
+        ):
+            how = "optim.name 'adam'" if self.optim.name == "adam" else "optim.manhattan true"
+            raise ValueError(
+                f"rule {product[0]!r} cannot train with {how}: its feedback R B stays aligned "
+                "with W only when R takes the plain gradient step B dW (sign(B dW) is not "
+                "B sign(dW), and Adam rescales each entry); use optim.name 'sgd' with "
+                "optim.manhattan false"
             )
         if self.batch_size < self.scale.workers:
             raise ValueError(

@@ -39,3 +39,25 @@ def test_mixed_coco(tmp_path: Path) -> None:
     images, targets = next(iter(dp.build_loader(data, "train", batch_size=2)))
     assert all(i.is_cuda and i.shape[1] == 24 for i in images)
     assert all(t["boxes"].shape[1] == 4 and t["labels"].dtype == torch.int64 for t in targets)
+
+
+def test_mixed_none_and_cifar_augmentation(tmp_path: Path) -> None:
+    """The GPU pipeline applies ``data.augment`` as the CPU one (tests/test_augment.py)."""
+    from augment_checks import SIZE, cifar_candidates, match, originals, raw, write_noise_folder
+
+    root = write_noise_folder(tmp_path / "noise")
+    images = originals(root)
+    for augment, candidates in (
+        ("none", lambda img: [(0, 0, False, img)]),
+        ("cifar", cifar_candidates),
+    ):
+        data = dp.prepare(DataSpec(kind="imagefolder", root=root, image_size=SIZE, augment=augment))
+        seen = set()
+        for batch, _ in dp.build_loader(data, "train", batch_size=4, seed=3):
+            assert batch.is_cuda
+            for sample in raw(batch):
+                found = match(sample, images, candidates)
+                assert found is not None, augment
+                seen.add(found[1:])
+        if augment == "cifar":
+            assert len(seen) > 2

@@ -57,3 +57,28 @@ def test_gradient_alignment() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     bp = metrics.gradient_alignment(convert(_model(), "bp")[0], (x, y), F.cross_entropy)
     assert bp["mean_grad_angle"] < 1e-3
+
+
+def _dropout_bn_model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3)
+    )
+
+
+def test_gradient_alignment_of_bp_is_zero_in_both_modes_and_modes_restored() -> None:
+    """BP against itself: 0 degrees whether the probe runs in eval (running BN statistics,
+    no dropout) or train mode (batch statistics, the same dropout masks in both passes)."""
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for training in (True, False):
+        model = convert(_dropout_bn_model(), "bp")[0].train(training)
+        model[1].train(not training)  # a module whose flag differs from its parent's
+        stats = model[1].running_mean.clone()
+        for mode in ("train", "eval"):
+            out = metrics.gradient_alignment(model, (x, y), F.cross_entropy, mode=mode)
+            assert out["0.grad_angle"] < 1e-3 and out["4.grad_angle"] < 1e-3, (mode, out)
+        assert model.training is training and model[3].training is training
+        assert model[1].training is (not training)
+        assert torch.equal(model[1].running_mean, stats)
+    fa = convert(_dropout_bn_model(), "fa")[0]
+    assert metrics.gradient_alignment(fa, (x, y), F.cross_entropy)["0.grad_angle"] > 1

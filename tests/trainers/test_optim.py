@@ -41,3 +41,21 @@ def test_adam_builds() -> None:
     opt = build_optimizer([p], OptimSpec(name="adam", lr=1e-3))
     assert isinstance(opt, torch.optim.Adam)
     torch.optim.lr_scheduler.StepLR(BatchManhattan(opt), step_size=1)
+
+
+def test_batch_manhattan_leaves_the_true_gradients() -> None:
+    """After a Batch Manhattan step ``p.grad`` is the gradient backward() produced, not its
+    sign (clipping logs, gradient alignment and hooks read it), and the step used the sign."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    w0 = model.weight.detach().clone()
+    opt = build_optimizer(
+        model.parameters(), OptimSpec(lr=0.1, momentum=0.0, weight_decay=0.0, manhattan=True)
+    )
+    model(torch.randn(8, 4)).pow(2).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    assert not all(torch.equal(g.abs(), torch.ones_like(g)) for g in grads)
+    opt.step()
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, g)
+    torch.testing.assert_close(model.weight.detach(), w0 - 0.1 * torch.sign(grads[0]))

@@ -7,6 +7,8 @@ Conv2d: ``grad_x = conv2d_input(B, grad_y)``, ``grad_W = conv2d_weight(x, grad_y
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -283,6 +285,34 @@ def test_kp_aligns_below_one_degree_with_decay() -> None:
     assert out["0.angle"] < 1.0 and out["2.angle"] < 1.0, out
 
 
+def test_kp_defaults_converge_without_weight_decay() -> None:
+    """Kolen-Pollack with its default decay and optimizer weight decay 0: W and B take the
+    same updates, so ``W - B`` contracts exactly as ``(1 - decay)^t`` (Akrout et al.'s
+    eq. 14) and the angle between them falls."""
+    from trainers.metrics import angle
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5))
+    student = convert(nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5)), "kp")[0]
+    decay = student[0].decay
+    assert decay > 0
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=0.0)
+    layer = student[0]
+    gap0 = float((layer.weight - layer.feedback).detach().norm())
+    angle0 = angle(layer.weight, layer.feedback)
+    steps = 3000
+    for _ in range(steps):
+        x = torch.randn(32, 10)
+        loss = F.mse_loss(student(x), teacher(x).detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rules.after_step(student)
+    gap = float((layer.weight - layer.feedback).detach().norm())
+    assert math.isclose(gap / gap0, (1 - decay) ** steps, rel_tol=1e-3)
+    assert angle(layer.weight, layer.feedback) < angle0 - 5
+
+
 def test_wm_mirror_phase_drives_angle_down() -> None:
     from trainers.metrics import alignment
 
@@ -294,6 +324,28 @@ def test_wm_mirror_phase_drives_angle_down() -> None:
             layer.after_step()
         after = alignment(nn.Sequential(layer))["0.angle"]
         assert before > 60 and after < 25, (before, after)
+
+
+@pytest.mark.slow
+def test_wm_defaults_align_a_resnet18_layer4_sized_layer() -> None:
+    """ResNet-18's widest layer (fan-in 512 * 3 * 3 = 4608, 512 outputs), W fixed: with the
+    default mirror schedule B comes within 10 degrees of W inside 1,000 mirror steps (the
+    old fixed 64-sample batch stalled near 63 degrees). Expected: ``atan(sqrt(1 / t))`` at
+    mirror step ``t`` while the schedule is a running mean, so about 33 steps."""
+    from trainers.metrics import angle
+
+    torch.manual_seed(0)
+    layer = RULES["wm"].from_layer(nn.Linear(4608, 512, bias=False), seed=0, name="layer4")
+    assert layer.schedule[2] == 4608  # mirror batch = fan-in
+    start = angle(layer.weight, layer.backward_weight())
+    steps = None
+    for t in range(1, 1001):
+        layer.mirror()
+        if angle(layer.weight, layer.backward_weight()) < 10.0:
+            steps = t
+            break
+    assert start > 80 and steps is not None, (start, steps)
+    assert 20 <= steps <= 60, steps  # the variance formula, not luck
 
 
 @pytest.mark.parametrize("p", [1.0, 0.75, 0.5])

@@ -161,3 +161,27 @@ def test_strict_bounded_fields_refuse_what_a_job_cannot_use(patch, location):
 def test_yaml_exponents_without_a_dot_are_floats_for_the_strict_spec():
     """PyYAML reads ``1e-3`` as a string; the strict spec would refuse it."""
     assert load_spec("name: e\noptim: {lr: 1e-3, weight_decay: 5e-4}").optim.lr == 0.001
+
+
+@pytest.mark.parametrize(
+    ("rule", "optim", "needle"),
+    [
+        ("pfa", {"manhattan": True}, "rule 'pfa' cannot train with optim.manhattan true"),
+        (["bp", "pfa_o"], {"manhattan": [False, True]}, "rule 'pfa_o' cannot train with"),
+        ("pfa", {"name": "adam"}, "rule 'pfa' cannot train with optim.name 'adam'"),
+    ],
+)
+def test_product_feedback_refuses_batch_manhattan_and_adam(rule, optim, needle):
+    with pytest.raises(ValidationError) as info:
+        ExperimentSpec.model_validate({"rule": {"name": rule}, "optim": optim})
+    assert needle in str(info.value) and "use optim.name 'sgd'" in str(info.value)
+    ExperimentSpec.model_validate({"rule": {"name": rule}})  # plain SGD is fine
+    ExperimentSpec.model_validate({"rule": {"name": "kp"}, "optim": optim})
+
+
+def test_augment_defaults_by_kind_and_refusals():
+    assert ExperimentSpec().data.augmentation == "imagenet"
+    assert ExperimentSpec(data={"kind": "digits"}).data.augmentation == "none"
+    assert ExperimentSpec(data={"augment": "cifar"}).data.augmentation == "cifar"
+    with pytest.raises(ValidationError, match="data.augment 'cifar' is not available"):
+        ExperimentSpec.model_validate({"data": {"kind": "digits", "augment": "cifar"}})

@@ -13,6 +13,13 @@ expanded population when that is cheaper). So ``R^T - B W`` moves only by decay:
 ``decay`` param (applied to ``W`` and ``R`` in :meth:`after_step`) ``R^T -> B W`` and the
 path ``(R B)^T -> B^T B W``, near ``W`` for a large expansion. ``pfa_o`` draws ``B`` with
 orthonormal columns (default expansion 1: square orthogonal ``B``), so ``B^T B = I``.
+
+Default ``expansion = 10``: the ratio Ji-An & Benna use for ImageNet ResNet-18 (their
+public configs, ``papers.md``); the path angle once ``R^T = B W`` is then about
+``acos(sqrt(10 / 11))`` = 17.5 degrees. ``decay`` defaults to 0: ``R`` decays through the
+optimizer's weight decay, as in their configs (ImageNet: 5e-4). Batch Manhattan and Adam
+break the product (``sign(B dW)`` is not ``B sign(dW)``), so the spec refuses them with
+``pfa``/``pfa_o``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from trainers.rules.functional import ProductFeedback
 class PFA(FeedbackLayer):
     """Backward ``B^T R^T``: fixed expansion ``B``, plastic ``R``; params ``expansion``, ``decay``."""
 
-    defaults = {"expansion": 4.0, "decay": 0.0}
+    defaults = {"expansion": 10.0, "decay": 0.0}
     plastic = True
 
     def draw_expansion(self, n_expand: int, generator: torch.Generator) -> Tensor:
