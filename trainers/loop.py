@@ -86,6 +86,7 @@ def build_classifier(spec: ExperimentSpec, num_classes: int, in_channels: int) -
         num_classes=num_classes,
         image_size=spec.data.image_size,
         in_channels=in_channels,
+        **spec.model_params,
     )
     model, _counts = rules.convert(
         model,

@@ -1,6 +1,7 @@
 """Model zoo: a name -> builder registry of the networks the papers train.
 
-- ``mlp``: 3-layer ReLU MLP on flattened images (PFA's 784-512-512-10 shape, scaled).
+- ``mlp``: ReLU MLP on flattened images, ``depth`` hidden layers of ``hidden`` units (default
+  2 of 256: PFA's 784-512-512-10 shape, scaled), Linear-BN-ReLU blocks with ``bn``.
 - ``convnet``: a small 3-block conv net with BatchNorm (the demo's model).
 - ``resnet20``: CIFAR-style ResNet-20 (He et al. 2016; BioTorch's benchmark net).
 - ``resnet18``: torchvision's ResNet-18 (Xiao et al. 2018).
@@ -56,23 +57,39 @@ def list_models(task: str | None = None) -> list[str]:
     return sorted(name for name, fn in MODELS.items() if task in (None, fn.task))
 
 
-def build_model(name: str, *, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    """Build model ``name`` for ``num_classes`` outputs on ``in_channels x image_size^2`` inputs."""
+def build_model(
+    name: str, *, num_classes: int, image_size: int, in_channels: int = 3, **params
+) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` outputs on ``in_channels x image_size^2`` inputs;
+    ``params``: the spec's ``model_params`` (e.g. ``depth``, ``bn`` for ``mlp``)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes, image_size=image_size, in_channels=in_channels)
+    return MODELS[name](
+        num_classes=num_classes, image_size=image_size, in_channels=in_channels, **params
+    )
 
 
 @register_model("mlp")
-def mlp(*, num_classes: int, image_size: int, in_channels: int, hidden: int = 256) -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(in_channels * image_size * image_size, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, num_classes),
-    )
+def mlp(
+    *,
+    num_classes: int,
+    image_size: int,
+    in_channels: int,
+    hidden: int = 256,
+    depth: int = 2,
+    bn: bool = False,
+) -> nn.Module:
+    """``depth`` hidden ReLU layers of ``hidden`` units (Linear-BN-ReLU blocks with ``bn``)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    cin = in_channels * image_size * image_size
+    for _ in range(int(depth)):
+        layers.append(nn.Linear(cin, int(hidden)))
+        if bn:
+            layers.append(nn.BatchNorm1d(int(hidden)))
+        layers.append(nn.ReLU(inplace=True))
+        cin = int(hidden)
+    layers.append(nn.Linear(cin, num_classes))
+    return nn.Sequential(*layers)
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -118,11 +135,13 @@ class _BasicBlock(nn.Module):
 
 
 @register_model("resnet20")
-def resnet20(*, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+def resnet20(*, num_classes: int, image_size: int, in_channels: int, blocks: int = 3) -> nn.Module:
+    """He et al.'s CIFAR ResNet with ``blocks`` basic blocks per stage: ``6 * blocks + 2``
+    layers (3: ResNet-20, 1: ResNet-8, 5: ResNet-32)."""
     layers: list[nn.Module] = [_conv_bn(in_channels, 16)]
     cin = 16
     for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(3):
+        for i in range(int(blocks)):
             layers.append(_BasicBlock(cin, cout, stride if i == 0 else 1))
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]

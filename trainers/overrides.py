@@ -2,7 +2,8 @@
 
 ``apply_overrides(data, ["data.root=/data/imagenet", "rule.name=[bp, fa]"])`` sets each
 dotted path in the spec dict ``data``; the value is parsed as YAML (numbers, booleans,
-lists, ``null``). A path that names no spec field is refused with the valid names at that
+lists, ``null``; a whole section takes a mapping, ``data.synth={classes: 2}``). A path
+that names no spec field is refused with the valid names at that
 level; :func:`load_with_overrides` then validates the whole result as
 :class:`~trainers.spec.ExperimentSpec`, so a bad value is a pydantic error naming its field.
 ``rule.params.<key>`` accepts any key: the rule checks its params when it is built.
@@ -40,8 +41,9 @@ def _is_mapping(annotation: Any) -> bool:
     return annotation is dict or typing.get_origin(annotation) is dict
 
 
-def check_key(key: str) -> None:
-    """Refuse a dotted path that is not a field of the spec (free keys under a dict field)."""
+def check_key(key: str) -> bool:
+    """Refuse a dotted path that is not a field of the spec (free keys under a dict field);
+    True when it names a whole section (``data.synth``), whose value must be a mapping."""
     model: type[BaseModel] = ExperimentSpec
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -53,15 +55,14 @@ def check_key(key: str) -> None:
             )
         annotation = fields[part].annotation
         if _is_mapping(annotation):
-            return  # e.g. rule.params.<anything>
+            return False  # e.g. rule.params.<anything>
         sub = _section(annotation)
         if sub is None:
             if i + 1 < len(parts):
                 raise OverrideError(f"--set {key}: {here!r} is a value, not a section")
-            return
+            return False
         model = sub
-    if model is not ExperimentSpec:
-        raise OverrideError(f"--set {key}: {key!r} is a section; set one of its fields")
+    return True
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -74,11 +75,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise OverrideError(
                 f"--set {item!r}: expected key=value, e.g. data.root=/data/imagenet"
             )
-        check_key(key)
+        section = check_key(key)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise OverrideError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        if section and not isinstance(value, dict):
+            raise OverrideError(
+                f"--set {key}: {key!r} is a section; give a mapping ({{field: value}}) "
+                "or set one of its fields"
+            )
         node = out
         *parents, last = key.split(".")
         for part in parents:

@@ -1,14 +1,24 @@
-"""CPU-scale reproduction: every rule on scikit-learn's digits, and Liao et al.'s
-sign-concordance sweep (``sc``, p = 1, 0.75, 0.5) with/without BatchNorm and Batch Manhattan.
+"""Regenerate ``docs/results.md``: the CPU-scale reproductions, run as ``bioprop run`` sweeps.
 
-``python -m trainers.reproduce [--seeds 3] [--epochs 30] [--out results.json]`` prints the
-markdown tables recorded in ``docs/results.md``.
+``python -m trainers.reproduce [--seeds 1] [--epochs 8] [--conv-epochs 6] [--out
+docs/results.md]`` writes every sweep as a spec file under ``bioprop-runs/reproduce/``,
+runs each through :func:`trainers.launch.run_experiment` (what ``bioprop run SPEC`` runs:
+Ray Train workers, the data pipelines, MLflow), reads the finished settings' metrics back
+and writes the tables, the seeds, the code's commit, the command's runtime, and text that
+compares the numbers with the papers' claims (:mod:`trainers.results_text`). Finished
+settings are kept: the same command at the same commit resumes where it stopped.
 
-Rule params: ``RULE_PARAMS`` (kp/pfa decay 3e-3, pfa expansion 4), the rest defaults.
-Model: 64-128-128-10 ReLU MLP (optionally Linear-BN-ReLU; the sweep also with 6 hidden
-layers), SGD momentum 0.9, lr 0.05 (Batch Manhattan: 3e-5, the best of 3e-4/1e-4/3e-5
-for BP), weight decay 1e-4, batch 64;
-data: the 1797 digits (8x8), standardised, a fixed stratified 80/20 split.
+Sweeps (``SWEEPS``):
+
+- ``digits-mlp``: scikit-learn's digits (8x8, ``data.kind: digits``), a ReLU MLP with 2, 6
+  and 10 hidden layers of 128 units, plain (Linear-ReLU) and with BatchNorm, for the rules
+  ``bp fa ss usf frsf kp wm pfa dfa`` at their defaults; SGD lr 0.05, momentum 0.9, weight
+  decay 1e-4, batch 32;
+- ``digits-bp-decay``: BP with the extra per-step decay of every rule above whose default
+  has one (``kp``), the matched baseline;
+- ``conv-synthetic``: the synthetic 10-class JPEG set (32 px, ImageNet-style augmentation),
+  ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp``;
+  SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32.
 """
 
 from __future__ import annotations
@@ -16,162 +26,172 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
+import os
+import platform
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import yaml
 
-from trainers import metrics, rules
-from trainers.optim import build_optimizer
-from trainers.spec import OptimSpec
+from trainers.spec import ExperimentSpec
 
-__all__ = ["digits", "main", "mlp", "train_digits"]
+__all__ = ["SWEEPS", "collect", "main", "sweep_specs"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bioprop.reproduce")
 
-RULE_PARAMS: dict[str, dict[str, Any]] = {
-    "kp": {"decay": 3e-3},
-    "pfa": {"expansion": 4, "decay": 3e-3},
-    "pfa_o": {"decay": 3e-3},
-}
+DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa"]
+DEPTHS = [2, 6, 10]
+CONV_RULES = ["bp", "fa", "ss", "kp"]
+CONV_BLOCKS = [1, 3]  # ResNet-8, ResNet-20
+SWEEPS = ("digits-mlp", "digits-bp-decay", "conv-synthetic")
 
 
-def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Standardised digits: ``(x_train, y_train, x_test, y_test)``, fixed split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def _extra_decays(names: Sequence[str]) -> list[float]:
+    """The distinct non-zero default ``decay`` of the rules ``names`` (kp: 1e-4)."""
+    from trainers.rules import RULES
 
-    data = load_digits()
-    xtr, xte, ytr, yte = train_test_split(
-        data.data, data.target, test_size=0.2, random_state=0, stratify=data.target
-    )
-    xtr, xte = torch.tensor(xtr, dtype=torch.float32), torch.tensor(xte, dtype=torch.float32)
-    mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-3)
-    return (xtr - mean) / std, torch.tensor(ytr), (xte - mean) / std, torch.tensor(yte)
+    return sorted({float(RULES[n].defaults.get("decay", 0.0)) for n in names} - {0.0})
 
 
-def mlp(bn: bool = False, hidden: int = 128, depth: int = 2) -> nn.Module:
-    """``64 -> hidden (x depth) -> 10`` ReLU MLP, optionally Linear-BN-ReLU blocks."""
-
-    def block(cin: int) -> list[nn.Module]:
-        layers: list[nn.Module] = [nn.Linear(cin, hidden)]
-        return layers + ([nn.BatchNorm1d(hidden)] if bn else []) + [nn.ReLU()]
-
-    blocks = [m for i in range(depth) for m in block(64 if i == 0 else hidden)]
-    return nn.Sequential(*blocks, nn.Linear(hidden, 10))
-
-
-def train_digits(
-    rule: str,
-    seed: int,
-    *,
-    bn: bool = False,
-    manhattan: bool = False,
-    epochs: int = 30,
-    depth: int = 2,
-    lr: float | None = None,
-    data: tuple | None = None,
-    **params: Any,
-) -> dict[str, float]:
-    """Train one MLP on digits; returns test accuracy and the final mean weight angle."""
-    xtr, ytr, xte, yte = data if data is not None else digits()
-    torch.manual_seed(seed)
-    model, _ = rules.convert(
-        mlp(bn, depth=depth), rule, seed=seed, **{**RULE_PARAMS.get(rule, {}), **params}
-    )
-    if lr is None:
-        lr = 3e-5 if manhattan else 0.05
-    opt = build_optimizer(
-        model.parameters(), OptimSpec(lr=lr, momentum=0.9, weight_decay=1e-4, manhattan=manhattan)
-    )
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = order[i : i + 64]
-            if len(idx) < 2:
-                continue
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            rules.after_step(model)
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(xte).argmax(1) == yte).float().mean())
-    return {"acc": acc, "mean_angle": metrics.alignment(model)["mean_angle"]}
+def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str, Any]]:
+    """The spec dict of every sweep, by name (``SWEEPS``)."""
+    seed: int | list[int] = list(range(seeds)) if seeds > 1 else 0
+    common = {
+        "task": "classify",
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+        "batch_size": 32,
+        "scale": {"workers": 1, "cpus_per_worker": 1},
+        "max_failures": 0,
+        "seed": seed,
+        "tracking": {"experiment": "bioprop-reproduce"},
+    }
+    digits = {
+        **common,
+        "model": "mlp",
+        "model_params": {"hidden": 128, "depth": DEPTHS, "bn": [False, True]},
+        "data": {"kind": "digits", "image_size": 8},
+        "schedule": {"epochs": epochs, "step_every": epochs},
+        "checkpoint": {"every_epochs": epochs, "keep": 1},
+    }
+    conv = {
+        **common,
+        "model": "resnet20",
+        "model_params": {"blocks": CONV_BLOCKS},
+        "data": {
+            "kind": "synthetic",
+            "image_size": 32,
+            "synth": {"classes": 10, "train_per_class": 48, "val_per_class": 16, "size": 40},
+        },
+        "rule": {"name": CONV_RULES},
+        "schedule": {"epochs": conv_epochs, "step_every": conv_epochs},
+        "checkpoint": {"every_epochs": conv_epochs, "keep": 1},
+    }
+    return {
+        "digits-mlp": {**digits, "name": "reproduce-digits-mlp", "rule": {"name": DIGITS_RULES}},
+        "digits-bp-decay": {
+            **digits,
+            "name": "reproduce-digits-bp-decay",
+            "rule": {"name": "bp", "params": {"decay": _extra_decays(DIGITS_RULES)}},
+        },
+        "conv-synthetic": {**conv, "name": "reproduce-conv-synthetic"},
+    }
 
 
-def _stats(values: list[float]) -> str:
-    mean = statistics.mean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+def commit() -> str:
+    """The code's commit (``+dirty`` when the worktree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
-def run_all(seeds: int = 3, epochs: int = 30) -> dict[str, Any]:
-    """Both experiments; returns the raw numbers."""
-    data = digits()
-    out: dict[str, Any] = {"rules": {}, "sweep": {}}
-    for rule in rules.RULES:
-        runs = [train_digits(rule, s, epochs=epochs, data=data) for s in range(seeds)]
-        out["rules"][rule] = runs
-        log.info("%s %s", rule, _stats([r["acc"] for r in runs]))
-    for depth in (2, 6):
-        for p in ("bp", 1.0, 0.75, 0.5):
-            rule, params = ("bp", {}) if p == "bp" else ("sc", {"p": p})
-            for bn in (False, True):
-                for bm in (False, True):
-                    runs = [
-                        train_digits(
-                            rule, s, bn=bn, manhattan=bm, epochs=epochs, depth=depth, data=data,
-                            **params,
-                        )
-                        for s in range(seeds)
-                    ]  # fmt: skip
-                    key = f"depth={depth},p={p},bn={bn},bm={bm}"
-                    out["sweep"][key] = runs
-                    log.info("sc %s %s", key, _stats([r["acc"] for r in runs]))
+def _setting_record(setting: ExperimentSpec, entry: dict[str, Any]) -> dict[str, Any]:
+    metrics = entry.get("metrics") or {}
+    return {
+        "rule": setting.rule.name,
+        "params": setting.rule.params,
+        "model_params": setting.model_params,
+        "seed": setting.seed,
+        "status": entry.get("status"),
+        "val_acc": metrics.get("val_acc"),
+        "angle": metrics.get("align_mean_angle"),
+        "grad_angle": metrics.get("galign_mean_grad_angle"),
+        "epochs": metrics.get("epoch"),
+    }
+
+
+def collect(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
+    """Run one sweep spec as ``bioprop run`` does; one record per setting."""
+    from trainers.launch import run_experiment
+
+    spec = ExperimentSpec.model_validate(spec_dict)
+    result = run_experiment(spec, job_id=job_id)
+    by_label = dict(spec.settings())
+    return [_setting_record(by_label[c["setting"]], c) for c in result["children"]]
+
+
+def run_all(
+    seeds: int, epochs: int, conv_epochs: int, workdir: Path, only: Sequence[str] = SWEEPS
+) -> dict[str, Any]:
+    """Write each sweep's spec file under ``workdir`` and run it; the raw records."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    code = commit()
+    tag = code[:10].replace("+", "")
+    out: dict[str, Any] = {"commit": code, "seeds": seeds, "sweeps": {}, "commands": {}}
+    for name, spec_dict in sweep_specs(seeds, epochs, conv_epochs).items():
+        if name not in only:
+            continue
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))
+        out["commands"][name] = f"bioprop run {os.path.relpath(path)}"
+        started = time.monotonic()
+        out["sweeps"][name] = collect(spec_dict, job_id=f"reproduce-{name}-{tag}-s{seeds}")
+        log.info("%s: %d settings in %.0f s", name, len(out["sweeps"][name]),
+                 time.monotonic() - started)  # fmt: skip
     return out
 
 
-def tables(results: dict[str, Any]) -> str:
-    """The two markdown tables of docs/results.md."""
-    lines = [
-        "| rule | test accuracy % (mean ± std) | final mean angle (deg) |",
-        "| --- | ---: | ---: |",
-    ]
-    for rule, runs in results["rules"].items():
-        angle = statistics.mean(r["mean_angle"] for r in runs)
-        lines.append(f"| {rule} | {_stats([r['acc'] for r in runs])} | {angle:.1f} |")
-    lines += ["", "| hidden layers | p | plain SGD | BN | BM | BN + BM |"]
-    lines += ["| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for depth in (2, 6):
-        for p in ("bp", 1.0, 0.75, 0.5):
-            cells = [
-                _stats([r["acc"] for r in results["sweep"][f"depth={depth},p={p},bn={bn},bm={bm}"]])
-                for bn, bm in ((False, False), (True, False), (False, True), (True, True))
-            ]
-            lines.append(f"| {depth} | {p} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="digits reproduction of every rule")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--out", default=None, help="write the raw numbers as JSON here")
+    ap = argparse.ArgumentParser(prog="python -m trainers.reproduce", description=__doc__)
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per setting (0, 1, ...)")
+    ap.add_argument("--epochs", type=int, default=8, help="epochs of the digits MLP sweeps")
+    ap.add_argument("--conv-epochs", type=int, default=6, help="epochs of the conv sweep")
+    ap.add_argument("--out", default="docs/results.md", help="markdown file to write")
+    ap.add_argument("--json", default=None, help="also write the raw records here")
+    ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(1)
-    results = run_all(args.seeds, args.epochs)
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(results, fh, indent=1)
-    print(tables(results))  # noqa: T201 - CLI output
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("ray", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from trainers.results_text import render
+
+    started = time.monotonic()
+    results = run_all(args.seeds, args.epochs, args.conv_epochs, Path(args.workdir).absolute())
+    results["runtime_s"] = time.monotonic() - started
+    given = list(sys.argv[1:] if argv is None else argv)
+    results["argv"] = ["python", "-m", "trainers.reproduce", *given]
+    results["machine"] = f"{platform.machine()}, {_cpus()} CPU cores"
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    Path(args.out).write_text(render(results, epochs=args.epochs, conv_epochs=args.conv_epochs))
+    log.info("wrote %s in %.0f s", args.out, results["runtime_s"])
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ __all__ = [
 ]
 
 SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
+# options each model builder takes through ``model_params`` (trainers/models.py)
+MODEL_PARAMS = {
+    "mlp": ("hidden", "depth", "bn"),
+    "convnet": ("width",),
+    "resnet20": ("blocks",),
+}
 PRODUCT_RULES = ("pfa", "pfa_o")  # feedback R B aligns only under plain gradient steps
 
 
@@ -217,6 +223,11 @@ class ExperimentSpec(_Section):
     name: Name = "experiment"
     task: Literal[TASK_NAMES] = "classify"
     model: str = "convnet"
+    model_params: Params = Field(
+        default_factory=dict,
+        description="model options (mlp: hidden, depth, bn; convnet: width; resnet20: blocks "
+        "per stage); a list value sweeps that option",
+    )
     data: DataSpec = Field(default_factory=DataSpec)
     rule: RuleSpec = Field(default_factory=RuleSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
@@ -252,6 +263,13 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
+        allowed = MODEL_PARAMS.get(self.model, ())
+        unknown = sorted(set(self.model_params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"model_params {unknown} are not options of model {self.model!r}; "
+                f"valid: {', '.join(allowed) or 'none'}"
+            )
         if MODEL_TASKS[self.model] != self.task:
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
         if (self.data.kind == "coco") != (self.task == "detect") and self.data.kind != "synthetic":
@@ -282,10 +300,12 @@ class ExperimentSpec(_Section):
         return self
 
     def sweep_axes(self) -> dict[str, list[Any]]:
-        """Every sweepable field given as a list (``SWEEPABLE`` and ``rule.params.<key>``)."""
+        """Every sweepable field given as a list (``SWEEPABLE``, ``rule.params.<key>`` and
+        ``model_params.<key>``)."""
         dumped = self.model_dump(mode="json")
         axes = {path: _get(dumped, path) for path in SWEEPABLE}
         axes.update({f"rule.params.{k}": v for k, v in self.rule.params.items()})
+        axes.update({f"model_params.{k}": v for k, v in self.model_params.items()})
         return {path: value for path, value in axes.items() if isinstance(value, list)}
 
     @property

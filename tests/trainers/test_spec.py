@@ -185,3 +185,10 @@ def test_augment_defaults_by_kind_and_refusals():
     assert ExperimentSpec(data={"augment": "cifar"}).data.augmentation == "cifar"
     with pytest.raises(ValidationError, match="data.augment 'cifar' is not available"):
         ExperimentSpec.model_validate({"data": {"kind": "digits", "augment": "cifar"}})
+
+
+def test_model_params_are_checked_and_sweep():
+    spec = ExperimentSpec(model="mlp", model_params={"depth": [2, 6], "bn": True})
+    assert [label for label, _ in spec.settings()] == ["bp depth=2", "bp depth=6"]
+    with pytest.raises(ValidationError, match=r"model_params \['depht'\] are not options"):
+        ExperimentSpec.model_validate({"model": "mlp", "model_params": {"depht": 3}})

@@ -1,4 +1,9 @@
-"""``bp``: exact backpropagation (the baseline). Forward and backward are stock autograd."""
+"""``bp``: exact backpropagation (the baseline). Forward and backward are stock autograd.
+
+``decay`` (default 0) shrinks ``W`` by ``(1 - decay)`` after every optimizer step, the
+extra decay ``kp`` and ``pfa`` apply to ``W``: BP given the same decay is their matched
+baseline (``trainers/reproduce.py`` runs it beside them).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,17 @@ from trainers.rules.base import FeedbackLayer
 class BP(FeedbackLayer):
     """Backward uses ``W`` itself; runs ``F.linear``/``F.conv2d`` so autograd is untouched."""
 
+    defaults = {"decay": 0.0}
+
+    def init_feedback(self, generator, decay: float = 0.0) -> None:
+        self.decay = float(decay)
+
     def backward_weight(self) -> Tensor:
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stock_forward(x)
+
+    def after_step(self) -> None:
+        if self.decay:
+            self.weight.mul_(1.0 - self.decay)
