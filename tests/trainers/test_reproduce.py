@@ -33,7 +33,7 @@ def _section(text: str, title: str, claim: str) -> str:
 
 def test_sweeps_cover_the_rules_depths_and_matched_decay() -> None:
     specs = {k: ExperimentSpec.model_validate(v) for k, v in reproduce.sweep_specs(1, 2, 2).items()}
-    assert len(specs["digits-mlp"].settings()) == 9 * 3 * 2
+    assert len(list(specs["digits-mlp"].settings())) == 9 * 3 * 2
     assert [s.rule.params for s in specs["digits-bp-decay"].expand()][0] == {"decay": 1e-4}
     assert {s.rule.name for s in specs["conv-synthetic"].expand()} == {"bp", "fa", "ss", "kp"}
 
