@@ -37,10 +37,10 @@ def overridden(spec: Path, overrides: list[str]) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from trainers.overrides import OverrideError, apply_overrides
-    from trainers.spec import ExperimentSpec
+    from trainers.spec import ExperimentSpec, parse_yaml
 
     try:
-        data = yaml.safe_load(spec.read_text())
+        data = parse_yaml(spec.read_text())
         if not isinstance(data, dict):
             raise ValueError(f"spec must be a mapping, got {type(data).__name__}")
         data = apply_overrides(data, overrides)

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from service.cli import app
 from trainers.overrides import load_with_overrides
-from trainers.spec import ExperimentSpec
+from trainers.spec import ExperimentSpec, parse_yaml
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
 
@@ -61,7 +60,7 @@ def test_spec_needs_its_root_and_every_setting_builds(path: Path, tmp_path: Path
     from trainers.loop import build_classifier
 
     with pytest.raises(ValidationError, match="data.root is required"):
-        ExperimentSpec.model_validate(yaml.safe_load(path.read_text()))
+        ExperimentSpec.model_validate(parse_yaml(path.read_text()))
     spec = load_with_overrides(path, _tiny(path, tmp_path))
     for label, setting in spec.settings():  # the rule accepts its params, the model converts
         model = build_classifier(setting, num_classes=2, in_channels=3)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from trainers.spec import ExperimentSpec
+from trainers.spec import ExperimentSpec, parse_yaml
 
 __all__ = ["OverrideError", "apply_overrides", "load_with_overrides"]
 
@@ -77,7 +77,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             )
         section = check_key(key)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise OverrideError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
         if section and not isinstance(value, dict):
@@ -100,7 +100,7 @@ def load_with_overrides(path: str | Path, overrides: Sequence[str] = ()) -> Expe
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"spec file not found: {path}")
-    data = yaml.safe_load(path.read_text())
+    data = parse_yaml(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"spec {path} must be a mapping, got {type(data).__name__}")
     return ExperimentSpec.model_validate(apply_overrides(data, overrides))

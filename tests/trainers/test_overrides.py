@@ -67,3 +67,8 @@ def test_cli_refuses_a_bad_override_naming_it(spec_file: Path, command: str) -> 
     assert out.exit_code == 2 and "'data.rot' is not a spec field" in out.output
     out = runner.invoke(app, [command, str(spec_file), "--set", "data.root=/d", "--set", "seed=x"])
     assert out.exit_code == 2 and "seed" in out.output and "integer" in out.output
+
+
+def test_exponents_without_a_dot_are_numbers(spec_file: Path) -> None:
+    spec = load_with_overrides(spec_file, ["data.root=/d", "optim.lr=1e-3"])
+    assert spec.optim.lr == 0.001
