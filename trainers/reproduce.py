@@ -1,6 +1,6 @@
 """Regenerate ``docs/results.md``: the CPU-scale reproductions, run as ``bioprop run`` sweeps.
 
-``python -m trainers.reproduce [--seeds 1] [--epochs 8] [--conv-epochs 6] [--out
+``python -m trainers.reproduce [--seeds 1] [--epochs 5] [--conv-epochs 4] [--out
 docs/results.md]`` writes every sweep as a spec file under ``bioprop-runs/reproduce/``,
 runs each through :func:`trainers.launch.run_experiment` (what ``bioprop run SPEC`` runs:
 Ray Train workers, the data pipelines, MLflow), reads the finished settings' metrics back
@@ -167,8 +167,8 @@ def run_all(
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m trainers.reproduce", description=__doc__)
     ap.add_argument("--seeds", type=int, default=1, help="seeds per setting (0, 1, ...)")
-    ap.add_argument("--epochs", type=int, default=8, help="epochs of the digits MLP sweeps")
-    ap.add_argument("--conv-epochs", type=int, default=6, help="epochs of the conv sweep")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs of the digits MLP sweeps")
+    ap.add_argument("--conv-epochs", type=int, default=4, help="epochs of the conv sweep")
     ap.add_argument("--out", default="docs/results.md", help="markdown file to write")
     ap.add_argument("--json", default=None, help="also write the raw records here")
     ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
