@@ -24,6 +24,7 @@ Sweeps (``SWEEPS``):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -143,24 +144,91 @@ def collect(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
     return [_setting_record(by_label[c["setting"]], c) for c in result["children"]]
 
 
+def parts(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(sweep, part name, spec dict)``: each sweep split along its model options (the
+    digits MLP by depth and BatchNorm), so parts can run side by side."""
+    out = []
+    for name, spec_dict in specs.items():
+        axes = {k: v for k, v in spec_dict["model_params"].items() if isinstance(v, list)}
+        if name == "conv-synthetic" or not axes:
+            out.append((name, name, spec_dict))
+            continue
+        keys = list(axes)
+        for combo in itertools.product(*axes.values()):
+            part = {
+                **spec_dict,
+                "model_params": {
+                    **spec_dict["model_params"],
+                    **dict(zip(keys, combo, strict=True)),
+                },
+            }
+            label = "-".join(f"{k}{json.dumps(v)}" for k, v in zip(keys, combo, strict=True))
+            out.append((name, f"{name}-{label}", part))
+    return out
+
+
+def _records(spec_dict: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
+    by_label = dict(ExperimentSpec.model_validate(spec_dict).settings())
+    return [_setting_record(by_label[c["setting"]], c) for c in result.get("children", [])]
+
+
 def run_all(
-    seeds: int, epochs: int, conv_epochs: int, workdir: Path, only: Sequence[str] = SWEEPS
+    seeds: int,
+    epochs: int,
+    conv_epochs: int,
+    workdir: Path,
+    *,
+    parallel: int = 3,
+    only: Sequence[str] = SWEEPS,
 ) -> dict[str, Any]:
-    """Write each sweep's spec file under ``workdir`` and run it; the raw records."""
+    """Write each sweep's spec files under ``workdir`` and run them, ``parallel`` drivers
+    at a time (``python -m trainers.launch SPEC``, the driver ``bioprop submit`` spawns, on
+    one local Ray cluster with ``parallel`` CPUs); the raw records."""
+    import ray
+
+    from trainers.ray_setup import RUNTIME_ENV
+
     workdir.mkdir(parents=True, exist_ok=True)
     code = commit()
     tag = code[:10].replace("+", "")
-    out: dict[str, Any] = {"commit": code, "seeds": seeds, "sweeps": {}, "commands": {}}
-    for name, spec_dict in sweep_specs(seeds, epochs, conv_epochs).items():
-        if name not in only:
-            continue
-        path = workdir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))
-        out["commands"][name] = f"bioprop run {os.path.relpath(path)}"
-        started = time.monotonic()
-        out["sweeps"][name] = collect(spec_dict, job_id=f"reproduce-{name}-{tag}-s{seeds}")
-        log.info("%s: %d settings in %.0f s", name, len(out["sweeps"][name]),
-                 time.monotonic() - started)  # fmt: skip
+    out: dict[str, Any] = {"commit": code, "seeds": seeds, "commands": {}}
+    out["sweeps"] = {name: [] for name in SWEEPS if name in only}
+    todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs)) if p[0] in only]
+    ctx = ray.init(num_cpus=parallel, include_dashboard=False, runtime_env=RUNTIME_ENV)
+    env = {**os.environ, "RAY_ADDRESS": ctx.address_info["gcs_address"]}
+    running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen]] = []
+    try:
+        while todo or running:
+            while todo and len(running) < parallel:
+                sweep, part, spec_dict = todo.pop(0)
+                path = workdir / f"{part}.yaml"
+                # one MLflow store per part: side-by-side drivers never wait on one SQLite lock
+                uri = f"sqlite:///{workdir / 'mlflow'}-{part}.db"
+                spec_dict = {**spec_dict, "tracking": {**spec_dict["tracking"], "uri": uri}}
+                path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))
+                out["commands"][part] = f"bioprop run {os.path.relpath(path)}"
+                result = workdir / f"{part}.result.json"
+                job = f"reproduce-{part}-{tag}-s{seeds}".replace('"', "")
+                cmd = [sys.executable, "-m", "trainers.launch", str(path), "--job-id", job]
+                log_file = (workdir / f"{part}.log").open("w")
+                proc = subprocess.Popen(
+                    [*cmd, "--result", str(result)], env=env, stdout=log_file, stderr=log_file
+                )
+                running.append((sweep, part, spec_dict, result, proc))
+                log.info("started %s", part)
+            time.sleep(2)
+            for item in list(running):
+                sweep, part, spec_dict, result, proc = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                found = json.loads(result.read_text()) if result.is_file() else {}
+                out["sweeps"][sweep] += _records(spec_dict, found)
+                log.info("%s finished (exit %s)", part, proc.returncode)
+    finally:
+        for *_, proc in running:
+            proc.terminate()
+        ray.shutdown()
     return out
 
 
@@ -170,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=5, help="epochs of the digits MLP sweeps")
     ap.add_argument("--conv-epochs", type=int, default=4, help="epochs of the conv sweep")
     ap.add_argument("--out", default="docs/results.md", help="markdown file to write")
+    ap.add_argument("--parallel", type=int, default=3, help="sweep parts run side by side")
     ap.add_argument("--json", default=None, help="also write the raw records here")
     ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
     args = ap.parse_args(argv)
@@ -179,7 +248,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     from trainers.results_text import render
 
     started = time.monotonic()
-    results = run_all(args.seeds, args.epochs, args.conv_epochs, Path(args.workdir).absolute())
+    results = run_all(
+        args.seeds,
+        args.epochs,
+        args.conv_epochs,
+        Path(args.workdir).absolute(),
+        parallel=args.parallel,
+    )
     results["runtime_s"] = time.monotonic() - started
     given = list(sys.argv[1:] if argv is None else argv)
     results["argv"] = ["python", "-m", "trainers.reproduce", *given]
