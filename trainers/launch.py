@@ -1,14 +1,16 @@
 """The Ray Train launcher: runs one experiment or a sweep to the end, driver side.
 
-``run_experiment(spec)`` prepares the data once, opens the MLflow parent run and, per sweep
-setting, a child run and a ``TorchTrainer`` built from ``spec.scale`` (gloo on CPU, NCCL on
-GPU; ``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``). It joins the
-Ray cluster named by ``RAY_ADDRESS`` or starts a local one.
+``run_experiment(spec)`` prepares the data once, opens the MLflow parent run and runs the
+settings as trials of one Ray Tune experiment (:mod:`trainers.sweep`), each trial a child run
+and a ``TorchTrainer`` built here from ``spec.scale`` (gloo on CPU, NCCL on GPU;
+``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``). It joins the Ray
+cluster named by ``RAY_ADDRESS`` or starts a local one.
 
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
 service spawns per job (or submits as a Ray job, with ``--spec-env`` and ``--result -``):
 exit 0 when every setting finished, 1 when one failed, 143 when terminated; on SIGTERM it
-marks its MLflow runs KILLED before exiting.
+marks its MLflow runs KILLED and exits, which ends every trial (Tune trial actors, Train
+controllers and workers are owned by the driver).
 """
 
 from __future__ import annotations
@@ -27,14 +29,10 @@ from typing import Any
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import check_storage, resolve_storage
 from trainers.tracking import (
-    TAG_RULE,
-    TAG_SETTING,
     default_tracking_uri,
     find_job_runs,
     finish_run,
-    log_curves,
     reopen_run,
-    start_child,
     start_parent,
 )
 
@@ -74,9 +72,16 @@ def _trial_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
 
 
 def build_trainer(
-    spec: ExperimentSpec, *, run_id: str, uri: str, job_id: str, setting: str | None = None
+    spec: ExperimentSpec,
+    *,
+    run_id: str,
+    uri: str,
+    job_id: str,
+    setting: str | None = None,
+    callbacks: list | None = None,
 ):
-    """A ``TorchTrainer`` for one resolved, data-prepared spec."""
+    """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
+    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -98,6 +103,7 @@ def build_trainer(
             storage_path=_storage_path(spec),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            callbacks=callbacks,
         ),
     )
 
@@ -107,13 +113,15 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
-    """Run every setting of ``spec`` in turn; return the parent run id and each child's outcome.
+    """Run every setting of ``spec`` as one Ray Tune experiment (:mod:`trainers.sweep`); return
+    the parent run id, each child's outcome and, per rule, the best trial.
 
-    A failed setting is recorded (FAILED) and the sweep goes on to the next one. Calling it
-    again with the same ``job_id`` resumes every unfinished setting from its last checkpoint;
-    without one, a fresh id is drawn so an earlier run of the same spec is never reused.
+    A failed setting is recorded (FAILED) and the others go on. Calling it again with the same
+    ``job_id`` resumes every unfinished setting from its last checkpoint and skips finished
+    ones; without one, a fresh id is drawn so an earlier run of the same spec is never reused.
     """
     import data_pipelines
+    from trainers.sweep import best_per_rule, record_best, run_trials
 
     job_id = job_id or uuid.uuid4().hex[:12]
     if not JOB_ID.fullmatch(job_id):
@@ -122,104 +130,38 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     check_storage(_storage_path(spec))  # a missing bucket or credentials fail here, clearly
     spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task=spec.task)})
     _init_ray()
-    earlier_parent, earlier_children = find_job_runs(job_id, uri)
+    earlier_parent, _ = find_job_runs(job_id, uri)
     if earlier_parent is None:
         parent = start_parent(spec, uri=uri, job_id=job_id)
     else:  # the same job started again: resume into its own runs
         parent = earlier_parent.info.run_id
         reopen_run(uri, parent)
         log.info("resuming job %s (parent run %s)", job_id, parent)
-    earlier = {
-        r.data.tags.get(TAG_SETTING) or r.data.tags.get(TAG_RULE): r for r in earlier_children
-    }
-    result: dict[str, Any] = {
-        "job_id": job_id,
-        "parent_run_id": parent,
-        "tracking_uri": uri,
-        "children": [],
-    }
-    open_runs = [parent]
+    result: dict[str, Any] = {"job_id": job_id, "parent_run_id": parent, "tracking_uri": uri}
     try:
-        for label, setting in spec.settings():
-            entry = _run_setting(label, setting, earlier.get(label), parent, uri, job_id, open_runs)
-            result["children"].append(entry)
-        ok = all(c["status"] == "FINISHED" for c in result["children"])
-        finish_run(uri, parent, "FINISHED" if ok else "FAILED")
-        result["status"] = "FINISHED" if ok else "FAILED"
-        return result
+        children = run_trials(
+            spec, job_id=job_id, uri=uri, parent=parent, storage_path=_storage_path(spec)
+        )
     except BaseException:
-        for run_id in open_runs:
-            finish_run(uri, run_id, "KILLED")
+        _kill_open_runs(uri, job_id, parent)
         raise
+    result["children"] = children
+    result["best"] = best_per_rule(spec, children)
+    record_best(uri, parent, result["best"])
+    ok = all(c["status"] == "FINISHED" for c in children)
+    finish_run(uri, parent, "FINISHED" if ok else "FAILED")
+    result["status"] = "FINISHED" if ok else "FAILED"
+    return result
 
 
-def _run_setting(
-    label: str, setting, earlier, parent: str, uri: str, job_id: str, open_runs: list[str]
-):
-    """Train one sweep setting into its child run (reused when the job ran before)."""
-    rule = setting.rule.name
-    if earlier is not None and _is_complete(earlier, setting):
-        log.info("setting %r already finished in run %s", label, earlier.info.run_id)
-        run_id = earlier.info.run_id
-        return {
-            "rule": rule,
-            "setting": label,
-            "run_id": run_id,
-            "status": "FINISHED",
-            "skipped": True,
-            "metrics": _summary_metrics(uri, run_id),
-        }
-    if earlier is not None:
-        child = earlier.info.run_id
-        reopen_run(uri, child)
-    else:
-        child = start_child(setting, uri=uri, parent_run_id=parent, job_id=job_id, setting=label)
-    open_runs.append(child)
-    log.info("setting %r run_id=%s", label, child)
-    entry: dict[str, Any] = {"rule": rule, "setting": label, "run_id": child}
-    try:
-        fit = build_trainer(setting, run_id=child, uri=uri, job_id=job_id, setting=label).fit()
-        entry["status"] = "FINISHED"
-        if fit.checkpoint is not None:
-            entry["checkpoint"] = fit.checkpoint.path
-            _log_final_checkpoint(uri, child, fit.checkpoint)
-    except Terminated:
-        raise
-    except Exception as exc:  # one failed setting must not sink the sweep
-        log.exception("setting %r failed", label)
-        entry.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
-    log_curves(uri, child)
-    entry["metrics"] = _summary_metrics(uri, child)
-    finish_run(uri, child, entry["status"])
-    open_runs.remove(child)
-    return entry
-
-
-def _summary_metrics(uri: str, run_id: str) -> dict[str, float]:
-    """The run's latest whole-model metrics (per-layer ones stay in MLflow)."""
-    from mlflow import MlflowClient
-
-    latest = MlflowClient(uri).get_run(run_id).data.metrics
-    return {
-        k: v for k, v in latest.items() if not k.startswith(("align_", "galign_")) or "mean" in k
-    }
-
-
-def _is_complete(run, spec: ExperimentSpec) -> bool:
-    """A child run that finished every epoch the spec asks for."""
-    return (
-        run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= spec.schedule.epochs
-    )
-
-
-def _log_final_checkpoint(uri: str, run_id: str, checkpoint) -> None:
-    """Copy the last Ray Train checkpoint into the run's artifacts (``checkpoints/``)."""
-    from mlflow import MlflowClient
-
-    from trainers.loop import CHECKPOINT_FILE
-
-    with checkpoint.as_directory() as ckpt_dir:
-        MlflowClient(uri).log_artifact(run_id, str(Path(ckpt_dir) / CHECKPOINT_FILE), "checkpoints")
+def _kill_open_runs(uri: str, job_id: str, parent: str) -> None:
+    """Mark the parent and every child still RUNNING as KILLED (the driver is stopping; its
+    Tune trials, Train controllers and workers are Ray actors it owns and end with it)."""
+    _, children = find_job_runs(job_id, uri)
+    for run in children:
+        if run.info.status == "RUNNING":
+            finish_run(uri, run.info.run_id, "KILLED")
+    finish_run(uri, parent, "KILLED")
 
 
 def main(argv: list[str] | None = None) -> int:

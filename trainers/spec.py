@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -43,6 +44,7 @@ from trainers.spec_types import (
     PathText,
     check_bounded,
 )
+from trainers.search_space import SearchSpec, SweepSpec
 from trainers.storage import validate_storage_path
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "RuleSpec",
     "ScaleSpec",
     "ScheduleSpec",
+    "SearchSpec",
+    "SweepSpec",
     "SynthSpec",
     "TrackingSpec",
     "load_spec",
@@ -246,6 +250,10 @@ class ExperimentSpec(_Section):
     )
     max_failures: Int = Field(3, ge=0, le=1000)
     seed: Int | list[Int] = Field(0, description="sweepable: a list runs one setting per seed")
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+    search: SearchSpec | None = Field(
+        None, description="a sampled search (Ray Tune) inside every point of the sweep grid"
+    )
 
     @field_validator("model")
     @classmethod
@@ -297,7 +305,49 @@ class ExperimentSpec(_Section):
             raise ValueError(
                 f"batch_size {self.batch_size} is smaller than scale.workers {self.scale.workers}"
             )
+        if self.search is not None:
+            self._check_search()
         return self
+
+    def _check_search(self) -> None:
+        """Every searched field is sweepable, not also a grid axis, and each value its
+        distribution can give passes the field's own validation."""
+        search = self.search
+        assert search is not None
+        if search.asha and search.asha.grace_period > self.schedule.epochs:
+            raise ValueError(
+                f"search.asha.grace_period {search.asha.grace_period} is more than "
+                f"schedule.epochs {self.schedule.epochs}"
+            )
+        axes = self.sweep_axes()
+        dumped = self.model_dump(mode="json", exclude={"search"})
+        for path, dist in search.space.items():
+            if path not in SWEEPABLE[1:] and not path.startswith(("rule.params.", "model_params.")):
+                searchable = ", ".join([*SWEEPABLE[1:], "rule.params.<key>", "model_params.<key>"])
+                raise ValueError(f"search.space.{path}: not a searchable field ({searchable})")
+            if path in axes:
+                raise ValueError(
+                    f"search.space.{path}: {path} is also a sweep list; give one or the other"
+                )
+            for value in dist.extremes():
+                data = json.loads(json.dumps(dumped))
+                _set(data, path, value)
+                try:
+                    ExperimentSpec.model_validate(data)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    raise ValueError(
+                        f"search.space.{path}: value {value!r} is invalid for {path}: "
+                        f"{first['msg']}"
+                    ) from None
+
+    def trial_count(self) -> int:
+        """How many trials (child runs) the spec makes: grid points times searched samples."""
+        per_point = self.search.trials_per_point() if self.search else 1
+        return len(self.sweep_axes_product()) * per_point
+
+    def sweep_axes_product(self) -> list[tuple[Any, ...]]:
+        return list(itertools.product(*self.sweep_axes().values()))
 
     def sweep_axes(self) -> dict[str, list[Any]]:
         """Every sweepable field given as a list (``SWEEPABLE``, ``rule.params.<key>`` and

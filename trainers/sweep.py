@@ -1,0 +1,528 @@
+"""A job's settings as one Ray Tune experiment, driver side and trial side.
+
+Every point of the sweep grid (``spec.settings()``), and with a ``search:`` section every
+sampled trial inside each point, is one Tune trial. A trial is the function
+:func:`train_trial`: it opens (or reopens) its MLflow child run, then builds and fits the same
+``TorchTrainer`` a single run uses, with Ray Train V2's ``TuneReportCallback`` forwarding each
+epoch's metrics to Tune (Ray's documented Train-inside-Tune pattern). The trial function
+itself holds no CPU (a 64 MiB memory reservation only), so as many trials run at once as
+the cluster has room for their Train workers, bounded by ``sweep.max_concurrent``
+(:func:`max_concurrent`).
+
+Outcomes in MLflow: a trial that trained every epoch ends FINISHED; one that raised ends
+FAILED (the others go on); one stopped early by ASHA ends FINISHED with the tags
+``bioprop.stopped_early=true`` and ``bioprop.stopped_at_epoch`` (set here, in the driver's
+:class:`_Bookkeeping` callback, because Tune ends a stopped trial's process).
+
+Starting the same job again: a grid runs only the settings whose child run has not finished
+every epoch, each resuming from its Ray Train checkpoint (the ``TorchTrainer`` name is stable
+per job and setting); a search restores its Tune experiment (same sampled values, scheduler
+and searcher state), resuming the unfinished trials.
+
+The parent run gets, per rule, the best trial (:func:`record_best`): tags
+``bioprop.best.<rule>.run_id`` / ``.setting``, a metric ``best_<metric>.<rule>`` and the table
+artifact ``best_per_rule.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+from trainers.spec import ExperimentSpec
+from trainers.tracking import (
+    TAG_RULE,
+    TAG_SETTING,
+    find_job_runs,
+    finish_run,
+    log_curves,
+    reopen_run,
+    start_child,
+)
+
+__all__ = [
+    "TAG_STOPPED",
+    "TAG_STOPPED_AT",
+    "TAG_TRIAL",
+    "best_per_rule",
+    "max_concurrent",
+    "record_best",
+    "run_trials",
+    "train_trial",
+]
+
+log = logging.getLogger("bioprop.sweep")
+
+TAG_TRIAL = "bioprop.trial_id"
+TAG_STOPPED = "bioprop.stopped_early"
+TAG_STOPPED_AT = "bioprop.stopped_at_epoch"
+TAG_CHECKPOINT = "bioprop.checkpoint"
+TAG_ERROR = "bioprop.error"
+BEST_TABLE = "best_per_rule.json"
+# the trial function only drives Ray Train; it must not take a CPU from the Train workers
+TRIAL_RESOURCES = {"cpu": 0, "memory": 64 << 20}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def max_concurrent(spec: ExperimentSpec, trials: int, cluster: dict[str, float]) -> int:
+    """How many trials train at once: as many settings of ``spec.scale`` as ``cluster``
+    (``ray.cluster_resources()``) holds, at least one, at most ``sweep.max_concurrent`` and
+    ``trials``."""
+    scale = spec.scale
+    fit = math.floor(cluster.get("CPU", 0.0) / (scale.workers * scale.cpus_per_worker))
+    if scale.gpu:
+        fit = min(fit, math.floor(cluster.get("GPU", 0.0) / scale.workers))
+    fit = max(1, fit)
+    if spec.sweep.max_concurrent:
+        fit = min(fit, spec.sweep.max_concurrent)
+    return max(1, min(fit, trials))
+
+
+def is_complete(run, spec: ExperimentSpec) -> bool:
+    """A child run that finished every epoch the spec asks for."""
+    return (
+        run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= spec.schedule.epochs
+    )
+
+
+def _sampled(spec_json: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    data = copy.deepcopy(spec_json)
+    data.pop("search", None)  # a trial is one resolved setting
+    for path, value in sample.items():
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
+
+
+def _label(point: str, sample: dict[str, Any]) -> str:
+    def fmt(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return " ".join([point, *(f"{p.rsplit('.', 1)[-1]}={fmt(v)}" for p, v in sample.items())])
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _find_child(uri: str, job_id: str, *, trial_id: str | None, label: str | None):
+    """This job's child run for a Tune trial (search) or a grid label, or None."""
+    _, children = find_job_runs(job_id, uri)
+    for run in children:
+        if trial_id is not None and run.data.tags.get(TAG_TRIAL) == trial_id:
+            return run
+        if label is not None and run.data.tags.get(TAG_SETTING) == label:
+            return run
+    return None
+
+
+def _log_final_checkpoint(uri: str, run_id: str, path: str) -> None:
+    """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``)."""
+    from trainers.loop import CHECKPOINT_FILE
+
+    client = _client(uri)
+    client.log_artifact(run_id, str(Path(path) / CHECKPOINT_FILE), "checkpoints")
+    client.set_tag(run_id, TAG_CHECKPOINT, path)
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The Tune trial: one setting (a grid point, with the sampled values of a search) trained
+    by a ``TorchTrainer`` into its MLflow child run.
+
+    ``config``: ``point`` (``{"label", "spec"}``: the grid point, resolved, data prepared),
+    ``sample`` (searched field path -> value), ``parent``, ``uri``, ``job_id``, ``search``.
+    """
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainers.launch import build_trainer
+
+    uri, job_id, search = config["uri"], config["job_id"], config["search"]
+    sample = dict(config.get("sample") or {})
+    spec = ExperimentSpec.model_validate(_sampled(config["point"]["spec"], sample))
+    label = _label(config["point"]["label"], sample)
+    trial_id = ray.tune.get_context().get_trial_id()
+    earlier = _find_child(
+        uri, job_id, trial_id=trial_id if search else None, label=None if search else label
+    )
+    if earlier is not None and is_complete(earlier, spec):
+        log.info("setting %r already finished in run %s", label, earlier.info.run_id)
+        return
+    if earlier is not None:
+        run_id = earlier.info.run_id
+        reopen_run(uri, run_id)
+    else:
+        run_id = start_child(
+            spec, uri=uri, parent_run_id=config["parent"], job_id=job_id, setting=label
+        )
+    _client(uri).set_tag(run_id, TAG_TRIAL, trial_id)
+    log.info("setting %r run_id=%s trial %s", label, run_id, trial_id)
+    # a search trial's Train run is named by its trial (two samples may share a label)
+    name = trial_id if search else label
+    trainer = build_trainer(
+        spec, run_id=run_id, uri=uri, job_id=job_id, setting=name, callbacks=[TuneReportCallback()]
+    )
+    try:
+        fit = trainer.fit()
+    except Exception as exc:
+        _client(uri).set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+        log_curves(uri, run_id)
+        finish_run(uri, run_id, "FAILED")
+        raise
+    if fit.checkpoint is not None:
+        _log_final_checkpoint(uri, run_id, fit.checkpoint.path)
+    log_curves(uri, run_id)
+    finish_run(uri, run_id, "FINISHED")
+
+
+def _bookkeeping_callback(uri: str, job_id: str):
+    from ray.tune import Callback
+
+    class _Bookkeeping(Callback):
+        """Driver side: close the child run of a trial Tune ended from outside (an ASHA stop,
+        a trial process that died)."""
+
+        def _run(self, trial):
+            return _find_child(uri, job_id, trial_id=trial.trial_id, label=None)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            run = self._run(trial)
+            if run is None or run.info.status != "RUNNING":
+                return  # the trial function closed its run itself
+            spec = ExperimentSpec.model_validate(trial.config["point"]["spec"])
+            last = trial.last_result or {}
+            epoch = int(last.get("epoch") or 0)
+            if epoch >= spec.schedule.epochs:
+                return  # trained every epoch; the trial function is closing its run
+            run_id = run.info.run_id
+            client = _client(uri)
+            client.set_tag(run_id, TAG_STOPPED, "true")
+            client.set_tag(run_id, TAG_STOPPED_AT, str(epoch))
+            log.info("trial %s (run %s) stopped early at epoch %d", trial.trial_id, run_id, epoch)
+            if last.get("checkpoint_path"):
+                try:
+                    _log_final_checkpoint(uri, run_id, last["checkpoint_path"])
+                except OSError:
+                    log.warning("no checkpoint file at %s", last["checkpoint_path"])
+            log_curves(uri, run_id)
+            finish_run(uri, run_id, "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            run = self._run(trial)
+            if run is not None and run.info.status == "RUNNING":
+                finish_run(uri, run.info.run_id, "FAILED")
+
+    return _Bookkeeping()
+
+
+def _per_point_asha(search, epochs: int):
+    """ASHA (``time_attr=epoch``) kept per grid point: a rule's trials are cut against that
+    rule's trials only, so every rule gets its own best learning rate."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    class PerPointASHA(FIFOScheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self._subs: dict[str, AsyncHyperBandScheduler] = {}
+
+        def _sub(self, trial) -> AsyncHyperBandScheduler:
+            key = trial.config["point"]["label"]
+            if key not in self._subs:
+                self._subs[key] = AsyncHyperBandScheduler(
+                    time_attr="epoch",
+                    metric=search.metric,
+                    mode=search.mode,
+                    max_t=epochs,
+                    grace_period=search.asha.grace_period,
+                    reduction_factor=search.asha.reduction_factor,
+                    stop_last_trials=False,  # the last epoch ends by itself, checkpoint logged
+                )
+            return self._subs[key]
+
+        def set_search_properties(self, metric, mode, **spec) -> bool:
+            return True
+
+        def on_trial_add(self, tune_controller, trial):
+            self._sub(trial).on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller, trial, result):
+            return self._sub(trial).on_trial_result(tune_controller, trial, result)
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            sub = self._sub(trial)
+            if trial.trial_id in sub._trial_info:
+                sub.on_trial_complete(tune_controller, trial, result)
+
+        def on_trial_remove(self, tune_controller, trial):
+            sub = self._sub(trial)
+            if trial.trial_id in sub._trial_info:
+                sub.on_trial_remove(tune_controller, trial)
+
+        def debug_string(self) -> str:
+            return "\n".join(f"{k}: {s.debug_string()}" for k, s in self._subs.items())
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump(self._subs, f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as f:
+                self._subs = pickle.load(f)
+
+    return PerPointASHA()
+
+
+def _per_point_optuna(search, points: list[dict[str, Any]], constants: dict[str, Any]):
+    """One Optuna (TPE) study per grid point, dealt round-robin: each rule's learning rate
+    is modelled from that rule's trials only."""
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {path: dist.tune_domain() for path, dist in search.space.items()}
+
+    class PerPointOptuna(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=search.metric, mode=search.mode)
+            self._subs = {
+                p["label"]: OptunaSearch(space=dict(space), metric=search.metric, mode=search.mode)
+                for p in points
+            }
+            self._left = {p["label"]: search.num_samples for p in points}
+            self._owner: dict[str, str] = {}
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            for point in sorted(points, key=lambda p: -self._left[p["label"]]):
+                label = point["label"]
+                if self._left[label] <= 0:
+                    continue
+                sample = self._subs[label].suggest(trial_id)
+                if sample is None:
+                    continue
+                self._left[label] -= 1
+                self._owner[trial_id] = label
+                return {**constants, "point": point, "sample": sample}
+            return Searcher.FINISHED
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if trial_id in self._owner:
+                self._subs[self._owner[trial_id]].on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            if trial_id in self._owner:
+                self._subs[self._owner[trial_id]].on_trial_complete(trial_id, result, error)
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump((self._subs, self._left, self._owner), f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as f:
+                self._subs, self._left, self._owner = pickle.load(f)
+
+    return PerPointOptuna()
+
+
+def run_trials(
+    spec: ExperimentSpec,
+    *,
+    job_id: str,
+    uri: str,
+    parent: str,
+    storage_path: str,
+) -> list[dict[str, Any]]:
+    """Run every setting of ``spec`` as trials of one Tune experiment; return one entry per
+    child run (``rule``, ``setting``, ``run_id``, ``status``, ``metrics``, ``checkpoint``,
+    ``skipped``, ``stopped_early``), grid order first.
+
+    Trials that fail are FAILED entries; the others still run. Raises only what stops the
+    whole experiment (e.g. the driver's termination)."""
+    import ray
+    from ray import tune
+
+    search = spec.search
+    _, earlier_children = find_job_runs(job_id, uri)
+    for run in earlier_children:  # left RUNNING by a driver that died; resumed ones reopen
+        if run.info.status == "RUNNING":
+            finish_run(uri, run.info.run_id, "KILLED")
+    earlier = {r.data.tags.get(TAG_SETTING): r for r in earlier_children}
+    points = []
+    skipped = set()
+    for label, setting in spec.settings():
+        done = earlier.get(label)
+        if search is None and done is not None and is_complete(done, setting):
+            log.info("setting %r already finished in run %s", label, done.info.run_id)
+            skipped.add(done.info.run_id)
+            continue
+        points.append({"label": label, "spec": setting.model_dump(mode="json")})
+    name = _safe(f"{spec.name}-{job_id}")
+    path = Path(storage_path) / name
+    constants = {"parent": parent, "uri": uri, "job_id": job_id, "search": search is not None}
+    per_point = search.trials_per_point() if search else 1
+    trials = len(points) * per_point
+    if points:
+        concurrent = max_concurrent(spec, trials, ray.cluster_resources())
+        log.info("%d trials, up to %d at once", trials, concurrent)
+        trainable = tune.with_resources(train_trial, TRIAL_RESOURCES)
+        if search is not None and tune.Tuner.can_restore(path):
+            log.info("restoring the search experiment at %s", path)
+            tuner = tune.Tuner.restore(
+                str(path), trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(search, points, constants),
+                tune_config=_tune_config(spec, points, constants, concurrent),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=storage_path,
+                    callbacks=[_bookkeeping_callback(uri, job_id)],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    verbose=0,
+                ),
+            )
+        tuner.fit()
+    return _entries(spec, job_id, uri, skipped)
+
+
+def _param_space(search, points, constants) -> dict[str, Any]:
+    from ray import tune
+
+    if search is not None and search.algorithm == "optuna":
+        return {}  # the per-point searcher builds every config
+    space: dict[str, Any] = {**constants, "point": tune.grid_search(points)}
+    if search is not None:
+        space["sample"] = {path: dist.tune_domain() for path, dist in search.space.items()}
+    return space
+
+
+def _tune_config(spec: ExperimentSpec, points, constants, concurrent: int):
+    from ray import tune
+
+    search = spec.search
+    if search is None:
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent)
+    optuna = search.algorithm == "optuna"
+    return tune.TuneConfig(
+        metric=search.metric,
+        mode=search.mode,
+        # a searcher is asked once per trial; a grid repeats itself num_samples times
+        num_samples=len(points) * search.num_samples if optuna else search.num_samples,
+        max_concurrent_trials=concurrent,
+        search_alg=_per_point_optuna(search, points, constants) if optuna else None,
+        scheduler=_per_point_asha(search, spec.schedule.epochs) if search.asha else None,
+    )
+
+
+def _summary_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The whole-model metrics (per-layer ones stay in MLflow)."""
+    return {
+        k: v for k, v in metrics.items() if not k.startswith(("align_", "galign_")) or "mean" in k
+    }
+
+
+def _entries(
+    spec: ExperimentSpec, job_id: str, uri: str, skipped: set[str]
+) -> list[dict[str, Any]]:
+    """Per child run of the job, what the driver reports (grid order, then start time)."""
+    _, children = find_job_runs(job_id, uri)
+    order = {label: i for i, (label, _) in enumerate(spec.settings())}
+    entries = []
+    for run in children:
+        tags = run.data.tags
+        label = tags.get(TAG_SETTING) or tags.get(TAG_RULE)
+        point = next((p for p in order if label == p or label.startswith(p + " ")), label)
+        entry: dict[str, Any] = {
+            "rule": tags.get(TAG_RULE),
+            "setting": label,
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "metrics": _summary_metrics(dict(run.data.metrics)),
+            "skipped": run.info.run_id in skipped,
+            "stopped_early": tags.get(TAG_STOPPED) == "true",
+            "_order": (order.get(point, len(order)), run.info.start_time or 0),
+        }
+        if TAG_STOPPED_AT in tags:
+            entry["stopped_at_epoch"] = int(tags[TAG_STOPPED_AT])
+        if TAG_CHECKPOINT in tags:
+            entry["checkpoint"] = tags[TAG_CHECKPOINT]
+        if TAG_ERROR in tags:
+            entry["error"] = tags[TAG_ERROR]
+        entries.append(entry)
+    seen = {e["setting"] for e in entries}
+    if spec.search is None:  # a grid point whose trial never opened a run
+        for label, setting in spec.settings():
+            if label not in seen:
+                entries.append(
+                    {
+                        "rule": setting.rule.name,
+                        "setting": label,
+                        "run_id": None,
+                        "status": "FAILED",
+                        "metrics": {},
+                        "error": "the trial did not start",
+                        "_order": (order[label], 0),
+                    }
+                )
+    entries.sort(key=lambda e: e.pop("_order"))
+    return entries
+
+
+def best_per_rule(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per rule, the trial with the best ``search.metric`` (``val_acc``, max, without a
+    search) among those that reported it: ``rule``, ``setting``, ``run_id``, ``metric``,
+    ``value``, ``epochs``, ``params`` (its searched/swept values)."""
+    metric = spec.search.metric if spec.search else "val_acc"
+    sign = -1.0 if spec.search and spec.search.mode == "min" else 1.0
+    best: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = (entry.get("metrics") or {}).get(metric)
+        if value is None or math.isnan(value) or entry.get("status") == "FAILED":
+            continue
+        rule = entry["rule"]
+        if rule not in best or sign * value > sign * best[rule]["value"]:
+            best[rule] = {
+                "rule": rule,
+                "setting": entry["setting"],
+                "run_id": entry["run_id"],
+                "metric": metric,
+                "value": value,
+                "epochs": int((entry.get("metrics") or {}).get("epoch", 0)),
+            }
+    return [best[r] for r in dict.fromkeys(e["rule"] for e in entries) if r in best]
+
+
+def record_best(uri: str, parent: str, rows: list[dict[str, Any]]) -> None:
+    """Put the best-per-rule rows on the parent run: tags ``bioprop.best.<rule>.run_id`` and
+    ``.setting``, metric ``best_<metric>.<rule>``, and the table ``best_per_rule.json``."""
+    if not rows:
+        return
+    from mlflow.entities import Metric, RunTag
+
+    client = _client(uri)
+    tags, metrics = [], []
+    for row in rows:
+        tags.append(RunTag(f"bioprop.best.{row['rule']}.run_id", str(row["run_id"])))
+        tags.append(RunTag(f"bioprop.best.{row['rule']}.setting", row["setting"]))
+        metrics.append(Metric(f"best_{row['metric']}.{row['rule']}", float(row["value"]), 0, 0))
+    client.log_batch(parent, metrics=metrics, tags=tags)
+    columns = ("rule", "setting", "metric", "value", "epochs", "run_id")
+    table = {c: [row[c] for row in rows] for c in columns}
+    client.log_table(parent, data=table, artifact_file=BEST_TABLE)
