@@ -372,7 +372,7 @@ def run_trials(
             continue
         points.append({"label": label, "spec": setting.model_dump(mode="json")})
     name = _safe(f"{spec.name}-{job_id}")
-    path = Path(storage_path) / name
+    path = f"{storage_path.rstrip('/')}/{name}"  # a folder or a URI (s3://...)
     constants = {"parent": parent, "uri": uri, "job_id": job_id, "search": search is not None}
     per_point = search.trials_per_point() if search else 1
     trials = len(points) * per_point
@@ -383,7 +383,7 @@ def run_trials(
         if search is not None and tune.Tuner.can_restore(path):
             log.info("restoring the search experiment at %s", path)
             tuner = tune.Tuner.restore(
-                str(path), trainable, resume_unfinished=True, resume_errored=True
+                path, trainable, resume_unfinished=True, resume_errored=True
             )
         else:
             tuner = tune.Tuner(

@@ -65,3 +65,106 @@ def test_four_setting_sweep_runs_two_trials_at_once(workdir, ray_cluster):
     table = client.download_artifacts(parent.info.run_id, "best_per_rule.json", str(workdir))
     stored = json.loads(open(table).read())
     assert stored["columns"][0] == "rule" and len(stored["data"]) == 2
+
+
+def test_search_stops_an_absurd_learning_rate_at_the_grace_period(workdir, ray_cluster):
+    spec = ExperimentSpec.model_validate(
+        {
+            **DIGITS,
+            "name": "asha",
+            "rule": {"name": "bp"},
+            "schedule": {"epochs": 5},
+            "sweep": {"max_concurrent": 1},  # the sane rate reaches epoch 1 first
+            "search": {
+                "metric": "val_acc",
+                "mode": "max",
+                "num_samples": 1,
+                "space": {"optim.lr": {"grid": [0.05, 50.0]}},
+                "asha": {"grace_period": 1, "reduction_factor": 2},
+            },
+        }
+    )
+    result = run_experiment(spec, job_id="asha")
+    assert result["status"] == "FINISHED", result
+    client = MlflowClient(result["tracking_uri"])
+    runs = {float(c.data.params["optim.lr"]): c for c in map(client.get_run, _ids(result))}
+    assert sorted(runs) == [0.05, 50.0]
+    sane, absurd = runs[0.05], runs[50.0]
+    assert absurd.data.tags["bioprop.stopped_early"] == "true"
+    assert absurd.data.tags["bioprop.stopped_at_epoch"] == "1"
+    assert absurd.info.status == "FINISHED"
+    assert absurd.data.metrics["epoch"] < 5  # Tune ended it before its last epoch
+    assert "bioprop.stopped_early" not in sane.data.tags
+    assert sane.data.metrics["epoch"] == 5
+    (best,) = result["best"]
+    assert best["run_id"] == sane.info.run_id and best["setting"] == "bp lr=0.05"
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.data.tags["bioprop.best.bp.setting"] == "bp lr=0.05"
+
+
+def _ids(result: dict) -> list[str]:
+    return [c["run_id"] for c in result["children"]]
+
+
+def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir, ray_cluster):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    epochs = 12
+    body = {
+        **DIGITS,
+        "name": "killed",
+        "rule": {"name": ["bp", "fa"]},
+        "seed": [0, 1],
+        "schedule": {"epochs": epochs},
+    }
+    (workdir / "spec.json").write_text(json.dumps(body))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "trainers.launch", "spec.json", "--job-id", "killed"],
+        cwd=workdir,
+        env={**os.environ, "RAY_ADDRESS": ray_cluster},
+    )
+    from trainers.tracking import default_tracking_uri, find_job_runs
+
+    uri = default_tracking_uri()
+    deadline = time.monotonic() + 400
+    try:
+        while True:  # until one trial has finished and another is half way
+            assert time.monotonic() < deadline and driver.poll() is None
+            _, runs = find_job_runs("killed", uri)
+            done = [r for r in runs if r.info.status == "FINISHED"]
+            going = [r for r in runs if r.info.status == "RUNNING"]
+            if done and any(2 <= r.data.metrics.get("epoch", 0) < epochs - 2 for r in going):
+                break
+            time.sleep(0.3)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    _, before = find_job_runs("killed", uri)
+    finished = {r.info.run_id: r for r in before if r.info.status == "FINISHED"}
+    cut = {r.info.run_id: r for r in before if r.info.status == "RUNNING"}
+
+    result = run_experiment(ExperimentSpec.model_validate(body), job_id="killed")
+    assert result["status"] == "FINISHED", result
+    assert [c["setting"] for c in result["children"]] == [
+        "bp seed=0",
+        "bp seed=1",
+        "fa seed=0",
+        "fa seed=1",
+    ]
+    client = MlflowClient(uri)
+    for child in result["children"]:
+        run_id = child["run_id"]
+        steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+        resumed = client.get_metric_history(run_id, "resumed_from_epoch")
+        if run_id in finished:  # skipped: not trained again
+            assert child["skipped"] and len(steps) == epochs and not resumed
+            assert client.get_run(run_id).info.end_time == finished[run_id].info.end_time
+        else:
+            assert not child["skipped"] and set(steps) == set(range(1, epochs + 1))
+        if run_id in cut:  # resumed from its last checkpoint, not from scratch
+            assert resumed and resumed[-1].value >= 2, (child["setting"], resumed)
+        assert client.get_run(run_id).info.status == "FINISHED"
