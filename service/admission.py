@@ -23,6 +23,7 @@ __all__ = [
     "admit",
     "check_data_dirs",
     "check_resources",
+    "check_search",
     "check_storage_apart",
     "check_sweep_size",
     "check_tracking",
@@ -168,7 +169,29 @@ def check_resources(spec: ExperimentSpec, settings: Settings) -> list[dict[str, 
     ]
 
 
-CHECKS = (check_sweep_size, check_storage_apart, check_data_dirs, check_tracking, check_resources)
+def check_search(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
+    """A search may ask for at most ``MAX_SEARCH_SAMPLES`` trials per grid point."""
+    if spec.search is None or spec.search.num_samples <= settings.MAX_SEARCH_SAMPLES:
+        return []
+    return [
+        _error(
+            "too_many_samples",
+            ("search", "num_samples"),
+            f"search.num_samples {spec.search.num_samples} is more than this service allows "
+            f"({settings.MAX_SEARCH_SAMPLES}, BIOPROP_MAX_SEARCH_SAMPLES)",
+            spec.search.num_samples,
+        )
+    ]
+
+
+CHECKS = (
+    check_sweep_size,
+    check_storage_apart,
+    check_data_dirs,
+    check_tracking,
+    check_resources,
+    check_search,
+)
 
 
 def admit(spec: ExperimentSpec, settings: Settings) -> None:

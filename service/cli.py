@@ -22,6 +22,7 @@ from service.client import ApiError, Client
 from service.demo import demo
 from service.local import SetOpt, overridden, run
 from service.tables import (
+    best_table,
     console,
     err,
     jobs_table,
@@ -131,6 +132,9 @@ def status(
             if job_id:
                 job = client.get(job_id)
                 console.print(progress_table(job))
+                result = job.get("result") or {}
+                if result.get("best") and len(result.get("children") or []) > 1:
+                    console.print(best_table(result["best"], title="best setting per rule"))
                 console.print(
                     f"created {when(job['created_at'])}  started {when(job['started_at'])}  "
                     f"finished {when(job['finished_at'])}  "

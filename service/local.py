@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.tables import console, err, progress_table, results_table
+from service.tables import best_table, console, err, progress_table, results_table
 
 __all__ = ["SetOpt", "overridden", "run"]
 
@@ -82,6 +82,8 @@ def run(
     with LocalProgress(loaded, job_id):
         result = run_experiment(loaded, job_id=job_id)
     console.print(results_table(result.get("children", []), title=f"{loaded.name}"))
+    if len(result.get("children", [])) > 1 and result.get("best"):
+        console.print(best_table(result["best"], title="best setting per rule"))
     console.print(
         f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}"
     )

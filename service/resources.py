@@ -3,9 +3,11 @@ PENDING while the running jobs leave too little of ``CLUSTER_CPUS`` / ``CLUSTER_
 
 A job's demand is its spec's ``scale``, as the driver hands it to Ray Train's
 ``ScalingConfig``: ``workers x cpus_per_worker`` CPUs, and ``workers`` GPUs when
-``scale.gpu`` (one GPU per worker). A sweep runs its settings one after another, so the
-demand is that of one setting. An unset capacity is unlimited (then Ray Train waits for the
-workers' resources inside the running driver, and the job shows RUNNING meanwhile).
+``scale.gpu`` (one GPU per worker), times the settings it trains at once: a sweep or search
+runs its trials side by side (Ray Tune), as many as it has, at most ``sweep.max_concurrent``,
+and, when the capacity is set, at most as many as the whole cluster holds (what the driver
+itself does with Ray's resources). An unset capacity is unlimited (then Ray Train waits for
+the workers' resources inside the running driver, and the job shows RUNNING meanwhile).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.spec import ScaleSpec
+from trainers.spec import ExperimentSpec, ScaleSpec
 
-__all__ = ["Resources", "capacity", "demand", "held", "scale_demand", "shortfall"]
+__all__ = [
+    "Resources",
+    "capacity",
+    "concurrent_trials",
+    "demand",
+    "held",
+    "scale_demand",
+    "shortfall",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,9 @@ class Resources:
 
     def __sub__(self, other: Resources) -> Resources:
         return Resources(self.cpus - other.cpus, self.gpus - other.gpus)
+
+    def times(self, n: int) -> Resources:
+        return Resources(self.cpus * n, self.gpus * n)
 
     def fits(self, free: Resources) -> bool:
         return self.cpus <= free.cpus and self.gpus <= free.gpus
@@ -52,22 +65,38 @@ def scale_demand(scale: ScaleSpec) -> Resources:
     )
 
 
-def demand(spec: dict[str, Any]) -> Resources:
-    """:func:`scale_demand` of a stored job ``spec`` (JSON); ``ValueError`` (pydantic's
-    ``ValidationError``) when its ``scale`` does not validate."""
-    return scale_demand(ScaleSpec.model_validate(spec.get("scale") or {}))
+def concurrent_trials(spec: ExperimentSpec, total: Resources | None = None) -> int:
+    """How many settings of ``spec`` train at once: its trials (grid points times searched
+    samples), at most ``sweep.max_concurrent``, at most what ``total`` holds (at least one)."""
+    n = spec.trial_count()
+    if spec.sweep.max_concurrent:
+        n = min(n, spec.sweep.max_concurrent)
+    one = scale_demand(spec.scale)
+    if total is not None:
+        for have, need in ((total.cpus, one.cpus), (total.gpus, one.gpus)):
+            if need > 0 and math.isfinite(have):
+                n = min(n, max(1, math.floor(have / need)))
+    return max(1, n)
 
 
-def held(specs: Iterable[dict[str, Any] | None]) -> Resources:
-    """What jobs with these stored specs hold together; a spec whose ``scale`` no longer
-    validates counts as none (its driver fails and says why)."""
-    total = Resources()
+def demand(spec: dict[str, Any], total: Resources | None = None) -> Resources:
+    """What a stored job ``spec`` (JSON) holds while it runs: :func:`scale_demand` times
+    :func:`concurrent_trials` in a cluster of ``total``; ``ValueError`` (pydantic's
+    ``ValidationError``) when the spec does not validate."""
+    loaded = ExperimentSpec.model_validate(spec)
+    return scale_demand(loaded.scale).times(concurrent_trials(loaded, total))
+
+
+def held(specs: Iterable[dict[str, Any] | None], total: Resources | None = None) -> Resources:
+    """What jobs with these stored specs hold together (in a cluster of ``total``); a spec
+    that no longer validates counts as none (its driver fails and says why)."""
+    used = Resources()
     for spec in specs:
         try:
-            total = total + demand(spec or {})
+            used = used + demand(spec or {}, total)
         except (ValueError, ArithmeticError) as exc:
-            log.warning("job spec with an invalid scale section counts as no demand: %s", exc)
-    return total
+            log.warning("job spec that no longer validates counts as no demand: %s", exc)
+    return used
 
 
 def capacity(cpus: float | None, gpus: float | None) -> Resources:

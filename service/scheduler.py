@@ -277,13 +277,14 @@ class Scheduler:
                 )
                 return
             blocked = None
-            free = self.capacity() - held(j.spec for j in active)
+            total = self.capacity()
+            free = total - held((j.spec for j in active), total)
             for job in store.oldest_pending(conn=conn, limit=slots):
                 try:
                     # a spec stored by an older version may not validate now: the driver
                     # would refuse it, so it fails here, with the reason, not every tick
                     ExperimentSpec.model_validate(job.spec)
-                    need = demand(job.spec)
+                    need = demand(job.spec, total)
                 except Exception as exc:
                     self._fail(
                         conn, job.id, f"cannot be scheduled: {exc}", from_states=(JobState.PENDING,)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         description="GPUs the running jobs may hold together (scale.workers each when "
         "scale.gpu); none = unlimited",
     )
+    MAX_SEARCH_SAMPLES: int = Field(
+        64, ge=1, description="most search.num_samples a job may ask for (trials per grid point)"
+    )
     CANCEL_GRACE_S: float = Field(30.0, ge=0, description="SIGTERM to SIGKILL delay on cancel")
     POLL_INTERVAL_S: float = Field(0.5, gt=0)
     WAKE_DELAY_S: float = Field(

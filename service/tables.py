@@ -19,6 +19,7 @@ from rich.table import Table
 from service.client import FINAL_STATES, Client
 
 __all__ = [
+    "best_table",
     "console",
     "err",
     "jobs_table",
@@ -80,10 +81,19 @@ def _labels(spec: dict[str, Any] | None, most: int = 200) -> list[str]:
     from trainers.spec import ExperimentSpec
 
     try:
-        settings = ExperimentSpec.model_validate(spec or {}).settings()
-        return [label for label, _ in itertools.islice(settings, most)]
+        loaded = ExperimentSpec.model_validate(spec or {})
     except ValueError:
         return []
+    if loaded.search is not None:  # a search's labels carry the values it samples
+        return []
+    return [label for label, _ in itertools.islice(loaded.settings(), most)]
+
+
+def _status(child: dict[str, Any]) -> str:
+    """A child's status; a trial ASHA stopped early says so, with the epoch."""
+    if child.get("stopped_early"):
+        return f"STOPPED at epoch {child.get('stopped_at_epoch', '?')}"
+    return str(child.get("status", "-"))
 
 
 def progress_table(job: dict[str, Any]) -> Table:
@@ -99,7 +109,7 @@ def progress_table(job: dict[str, Any]) -> Table:
         epoch = metrics.get("epoch")
         epoch_text = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
         label = child.get("setting") or child.get("rule")
-        table.add_row(str(label), str(child.get("status", "-")), epoch_text, *_scores(metrics))
+        table.add_row(str(label), _status(child), epoch_text, *_scores(metrics))
         seen.add(label)
     for label in _labels(job.get("spec")):
         if label not in seen:
@@ -113,8 +123,24 @@ def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
     for child in children:
         table.add_row(
             str(child.get("setting") or child.get("rule")),
-            str(child.get("status", "-")),
+            _status(child),
             *_scores(child.get("metrics") or {}),
+        )
+    return table
+
+
+def best_table(rows: list[dict[str, Any]], *, title: str) -> Table:
+    """Per rule, the best setting of a sweep or search (``result["best"]``): its metric and
+    its MLflow child run."""
+    table = _table(title, ("rule", "best setting", "metric", "value", "epochs", "child run"))
+    for row in rows:
+        table.add_row(
+            str(row["rule"]),
+            str(row["setting"]),
+            str(row["metric"]),
+            _fmt(row.get("value"), ".4f"),
+            str(row.get("epochs", "-")),
+            str(row.get("run_id")),
         )
     return table
 

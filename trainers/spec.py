@@ -344,10 +344,7 @@ class ExperimentSpec(_Section):
     def trial_count(self) -> int:
         """How many trials (child runs) the spec makes: grid points times searched samples."""
         per_point = self.search.trials_per_point() if self.search else 1
-        return len(self.sweep_axes_product()) * per_point
-
-    def sweep_axes_product(self) -> list[tuple[Any, ...]]:
-        return list(itertools.product(*self.sweep_axes().values()))
+        return math.prod(len(values) for values in self.sweep_axes().values()) * per_point
 
     def sweep_axes(self) -> dict[str, list[Any]]:
         """Every sweepable field given as a list (``SWEEPABLE``, ``rule.params.<key>`` and

@@ -17,7 +17,7 @@ router = APIRouter(tags=["health"])
 
 def _health(*, conn: Connection, settings: Settings) -> Health:
     active = store.active_jobs(conn=conn)
-    used = held(job.spec for job in active)
+    used = held((job.spec for job in active), settings.cluster())
     return Health(
         jobs_active=len(active),
         jobs_pending=store.count_jobs(conn=conn, states=[JobState.PENDING]),

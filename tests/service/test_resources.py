@@ -32,7 +32,8 @@ def test_jobs_wait_for_cpus_in_submission_order(
     with httpx.Client(base_url=server.url, timeout=30) as http:
 
         def submit(name: str, workers: int) -> str:
-            body = spec(name, scale={"workers": workers})
+            # one setting at a time: this queue is about jobs, not trials side by side
+            body = spec(name, scale={"workers": workers}, sweep={"max_concurrent": 1})
             response = http.post("/v1/experiments", json=body)
             assert response.status_code == 201, response.text
             return response.json()["id"]
