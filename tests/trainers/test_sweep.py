@@ -168,3 +168,60 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         if run_id in cut:  # resumed from its last checkpoint, not from scratch
             assert resumed and resumed[-1].value >= 2, (child["setting"], resumed)
         assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def _trial_processes() -> list[str]:
+    """This session's Ray processes running a Tune trial, a Train controller or a Train worker
+    (Ray names a process after the actor it runs; the test's cluster descends from pytest)."""
+    import psutil
+
+    names = ("ray::ImplicitFunc", "ray::TrainController", "ray::RayTrainWorker")
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(proc.cmdline())
+        except psutil.Error:  # ended meanwhile
+            continue
+        if line.startswith(names):
+            found.append(line)
+    return found
+
+
+def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
+    import time
+
+    from service.client import Client
+    from service.server import ServerThread
+    from service.settings import Settings
+
+    settings = Settings(RUN_DIR=workdir / "bioprop-runs", RAY_ADDRESS=ray_cluster)
+    body = {**DIGITS, "name": "cancelled", "rule": {"name": ["bp", "fa"]}}
+    body["schedule"] = {"epochs": 200}  # far longer than the test waits
+    client_uri = settings.MLFLOW_URI
+    with ServerThread(settings) as server, Client(server.url) as client:
+        job = client.submit(body)
+        deadline = time.monotonic() + 400
+        while True:  # both trials training
+            assert time.monotonic() < deadline, client.logs(job["id"], tail=40)
+            children = (client.get(job["id"]).get("progress") or {}).get("children") or []
+            epochs = [(c.get("metrics") or {}).get("epoch", 0) for c in children]
+            if len(epochs) == 2 and min(epochs) >= 1:
+                break
+            time.sleep(0.5)
+        assert len(_trial_processes()) >= 6  # 2 x (trial, controller, worker)
+        client.cancel(job["id"])
+        job = client.wait(job["id"], timeout=120, poll=0.5)
+        assert job["state"] == "CANCELLED"
+    deadline = time.monotonic() + 60
+    while _trial_processes():  # the driver's actors end with it
+        assert time.monotonic() < deadline, _trial_processes()
+        time.sleep(0.5)
+    client = MlflowClient(client_uri)
+    from trainers.tracking import find_job_runs
+
+    parent, children = find_job_runs(job["id"], client_uri)
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    logged = [len(client.get_metric_history(c.info.run_id, "epoch")) for c in children]
+    time.sleep(3)
+    assert [len(client.get_metric_history(c.info.run_id, "epoch")) for c in children] == logged
