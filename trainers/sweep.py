@@ -382,9 +382,7 @@ def run_trials(
         trainable = tune.with_resources(train_trial, TRIAL_RESOURCES)
         if search is not None and tune.Tuner.can_restore(path):
             log.info("restoring the search experiment at %s", path)
-            tuner = tune.Tuner.restore(
-                path, trainable, resume_unfinished=True, resume_errored=True
-            )
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable,

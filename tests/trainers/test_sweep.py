@@ -122,14 +122,15 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         "schedule": {"epochs": epochs},
     }
     (workdir / "spec.json").write_text(json.dumps(body))
+    from trainers.tracking import default_tracking_uri, find_job_runs
+
+    uri = default_tracking_uri()
+    find_job_runs("killed", uri)  # creates the store first: two first users race its migration
     driver = subprocess.Popen(
         [sys.executable, "-m", "trainers.launch", "spec.json", "--job-id", "killed"],
         cwd=workdir,
         env={**os.environ, "RAY_ADDRESS": ray_cluster},
     )
-    from trainers.tracking import default_tracking_uri, find_job_runs
-
-    uri = default_tracking_uri()
     deadline = time.monotonic() + 400
     try:
         while True:  # until one trial has finished and another is half way
