@@ -127,8 +127,15 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     if not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
-    check_storage(_storage_path(spec))  # a missing bucket or credentials fail here, clearly
-    spec = spec.model_copy(update={"data": data_pipelines.prepare(spec.data, task=spec.task)})
+    storage = _storage_path(spec)
+    check_storage(storage)  # a missing bucket or credentials fail here, clearly
+    # absolute before it reaches the trials: Tune starts each in a directory of its own
+    spec = spec.model_copy(
+        update={
+            "data": data_pipelines.prepare(spec.data, task=spec.task),
+            "storage_path": storage,
+        }
+    )
     _init_ray()
     earlier_parent, _ = find_job_runs(job_id, uri)
     if earlier_parent is None:
@@ -139,9 +146,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         log.info("resuming job %s (parent run %s)", job_id, parent)
     result: dict[str, Any] = {"job_id": job_id, "parent_run_id": parent, "tracking_uri": uri}
     try:
-        children = run_trials(
-            spec, job_id=job_id, uri=uri, parent=parent, storage_path=_storage_path(spec)
-        )
+        children = run_trials(spec, job_id=job_id, uri=uri, parent=parent, storage_path=storage)
     except BaseException:
         _kill_open_runs(uri, job_id, parent)
         raise

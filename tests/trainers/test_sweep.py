@@ -131,7 +131,7 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         cwd=workdir,
         env={**os.environ, "RAY_ADDRESS": ray_cluster},
     )
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 900
     try:
         while True:  # until one trial has finished and another is half way
             assert time.monotonic() < deadline and driver.poll() is None
