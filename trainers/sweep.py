@@ -11,8 +11,9 @@ the cluster has room for their Train workers, bounded by ``sweep.max_concurrent`
 
 Outcomes in MLflow: a trial that trained every epoch ends FINISHED; one that raised ends
 FAILED (the others go on); one stopped early by ASHA ends FINISHED with the tags
-``bioprop.stopped_early=true`` and ``bioprop.stopped_at_epoch`` (set here, in the driver's
-:class:`_Bookkeeping` callback, because Tune ends a stopped trial's process).
+``bioprop.stopped_early=true`` and ``bioprop.stopped_at_epoch`` (set here, in the driver, when
+the scheduler decides; the run is closed by a Tune callback, because Tune ends a stopped
+trial's process).
 
 Starting the same job again: a grid runs only the settings whose child run has not finished
 every epoch, each resuming from its Ray Train checkpoint (the ``TorchTrainer`` name is stable
@@ -203,16 +204,10 @@ def _bookkeeping_callback(uri: str, job_id: str):
             run = self._run(trial)
             if run is None or run.info.status != "RUNNING":
                 return  # the trial function closed its run itself
-            spec = ExperimentSpec.model_validate(trial.config["point"]["spec"])
-            last = trial.last_result or {}
-            epoch = int(last.get("epoch") or 0)
-            if epoch >= spec.schedule.epochs:
-                return  # trained every epoch; the trial function is closing its run
+            if run.data.tags.get(TAG_STOPPED) != "true":
+                return  # not stopped by the scheduler: it ends by itself, or is killed
             run_id = run.info.run_id
-            client = _client(uri)
-            client.set_tag(run_id, TAG_STOPPED, "true")
-            client.set_tag(run_id, TAG_STOPPED_AT, str(epoch))
-            log.info("trial %s (run %s) stopped early at epoch %d", trial.trial_id, run_id, epoch)
+            last = trial.last_result or {}
             if last.get("checkpoint_path"):
                 try:
                     _log_final_checkpoint(uri, run_id, last["checkpoint_path"])
@@ -229,10 +224,12 @@ def _bookkeeping_callback(uri: str, job_id: str):
     return _Bookkeeping()
 
 
-def _per_point_asha(search, epochs: int):
+def _per_point_asha(search, epochs: int, uri: str, job_id: str):
     """ASHA (``time_attr=epoch``) kept per grid point: a rule's trials are cut against that
-    rule's trials only, so every rule gets its own best learning rate."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+    rule's trials only, so every rule gets its own best learning rate. A stop decision tags
+    the trial's child run (``bioprop.stopped_early``, ``bioprop.stopped_at_epoch``) there and
+    then; the driver's callback closes the run once Tune has ended the trial."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
     class PerPointASHA(FIFOScheduler):
         def __init__(self) -> None:
@@ -260,7 +257,16 @@ def _per_point_asha(search, epochs: int):
             self._sub(trial).on_trial_add(tune_controller, trial)
 
         def on_trial_result(self, tune_controller, trial, result):
-            return self._sub(trial).on_trial_result(tune_controller, trial, result)
+            decision = self._sub(trial).on_trial_result(tune_controller, trial, result)
+            epoch = int(result.get("epoch") or 0)
+            if decision == TrialScheduler.STOP and epoch < epochs:
+                run = _find_child(uri, job_id, trial_id=trial.trial_id, label=None)
+                if run is not None:
+                    client = _client(uri)
+                    client.set_tag(run.info.run_id, TAG_STOPPED, "true")
+                    client.set_tag(run.info.run_id, TAG_STOPPED_AT, str(epoch))
+                log.info("trial %s stopped early at epoch %d", trial.trial_id, epoch)
+            return decision
 
         def on_trial_complete(self, tune_controller, trial, result):
             sub = self._sub(trial)
@@ -425,7 +431,11 @@ def _tune_config(spec: ExperimentSpec, points, constants, concurrent: int):
         num_samples=len(points) * search.num_samples if optuna else search.num_samples,
         max_concurrent_trials=concurrent,
         search_alg=_per_point_optuna(search, points, constants) if optuna else None,
-        scheduler=_per_point_asha(search, spec.schedule.epochs) if search.asha else None,
+        scheduler=(
+            _per_point_asha(search, spec.schedule.epochs, constants["uri"], constants["job_id"])
+            if search.asha
+            else None
+        ),
     )
 
 
