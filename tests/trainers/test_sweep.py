@@ -149,7 +149,7 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
     cut = {
         r.info.run_id: r.data.metrics["epoch"]
         for r in before
-        if r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= 1
+        if r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= 2
     }
 
     result = run_experiment(ExperimentSpec.model_validate(body), job_id="killed")
@@ -171,7 +171,8 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         else:
             assert not child["skipped"] and set(steps) == set(range(1, epochs + 1))
         if run_id in cut:  # resumed from its last checkpoint, not from scratch
-            assert resumed and resumed[-1].value >= cut[run_id], (child["setting"], resumed)
+            # (Ray Train registers a reported checkpoint a moment after the report)
+            assert resumed and resumed[-1].value >= cut[run_id] - 1, (child["setting"], resumed)
         assert client.get_run(run_id).info.status == "FINISHED"
 
 
