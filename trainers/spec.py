@@ -35,6 +35,7 @@ from trainers.names import (
     RULE_NAMES,
     TASK_NAMES,
 )
+from trainers.search_space import SearchSpec, SweepSpec
 from trainers.spec_types import (
     Float,
     Int,
@@ -44,7 +45,6 @@ from trainers.spec_types import (
     PathText,
     check_bounded,
 )
-from trainers.search_space import SearchSpec, SweepSpec
 from trainers.storage import validate_storage_path
 
 __all__ = [
