@@ -50,8 +50,8 @@ def _digits_folder(root: Path) -> Path:
 def _direct(spec, train, val) -> float:
     """The run's model, optimizer and schedule, trained on tensors in this process."""
     from trainers import rules
-    from trainers.loop import build_classifier
     from trainers.optim import build_optimizer
+    from trainers.tasks.classify import build_classifier
 
     (x, y), (xv, yv) = train, val
     model = build_classifier(spec, num_classes=10, in_channels=3)

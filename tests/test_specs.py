@@ -57,7 +57,7 @@ def test_specs_folder_has_the_papers_row_groups() -> None:
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_spec_needs_its_root_and_every_setting_builds(path: Path, tmp_path: Path) -> None:
-    from trainers.loop import build_classifier
+    from trainers.tasks.classify import build_classifier
 
     with pytest.raises(ValidationError, match="data.root is required"):
         ExperimentSpec.model_validate(parse_yaml(path.read_text()))

@@ -11,9 +11,9 @@ alignment, the classification and box subnets' final layers optionally on exact 
 - :func:`predict`, :func:`coco_map`, :func:`evaluate_map`: COCO mAP with
   ``torchmetrics.detection.MeanAveragePrecision`` (pycocotools backend), mergeable over
   DDP ranks through a ``gather`` callable such as :func:`all_gather_detections`.
-- :func:`train_loop_per_worker_detect`: the Ray Train per-worker loop for ``task: detect``,
-  shaped like :func:`trainers.loop.train_loop_per_worker` (same config keys, checkpoint
-  dict, one ``ray.train.report`` per epoch from every rank).
+- :func:`probe_alignment`: rule vs exact-BP weight-gradient angles on a probe batch.
+
+:mod:`trainers.tasks.detect` trains it with the one worker loop (:mod:`trainers.worker`).
 
 ``dfa`` cannot drive RetinaNet: it needs one output layer whose error feeds every hidden
 layer directly, and RetinaNet has two heads over five pyramid levels; building with it
@@ -23,30 +23,17 @@ raises ``ValueError``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import ray
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-import data_pipelines
 from trainers import metrics, rules
-from trainers.loop import (
-    _all_reduce_sum,
-    _system_metrics,
-    _unwrap,
-    close_epoch,
-    restore_or_start,
-    worker_env,
-)
 from trainers.models import build_model
-from trainers.tracking import log_metrics
+from trainers.rules.base import same_shape
 
 __all__ = [
     "BP_HEAD_LAYERS",
@@ -57,7 +44,8 @@ __all__ = [
     "detection_step",
     "evaluate_map",
     "predict",
-    "train_loop_per_worker_detect",
+    "probe_alignment",
+    "to_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,27 +54,6 @@ log = logging.getLogger(__name__)
 BP_HEAD_LAYERS = ("head.classification_head.cls_logits", "head.regression_head.bbox_reg")
 
 Detections = list[dict[str, Tensor]]
-
-
-def _plain_conv(layer: nn.Conv2d) -> nn.Conv2d:
-    """A stock ``nn.Conv2d`` sharing ``layer``'s weight and bias Parameters."""
-    new = nn.Conv2d(
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
-        device="meta",
-    )
-    new.weight = layer.weight
-    if layer.bias is not None:
-        new.bias = layer.bias
-    new.train(layer.training)
-    return new
 
 
 def convert_retinanet(
@@ -121,7 +88,7 @@ def convert_retinanet(
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name)
             layer = getattr(parent, child)
-            setattr(parent, child, _plain_conv(layer))
+            setattr(parent, child, same_shape(layer))
             if isinstance(layer, rules.FeedbackLayer):
                 counts["Conv2d"] -= 1
     return model, counts
@@ -163,9 +130,7 @@ def detection_step(
     the model's device. The caller sums the losses and calls ``backward()``.
     """
     model.train()
-    device = next(model.parameters()).device
-    images = [im.to(device, non_blocking=True) for im in _as_list(images)]
-    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    images, targets = to_device(next(model.parameters()).device, images, targets)
     losses = model(images, targets)
     return {
         "classification": losses["classification"],
@@ -180,7 +145,7 @@ def predict(model: nn.Module, batches: Iterable[Any]) -> tuple[Detections, Detec
     ``{"boxes", "labels"}``. Runs the unwrapped model (no DDP collective), so ranks may
     hold different numbers of images; empty batches are skipped.
     """
-    net = _unwrap(model)
+    net = rules.unwrap(model)
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -268,12 +233,12 @@ class _LossOf(nn.Module):
             self.net.training = was_training
 
 
-def _probe_alignment(
+def probe_alignment(
     model: nn.Module, probe: tuple[list[Tensor], Detections], mode: str = "eval"
 ) -> dict[str, float]:
     """Rule vs exact-BP weight-gradient angles on the fixed probe batch, in
     ``tracking.alignment_mode`` (the same mode per step and per epoch)."""
-    net = _unwrap(model)
+    net = rules.unwrap(model)
     found = metrics.gradient_alignment(_LossOf(net), (probe, None), lambda loss, _: loss, mode=mode)
     out = {}
     for key, value in found.items():
@@ -282,100 +247,10 @@ def _probe_alignment(
     return out
 
 
-def _to(device: torch.device, images: Any, targets: Detections) -> tuple[list[Tensor], Detections]:
+def to_device(
+    device: torch.device, images: Any, targets: Detections
+) -> tuple[list[Tensor], Detections]:
+    """A batch's images (as a list) and targets on ``device``."""
     images = [im.to(device, non_blocking=True) for im in _as_list(images)]
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
     return images, targets
-
-
-def train_loop_per_worker_detect(config: dict[str, Any]) -> None:
-    """Ray Train entry point for ``task: detect``; ``config`` as for
-    :func:`trainers.loop.train_loop_per_worker`: ``spec`` (resolved, data prepared, so
-    ``data.kind == "coco"``), ``run_id``, ``uri``.
-
-    Per epoch, rank 0 logs ``loss`` (also as ``train_loss``), ``loss_classification``,
-    ``loss_bbox_regression`` (image-weighted means over all ranks), ``lr``,
-    ``samples_per_s`` (images/s, all ranks), ``epoch_time_s``, ``map``, ``map_50``,
-    ``map_75`` (val split, every rank's detections gathered), ``align_*`` and
-    ``galign_*``; every rank reports once per epoch with the checkpoint dict of
-    :mod:`trainers.loop` from rank 0. ``optim.clip_grad_norm`` clips the global gradient
-    norm before each step: RetinaNet trained from scratch without it diverged here (BP,
-    lr 0.01, batch 8: weights at 1e15 by step 65), with it at 10 it trained.
-    """
-    env = worker_env(config)
-    spec, run_id, uri, rank, world, device = env
-    use_amp, loader = env.use_amp, env.loader
-    val_loader = loader("val", spec.seed)
-    torch.manual_seed(spec.seed)
-    model = build_retinanet(
-        data_pipelines.num_classes(spec.data),
-        image_size=spec.data.image_size,
-        rule=spec.rule_names[0],
-        last_layer=spec.rule.last_layer,
-        seed=spec.seed,
-        params=spec.rule.params,
-    )
-    optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
-    model = ray.train.torch.prepare_model(model)
-
-    probe = None
-    if rank == 0:
-        probe = next((_to(device, b[0], b[1]) for b in val_loader if len(b[0]) >= 2), None)
-    monitor = _system_metrics(uri, run_id) if rank == 0 else None
-    step: int | None = None
-    try:
-        for epoch in range(start_epoch, spec.schedule.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, cls, box, n
-            train_loader = loader("train", spec.seed * 100_003 + epoch)
-            step = epoch * len(train_loader) if step is None else step
-            for images, targets in train_loader:
-                images, targets = _to(device, images, targets)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    losses = detection_step(model, images, targets)
-                    loss = losses["classification"] + losses["bbox_regression"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if spec.optim.clip_grad_norm:  # after DDP's all-reduce: the same on every rank
-                    nn.utils.clip_grad_norm_(model.parameters(), spec.optim.clip_grad_norm)
-                optimizer.step()
-                rules.after_step(model)
-                with torch.no_grad():
-                    n = float(len(images))
-                    parts = [loss, losses["classification"], losses["bbox_regression"]]
-                    totals[:3] += torch.stack([p.detach().double() * n for p in parts])
-                    totals[3] += n
-                step += 1
-                every = spec.tracking.alignment_every
-                if probe is not None and every and step % every == 0:
-                    log_metrics(
-                        uri,
-                        run_id,
-                        _probe_alignment(model, probe, spec.tracking.alignment_mode),
-                        step=step,
-                    )
-            elapsed = time.perf_counter() - t0
-            loss_sum, cls_sum, box_sum, count = _all_reduce_sum(totals.tolist(), device)
-            count_ = max(count, 1.0)
-            epoch_metrics = {
-                "epoch": epoch + 1,
-                "loss": loss_sum / count_,
-                "train_loss": loss_sum / count_,
-                "loss_classification": cls_sum / count_,
-                "loss_bbox_regression": box_sum / count_,
-                "lr": optimizer.param_groups[0]["lr"],
-                "samples_per_s": count / max(elapsed, 1e-9),
-                "epoch_time_s": elapsed,
-            }
-            scheduler.step()
-            epoch_metrics.update(evaluate_map(model, val_loader, gather=all_gather_detections))
-            probe_alignment = (
-                (lambda: _probe_alignment(model, probe, spec.tracking.alignment_mode))
-                if probe is not None
-                else None
-            )
-            close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
-    finally:
-        if monitor is not None:
-            monitor.finish()

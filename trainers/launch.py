@@ -85,12 +85,10 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainers.detection import train_loop_per_worker_detect
-    from trainers.loop import train_loop_per_worker
+    from trainers.worker import train_loop_per_worker
 
-    loops = {"classify": train_loop_per_worker, "detect": train_loop_per_worker_detect}
     return TorchTrainer(
-        loops[spec.task],
+        train_loop_per_worker,
         train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
         torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
         scaling_config=ScalingConfig(

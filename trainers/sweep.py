@@ -133,7 +133,7 @@ def _find_child(uri: str, job_id: str, *, trial_id: str | None, label: str | Non
 
 def _log_final_checkpoint(uri: str, run_id: str, path: str) -> None:
     """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``)."""
-    from trainers.loop import CHECKPOINT_FILE
+    from trainers.worker import CHECKPOINT_FILE
 
     client = _client(uri)
     client.log_artifact(run_id, str(Path(path) / CHECKPOINT_FILE), "checkpoints")

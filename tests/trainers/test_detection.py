@@ -345,13 +345,13 @@ def test_all_gather_detections_merges_ranks_in_order(tmp_path) -> None:
 def test_probe_alignment_in_its_declared_mode() -> None:
     """The RetinaNet probe runs in ``tracking.alignment_mode`` (BatchNorm included), a BP
     net reports 0 degrees in either mode, and the model's own mode is restored."""
-    from trainers.detection import _probe_alignment
+    from trainers.detection import probe_alignment
 
     for rule in ("bp", "ss"):
         torch.manual_seed(0)
         model = build_retinanet(NUM_CLASSES, image_size=SIZE, rule=rule).train()
         for mode in ("eval", "train"):
-            out = _probe_alignment(model, tiny_batch(), mode)
+            out = probe_alignment(model, tiny_batch(), mode)
             assert model.training and all(m.training for m in model.modules())
             if rule == "bp":
                 assert out["galign_mean_grad_angle"] < 1e-3, (mode, out)

@@ -32,6 +32,8 @@ __all__ = [
     "feedback_layers",
     "init_scale",
     "layer_seed",
+    "same_shape",
+    "unwrap",
 ]
 
 
@@ -132,29 +134,7 @@ class FeedbackLayer:
     def from_layer(cls, layer: nn.Module, *, seed: int = 0, name: str = "", **params: Any):
         """A rule layer sharing ``layer``'s weight and bias Parameters."""
         merged = cls.check_params(params)
-        if isinstance(layer, nn.Linear):
-            new = cls.Linear(
-                layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta"
-            )
-        elif isinstance(layer, nn.Conv2d):
-            new = cls.Conv2d(
-                layer.in_channels,
-                layer.out_channels,
-                layer.kernel_size,
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-                bias=layer.bias is not None,
-                padding_mode=layer.padding_mode,
-                device="meta",
-            )
-        else:
-            raise TypeError(f"rules convert nn.Linear and nn.Conv2d, not {type(layer).__name__}")
-        new.weight = layer.weight
-        if layer.bias is not None:
-            new.bias = layer.bias
-        new.train(layer.training)
+        new = same_shape(layer, linear=cls.Linear, conv2d=cls.Conv2d)
         new.layer_name = name
         new.rule_seed = layer_seed(seed, name)
         new.rule_params = merged
@@ -210,6 +190,40 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
         return conv2d_feedback(
             x, self.weight, self.bias, bw, self.stride, padding, self.dilation, self.groups
         )
+
+
+def same_shape(
+    layer: nn.Module,
+    *,
+    linear: type[nn.Linear] = nn.Linear,
+    conv2d: type[nn.Conv2d] = nn.Conv2d,
+) -> nn.Module:
+    """A ``linear`` or ``conv2d`` layer (stock by default) of ``layer``'s shape and options,
+    sharing its weight and bias Parameters and its train/eval mode."""
+    if isinstance(layer, nn.Linear):
+        new = linear(
+            layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta"
+        )
+    elif isinstance(layer, nn.Conv2d):
+        new = conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+            device="meta",
+        )
+    else:
+        raise TypeError(f"rules convert nn.Linear and nn.Conv2d, not {type(layer).__name__}")
+    new.weight = layer.weight
+    if layer.bias is not None:
+        new.bias = layer.bias
+    new.train(layer.training)
+    return new
 
 
 def feedback_layers(model: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:

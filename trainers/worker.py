@@ -1,0 +1,321 @@
+"""The one per-worker training loop Ray Train runs on every rank, for every task.
+
+Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
+and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
+on checkpoint epochs. What differs between tasks is a small :class:`Task` object looked up
+by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
+batch to a loss and its named per-sample sums, evaluates, and picks and scores the
+gradient-alignment probe batch. Everything else is here, once: restore, the optimizer
+step (gradient clipping, ``rules.after_step``), the alignment cadence, the epoch metrics
+(the task's sums all-reduced over ranks and divided by the sample count, ``lr``,
+``samples_per_s``, ``epoch_time_s``), and :func:`close_epoch`.
+
+Checkpoint dict (torchvision references' layout): ``model`` (includes the rule's fixed and
+plastic feedback, which are buffers/parameters), ``optimizer``, ``lr_scheduler``, ``epoch``
+(the last finished one), ``rng`` (torch/numpy/python states of every rank) and ``spec``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+import data_pipelines
+from trainers import metrics, rules
+from trainers.optim import build_optimizer
+from trainers.spec import ExperimentSpec
+from trainers.tracking import log_metrics
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "Task",
+    "WorkerEnv",
+    "all_reduce_sum",
+    "close_epoch",
+    "restore_or_start",
+    "train_loop_per_worker",
+    "worker_env",
+]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class WorkerEnv(NamedTuple):
+    """What every Ray Train worker starts from: the resolved spec, its MLflow run, this
+    rank's place in the group and its device; :meth:`loader` builds this rank's shard."""
+
+    spec: ExperimentSpec
+    run_id: str
+    uri: str
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast on CUDA, a no-op elsewhere."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+    def loader(self, split: str, seed: int):
+        """This rank's shard of ``split``, ``spec.batch_size // world`` per step."""
+        return data_pipelines.build_loader(
+            self.spec.data,
+            split,
+            batch_size=max(1, self.spec.batch_size // self.world),
+            shard_id=self.rank,
+            num_shards=self.world,
+            seed=seed,
+        )
+
+
+class Task:
+    """What a task (``classify``, ``detect``) tells the worker loop; one instance per task.
+
+    ``sums``: the names of the per-epoch train metrics :meth:`step` returns sums of.
+    ``channels_last``: put the model (and the task's inputs) in channels-last memory format
+    when running with AMP.
+    """
+
+    sums: tuple[str, ...] = ()
+    channels_last: bool = False
+
+    def build(self, env: WorkerEnv, val_loader: Any) -> nn.Module:
+        """The spec's model, seeded from ``spec.seed`` and converted to its rule."""
+        raise NotImplementedError
+
+    def step(
+        self, model: nn.Module, batch: Any, env: WorkerEnv
+    ) -> tuple[Tensor, dict[str, Tensor], float]:
+        """Forward one train batch: ``(loss to backpropagate, {name: detached float64 sum
+        over the batch's samples} for every name of :attr:`sums`, number of samples)``. The
+        epoch's metric ``name`` is that sum over batches and ranks over the sample count."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, val_loader: Any, env: WorkerEnv) -> dict[str, float]:
+        """Validation metrics, the same on every rank (a collective: every rank calls it)."""
+        raise NotImplementedError
+
+    def probe(self, val_loader: Any, env: WorkerEnv) -> Any:
+        """The fixed batch gradient alignment is measured on (rank 0), or None."""
+        raise NotImplementedError
+
+    def probe_alignment(self, model: nn.Module, probe: Any, env: WorkerEnv) -> dict[str, float]:
+        """``galign_<layer>.grad_angle`` ... : rule vs exact-BP weight gradients on ``probe``."""
+        raise NotImplementedError
+
+
+def worker_env(config: dict[str, Any]) -> WorkerEnv:
+    """The :class:`WorkerEnv` of this worker; ``config``: ``spec``, ``run_id``, ``uri``."""
+    ctx = ray.train.get_context()
+    return WorkerEnv(
+        spec=ExperimentSpec.model_validate(config["spec"]),
+        run_id=config["run_id"],
+        uri=config["uri"],
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
+    from trainers.tasks import get_task
+
+    env = worker_env(config)
+    spec, run_id, uri, rank, world, device = env
+    task = get_task(spec.task)
+    val_loader = env.loader("val", spec.seed)
+    model = task.build(env, val_loader)
+    optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
+    model = ray.train.torch.prepare_model(model)
+    if task.channels_last and env.use_amp:
+        model = model.to(memory_format=torch.channels_last)
+
+    probe = task.probe(val_loader, env) if rank == 0 else None
+    monitor = _system_metrics(uri, run_id) if rank == 0 else None
+    step: int | None = None  # global optimizer step, known once the first loader is built
+    try:
+        for epoch in range(start_epoch, spec.schedule.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            totals = torch.zeros(len(task.sums) + 1, dtype=torch.float64, device=device)
+            # a loader per epoch, seeded by the epoch: a resumed run sees the same data order
+            train_loader = env.loader("train", spec.seed * 100_003 + epoch)
+            step = epoch * len(train_loader) if step is None else step
+            for batch in train_loader:
+                loss, sums, n = task.step(model, batch, env)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if spec.optim.clip_grad_norm:  # after DDP's all-reduce: the same on every rank
+                    nn.utils.clip_grad_norm_(model.parameters(), spec.optim.clip_grad_norm)
+                optimizer.step()
+                rules.after_step(model)
+                with torch.no_grad():
+                    totals[:-1] += torch.stack([sums[name] for name in task.sums])
+                    totals[-1] += n
+                step += 1
+                every = spec.tracking.alignment_every
+                if probe is not None and every and step % every == 0:
+                    log_metrics(uri, run_id, task.probe_alignment(model, probe, env), step=step)
+            elapsed = time.perf_counter() - t0
+            *sums_all, count = all_reduce_sum(totals.tolist(), device)
+            epoch_metrics = {"epoch": epoch + 1}
+            for name, total in zip(task.sums, sums_all, strict=True):
+                epoch_metrics[name] = total / max(count, 1.0)
+            epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
+            epoch_metrics["samples_per_s"] = count / max(elapsed, 1e-9)
+            epoch_metrics["epoch_time_s"] = elapsed
+            scheduler.step()
+            epoch_metrics.update(task.evaluate(model, val_loader, env))
+            probe_alignment = (
+                (lambda: task.probe_alignment(model, probe, env)) if probe is not None else None
+            )
+            close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def restore_or_start(
+    model: nn.Module, spec: ExperimentSpec, rank: int, world: int, run_id: str, uri: str
+):
+    """Optimizer and LR scheduler for ``model``, restored with the model, RNG and epoch from
+    Ray Train's last checkpoint when there is one. Returns ``(optimizer, scheduler,
+    start_epoch)``. Every rank must call it (it runs a collective)."""
+    optimizer = build_optimizer(model.parameters(), spec.optim)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
+    )
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start_epoch = state["epoch"] + 1
+        if rank == 0:
+            log_metrics(uri, run_id, {"resumed_from_epoch": start_epoch}, step=start_epoch)
+    else:
+        torch.manual_seed(spec.seed + rank)
+    nodes = _count_nodes(world)  # a collective: every rank calls it
+    if rank == 0 and start_epoch == 0:
+        log_metrics(uri, run_id, {"ddp_nodes": nodes}, step=0)
+    return optimizer, scheduler, start_epoch
+
+
+def close_epoch(
+    env: WorkerEnv,
+    epoch: int,
+    epoch_metrics: dict[str, float],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    probe_alignment: Callable[[], dict[str, float]] | None,
+) -> None:
+    """End an epoch whose train and val metrics are in ``epoch_metrics``: add per-layer
+    weight alignment (and, unless ``tracking.alignment_every`` logs it per step, the probe's
+    gradient alignment), report to Ray with the checkpoint, log everything to MLflow on
+    rank 0. Ray sees only the epoch metrics and the mean alignment angle."""
+    summary = dict(epoch_metrics)
+    align = metrics.alignment(rules.unwrap(model))
+    epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
+    if probe_alignment is not None and not env.spec.tracking.alignment_every:
+        epoch_metrics.update(probe_alignment())
+    summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
+    _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
+    if env.rank == 0:
+        log_metrics(env.uri, env.run_id, epoch_metrics, step=epoch + 1)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over every rank (float64), returned on every rank."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _system_metrics(uri: str, run_id: str):
+    """MLflow's system-metrics monitor (CPU, memory, GPU) on the child run, from rank 0."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception:  # system metrics are a convenience; never fail a run over them
+        return None
+
+
+def _count_nodes(world: int) -> int:
+    """How many distinct Ray nodes this worker group spans."""
+    node = ray.get_runtime_context().get_node_id()
+    nodes: list[Any] = [None] * world
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(nodes, node)
+    else:
+        nodes = [node]
+    return len(set(nodes))
+
+
+def _gather_rng(world: int) -> list[dict[str, Any]]:
+    """Every rank's RNG state, so a resumed rank continues its own random stream."""
+    states: list[Any] = [None] * world
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(states, _rng_state())
+    else:
+        states = [_rng_state()]
+    return states
+
+
+def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world) -> None:
+    last = epoch + 1 == spec.schedule.epochs
+    save = last or (epoch + 1) % spec.checkpoint.every_epochs == 0
+    rng = _gather_rng(world) if save else []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if save and rank == 0:
+            state = {
+                "model": rules.unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "rng": rng,
+                "spec": spec.model_dump(mode="json"),
+            }
+            torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(epoch_metrics, checkpoint=checkpoint)
