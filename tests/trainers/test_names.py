@@ -19,7 +19,7 @@ def test_names_equal_their_registries() -> None:
     assert {name: fn.task for name, fn in MODELS.items()} == names.MODEL_TASKS
     assert sorted(OPTIMIZERS) == sorted(names.OPTIMIZER_NAMES)
     assert set(names.MODEL_TASKS.values()) == set(names.TASK_NAMES)
-    assert sorted(data_pipelines.LOADERS) == sorted(names.DATA_KINDS)
+    assert sorted(data_pipelines.KINDS) == sorted(names.DATA_KINDS)
 
 
 def test_registries_refuse_unlisted_names() -> None:

@@ -1,0 +1,305 @@
+"""Data kinds: one registered object per ``data.kind`` (``imagefolder``, ``synthetic``,
+``digits``, ``coco``), each saying how to prepare a data section on the driver, build a
+loader for one split and shard on a worker, and count its classes.
+
+:data:`KINDS` maps the name to its :class:`DataKind`; :func:`register_kind` fills it and
+refuses names ``trainers/names.py`` (the spec's source of names) does not list. Adding a kind
+is one class here (or in its own module, imported below) plus its name there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
+from trainers.names import DATA_KINDS, check_name
+
+__all__ = ["KINDS", "DataKind", "default_device_id", "get_kind", "register_kind", "synthetic_root"]
+
+
+class DataKind:
+    """How one ``data.kind`` is prepared, loaded and counted."""
+
+    def prepare(self, data: Any, *, task: str) -> Any:
+        """The data section resolved on the driver (``root`` filled and checked)."""
+        return data.model_copy()
+
+    def loader(
+        self,
+        data: Any,
+        split: str,
+        *,
+        batch_size: int,
+        shard_id: int,
+        num_shards: int,
+        seed: int,
+        **options: Any,
+    ) -> Iterable:
+        """Batches of one split and shard of a prepared section, ``len()`` = steps."""
+        raise NotImplementedError
+
+    def num_classes(self, data: Any) -> int:
+        """The class count of a prepared section."""
+        raise NotImplementedError
+
+
+KINDS: dict[str, DataKind] = {}
+
+
+def register_kind(name: str) -> Callable[[type[DataKind]], type[DataKind]]:
+    """Class decorator: register one instance of a :class:`DataKind` under ``name`` (refuses
+    duplicates and names missing from ``trainers.names.DATA_KINDS``)."""
+    check_name("data kind", name, DATA_KINDS)
+
+    def deco(cls: type[DataKind]) -> type[DataKind]:
+        if name in KINDS:
+            raise ValueError(f"data kind {name!r} is already registered")
+        KINDS[name] = cls()
+        return cls
+
+    return deco
+
+
+def get_kind(name: str) -> DataKind:
+    """The kind registered as ``name``; NotImplementedError naming the known kinds otherwise."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise NotImplementedError(
+            f"data.kind {name!r} is not supported; known kinds: {', '.join(KINDS)}"
+        ) from None
+
+
+def default_device_id() -> int | None:
+    """The CUDA device DALI decodes on (``mixed``), or None for CPU pipelines."""
+    import torch
+
+    return torch.cuda.current_device() if torch.cuda.is_available() else None
+
+
+def synthetic_root(data: Any, base: str | Path | None = None, *, task: str = "classify") -> Path:
+    """Default cache folder of a synthetic set: ``<base>/bioprop-runs/data/synthetic-<hash>``
+    (``synthetic-coco-<hash>`` for detection); without ``base``, under ``$BIOPROP_DATA_CACHE``
+    (a folder every Ray node mounts, on a cluster) when set, else the working directory."""
+    s = data.synth
+    if task == "detect":
+        params, prefix = {"images": s.images, "size": s.size}, "synthetic-coco"
+    else:
+        params = {"classes": s.classes, "train": s.train_per_class, "val": s.val_per_class}
+        params, prefix = {**params, "size": s.size}, "synthetic"
+    params["version"] = SYNTH_VERSION
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    cache = os.environ.get("BIOPROP_DATA_CACHE", "").strip()
+    if base is None and cache:
+        folder = Path(cache)
+    else:
+        folder = Path(base or Path.cwd()) / "bioprop-runs" / "data"
+    return (folder / f"{prefix}-{digest}").expanduser().absolute()
+
+
+# the error texts more than one kind raises --------------------------------------------
+def prepared_root(data: Any) -> Path:
+    """``data.root`` of a prepared section (ValueError when :func:`prepare` has not run)."""
+    if data.root is None:
+        raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
+    return Path(data.root)
+
+
+def existing_root(data: Any) -> Path:
+    """``data.root`` made absolute; FileNotFoundError naming it when it is no folder."""
+    root = Path(data.root).expanduser().absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root not found: {root}")
+    return root
+
+
+def train_steps(images: int, *, num_shards: int, batch_size: int, where: Path) -> int:
+    """Steps per epoch of a train shard (ValueError naming ``where`` when it is below one)."""
+    steps = (images // num_shards) // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"train shard of {images // num_shards} images ({where}) is smaller "
+            f"than batch_size {batch_size}"
+        )
+    return steps
+
+
+# the kinds -------------------------------------------------------------------------------
+@register_kind("imagefolder")
+class ImageFolder(DataKind):
+    """An ImageNet-layout folder (``train/<class>/*.jpg``, ``val/<class>/*.jpg``) or its
+    packed webdataset shards (:mod:`data_pipelines.pack`), through the DALI classification
+    pipeline."""
+
+    def prepare(self, data: Any, *, task: str) -> Any:
+        root = existing_root(data)
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise FileNotFoundError(f"split folder not found: {root / split}")
+        return data.model_copy(update={"root": root})
+
+    def loader(self, data, split, *, batch_size, shard_id, num_shards, seed, **options):
+        from data_pipelines.check import explain_decode_error
+        from data_pipelines.folder import classify_pipeline, index_folder, shuffled
+        from data_pipelines.loader import DaliLoader, classify_batch
+        from data_pipelines.pack import is_packed, iter_packed_images, read_packed
+
+        root = prepared_root(data)
+        train = split == "train"
+        if is_packed(root):
+            index = read_packed(root, split)
+            sources = lambda: iter_packed_images(index)  # noqa: E731
+        else:
+            classes = index_folder(root / "train").classes if split == "val" else None
+            index = index_folder(root / split, classes=classes)
+            if train:
+                index = shuffled(index, seed)
+            sources = lambda: (index.root / f for f in index.files)  # noqa: E731
+        steps = None
+        if train:
+            steps = train_steps(
+                len(index), num_shards=num_shards, batch_size=batch_size, where=root / split
+            )
+        pipe = classify_pipeline(
+            index,
+            train=train,
+            image_size=data.image_size,
+            val_resize=data.val_resize or round(data.image_size * 256 / 224),
+            batch_size=batch_size,
+            shard_id=shard_id,
+            num_shards=num_shards,
+            seed=seed,
+            num_threads=data.num_threads,
+            device_id=default_device_id(),
+        )
+        return DaliLoader(
+            pipe,
+            output_map=["images", "labels"],
+            steps=steps,
+            convert=classify_batch,
+            on_error=lambda exc: explain_decode_error(exc, sources()),
+        )
+
+    def num_classes(self, data: Any) -> int:
+        from data_pipelines.folder import list_classes
+        from data_pipelines.pack import is_packed, read_packed
+
+        root = prepared_root(data)
+        if is_packed(root):
+            return len(read_packed(root, "train").classes)
+        return len(list_classes(root / "train"))
+
+
+@register_kind("synthetic")
+class Synthetic(ImageFolder):
+    """A synthetic ImageNet-layout folder of real JPEG files, built on first use (atomically;
+    skipped when present). With ``task="detect"`` a COCO-format set instead, prepared as
+    ``kind="coco"`` so workers need not know the task."""
+
+    def prepare(self, data: Any, *, task: str) -> Any:
+        root = Path(data.root).absolute() if data.root else synthetic_root(data, task=task)
+        s = data.synth
+        if task == "detect":
+            atomic_build(root, lambda tmp: synth_coco(tmp, images=s.images, size=s.size))
+            coco = data.model_copy(update={"root": root, "kind": "coco"})
+            return KINDS["coco"].prepare(coco, task=task)
+        atomic_build(
+            root,
+            lambda tmp: synth_imagenet(
+                tmp,
+                classes=s.classes,
+                train_per_class=s.train_per_class,
+                val_per_class=s.val_per_class,
+                size=s.size,
+            ),
+        )
+        return data.model_copy(update={"root": root})
+
+
+@register_kind("digits")
+class Digits(DataKind):
+    """scikit-learn's bundled 8x8 handwritten digits (:mod:`data_pipelines.digits`)."""
+
+    def loader(self, data, split, *, batch_size, shard_id, num_shards, seed, **options):
+        from data_pipelines.digits import DigitsLoader
+
+        shard = dict(shard_id=shard_id, num_shards=num_shards, seed=seed)
+        return DigitsLoader(split, image_size=data.image_size, batch_size=batch_size, **shard)
+
+    def num_classes(self, data: Any) -> int:
+        from data_pipelines.digits import NUM_CLASSES
+
+        return NUM_CLASSES
+
+
+@register_kind("coco")
+class Coco(DataKind):
+    """A COCO-format detection set (``annotations/instances_{train,val}.json`` and images),
+    checked on the driver (annotations against images) so a broken set fails before any
+    worker starts. Loader options: ``include_crowd`` (default False: crowd boxes dropped),
+    ``skip_empty`` (default False: images without boxes kept, with empty targets) and
+    ``with_ids`` (a third item, the COCO image ids)."""
+
+    def prepare(self, data: Any, *, task: str) -> Any:
+        from data_pipelines.coco import index_coco
+
+        root = existing_root(data)
+        for split in ("train", "val"):
+            index_coco(root, split)
+        return data.model_copy(update={"root": root})
+
+    def loader(
+        self,
+        data,
+        split,
+        *,
+        batch_size,
+        shard_id,
+        num_shards,
+        seed,
+        include_crowd: bool = False,
+        skip_empty: bool = False,
+        with_ids: bool = False,
+    ):
+        from data_pipelines.check import explain_decode_error
+        from data_pipelines.coco import OUTPUT_MAP, DetectionBatch, coco_pipeline, index_coco
+        from data_pipelines.loader import DaliLoader
+
+        root = prepared_root(data)
+        index = index_coco(root, split, include_crowd=include_crowd, skip_empty=skip_empty)
+        train = split == "train"
+        steps = None
+        if train:
+            steps = train_steps(
+                len(index), num_shards=num_shards, batch_size=batch_size, where=index.annotations
+            )
+        pipe = coco_pipeline(
+            index,
+            train=train,
+            image_size=data.image_size,
+            batch_size=batch_size,
+            shard_id=shard_id,
+            num_shards=num_shards,
+            seed=seed,
+            num_threads=data.num_threads,
+            device_id=default_device_id(),
+            include_crowd=include_crowd,
+        )
+        paths = [index.image_root / f for f in index.files]
+        return DaliLoader(
+            pipe,
+            output_map=OUTPUT_MAP,
+            steps=steps,
+            convert=DetectionBatch(index.category_ids, with_ids=with_ids),
+            on_error=lambda exc: explain_decode_error(exc, paths),
+        )
+
+    def num_classes(self, data: Any) -> int:
+        from data_pipelines.coco import index_coco
+
+        return len(index_coco(prepared_root(data), "train").category_ids)
