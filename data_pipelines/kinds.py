@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
-from trainers.names import DATA_KINDS, check_name
+from trainers.names import DATA_KINDS, instance_registrar
 
 __all__ = ["KINDS", "DataKind", "default_device_id", "get_kind", "register_kind", "synthetic_root"]
 
@@ -51,18 +51,8 @@ class DataKind:
 KINDS: dict[str, DataKind] = {}
 
 
-def register_kind(name: str) -> Callable[[type[DataKind]], type[DataKind]]:
-    """Class decorator: register one instance of a :class:`DataKind` under ``name`` (refuses
-    duplicates and names missing from ``trainers.names.DATA_KINDS``)."""
-    check_name("data kind", name, DATA_KINDS)
-
-    def deco(cls: type[DataKind]) -> type[DataKind]:
-        if name in KINDS:
-            raise ValueError(f"data kind {name!r} is already registered")
-        KINDS[name] = cls()
-        return cls
-
-    return deco
+#: ``@register_kind(name)`` on a :class:`DataKind` subclass registers one instance of it.
+register_kind = instance_registrar(KINDS, "data kind", DATA_KINDS)
 
 
 def get_kind(name: str) -> DataKind:
@@ -118,8 +108,13 @@ def existing_root(data: Any) -> Path:
     return root
 
 
-def train_steps(images: int, *, num_shards: int, batch_size: int, where: Path) -> int:
-    """Steps per epoch of a train shard (ValueError naming ``where`` when it is below one)."""
+def train_steps(
+    split: str, images: int, *, num_shards: int, batch_size: int, where: Path
+) -> int | None:
+    """Steps per epoch of a train shard (ValueError naming ``where`` when it is below one);
+    None for ``val`` (every image once, the last batch padded)."""
+    if split != "train":
+        return None
     steps = (images // num_shards) // batch_size
     if steps == 0:
         raise ValueError(
@@ -127,6 +122,31 @@ def train_steps(images: int, *, num_shards: int, batch_size: int, where: Path) -
             f"than batch_size {batch_size}"
         )
     return steps
+
+
+def shard_plan(
+    data: Any,
+    split: str,
+    images: int,
+    *,
+    where: Path,
+    batch_size: int,
+    shard_id: int,
+    num_shards: int,
+    seed: int,
+) -> tuple[int | None, dict[str, Any]]:
+    """Steps per epoch of this split's shard (:func:`train_steps`) and the DALI pipeline
+    arguments every kind passes alike (batch, shard, seed, threads, device)."""
+    steps = train_steps(split, images, num_shards=num_shards, batch_size=batch_size, where=where)
+    options = dict(
+        batch_size=batch_size,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+        num_threads=data.num_threads,
+        device_id=default_device_id(),
+    )
+    return steps, options
 
 
 # the kinds -------------------------------------------------------------------------------
@@ -149,6 +169,7 @@ class ImageFolder(DataKind):
         from data_pipelines.loader import DaliLoader, classify_batch
         from data_pipelines.pack import is_packed, iter_packed_images, read_packed
 
+        shard = dict(batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed)
         root = prepared_root(data)
         train = split == "train"
         if is_packed(root):
@@ -160,22 +181,13 @@ class ImageFolder(DataKind):
             if train:
                 index = shuffled(index, seed)
             sources = lambda: (index.root / f for f in index.files)  # noqa: E731
-        steps = None
-        if train:
-            steps = train_steps(
-                len(index), num_shards=num_shards, batch_size=batch_size, where=root / split
-            )
+        steps, options = shard_plan(data, split, len(index), where=root / split, **shard)
         pipe = classify_pipeline(
             index,
             train=train,
             image_size=data.image_size,
             val_resize=data.val_resize or round(data.image_size * 256 / 224),
-            batch_size=batch_size,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            seed=seed,
-            num_threads=data.num_threads,
-            device_id=default_device_id(),
+            **options,
         )
         return DaliLoader(
             pipe,
@@ -270,25 +282,13 @@ class Coco(DataKind):
         from data_pipelines.coco import OUTPUT_MAP, DetectionBatch, coco_pipeline, index_coco
         from data_pipelines.loader import DaliLoader
 
+        shard = dict(batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed)
         root = prepared_root(data)
         index = index_coco(root, split, include_crowd=include_crowd, skip_empty=skip_empty)
         train = split == "train"
-        steps = None
-        if train:
-            steps = train_steps(
-                len(index), num_shards=num_shards, batch_size=batch_size, where=index.annotations
-            )
+        steps, options = shard_plan(data, split, len(index), where=index.annotations, **shard)
         pipe = coco_pipeline(
-            index,
-            train=train,
-            image_size=data.image_size,
-            batch_size=batch_size,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            seed=seed,
-            num_threads=data.num_threads,
-            device_id=default_device_id(),
-            include_crowd=include_crowd,
+            index, train=train, image_size=data.image_size, include_crowd=include_crowd, **options
         )
         paths = [index.image_root / f for f in index.files]
         return DaliLoader(

@@ -11,6 +11,9 @@ name here is registered, so the spec and the registries cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 __all__ = [
     "DATA_KINDS",
     "MODEL_NAMES",
@@ -19,6 +22,7 @@ __all__ = [
     "RULE_NAMES",
     "TASK_NAMES",
     "check_name",
+    "instance_registrar",
 ]
 
 #: ``trainers.rules.RULES`` (one module per rule under ``trainers/rules/``).
@@ -52,3 +56,23 @@ def check_name(what: str, name: str, names: tuple[str, ...]) -> None:
             f"{what} {name!r} is not listed in trainers/names.py ({', '.join(names)}); "
             "add it there so specs can name it"
         )
+
+
+def instance_registrar(
+    table: dict[str, Any], what: str, names: tuple[str, ...]
+) -> Callable[[str], Callable[[type], type]]:
+    """``register(name)``: a class decorator putting one instance of the class in ``table``
+    under ``name``, refusing duplicates and names missing from ``names``."""
+
+    def register(name: str) -> Callable[[type], type]:
+        check_name(what, name, names)
+
+        def deco(cls: type) -> type:
+            if name in table:
+                raise ValueError(f"{what} {name!r} is already registered")
+            table[name] = cls()
+            return cls
+
+        return deco
+
+    return register

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from trainers.names import TASK_NAMES, check_name
+from trainers.names import TASK_NAMES, instance_registrar
 from trainers.worker import Task
 
 __all__ = ["TASKS", "get_task", "register_task"]
@@ -13,18 +11,8 @@ __all__ = ["TASKS", "get_task", "register_task"]
 TASKS: dict[str, Task] = {}
 
 
-def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Class decorator: register one instance of a :class:`Task` subclass under ``name``
-    (refuses duplicates and names missing from ``trainers.names.TASK_NAMES``)."""
-    check_name("task", name, TASK_NAMES)
-
-    def deco(cls: type[Task]) -> type[Task]:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        TASKS[name] = cls()
-        return cls
-
-    return deco
+#: ``@register_task(name)`` on a :class:`Task` subclass registers one instance of it.
+register_task = instance_registrar(TASKS, "task", TASK_NAMES)
 
 
 def get_task(name: str) -> Task:
