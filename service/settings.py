@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.resources import Resources, capacity
 
-__all__ = ["Settings", "default_driver_cmd", "get_settings"]
+__all__ = ["Settings", "default_driver_cmd"]
 
 
 def default_driver_cmd() -> list[str]:
@@ -192,8 +192,3 @@ class Settings(BaseSettings):
 
     def token_values(self) -> list[bytes]:
         return [t.get_secret_value().encode() for t in self.API_TOKENS]
-
-
-def get_settings() -> Settings:
-    """Settings read from the environment now (no cache: tests and the CLI build their own)."""
-    return Settings()

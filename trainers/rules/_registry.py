@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
-
 from trainers.names import RULE_NAMES, check_name
 from trainers.rules.base import FeedbackConv2d, FeedbackLayer, FeedbackLinear
 
@@ -47,12 +45,3 @@ def get_rule(name: str) -> type[FeedbackLayer]:
         return RULES[name]
     except KeyError:
         raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULES)}") from None
-
-
-def layer_class(rule: type[FeedbackLayer], layer: nn.Module) -> type[nn.Module]:
-    """The rule's concrete class for ``layer`` (an ``nn.Linear`` or ``nn.Conv2d``)."""
-    if isinstance(layer, nn.Linear):
-        return rule.Linear
-    if isinstance(layer, nn.Conv2d):
-        return rule.Conv2d
-    raise TypeError(f"rules convert nn.Linear and nn.Conv2d, not {type(layer).__name__}")

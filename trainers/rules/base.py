@@ -27,6 +27,8 @@ __all__ = [
     "FeedbackConv2d",
     "FeedbackLayer",
     "FeedbackLinear",
+    "SignFeedback",
+    "DecayingFeedback",
     "draw_normal",
     "exact_backprop",
     "feedback_layers",
@@ -155,6 +157,32 @@ class FeedbackLayer:
     def extra_repr(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in getattr(self, "rule_params", {}).items())
         return f"{super().extra_repr()}, rule={self.rule_name}" + (f", {params}" if params else "")
+
+
+class SignFeedback(FeedbackLayer):
+    """Sign-concordant feedback ``B = sign(W) * m``, ``m`` the buffer named by
+    :attr:`magnitude` (a 0-d scale or a tensor shaped like ``W``); the sign follows ``W``
+    every step (``ss``, ``usf``, ``frsf``, ``sc``)."""
+
+    magnitude: ClassVar[str] = "feedback_magnitude"
+
+    def backward_weight(self) -> Tensor:
+        return torch.sign(self.weight).mul_(getattr(self, self.magnitude))
+
+
+class DecayingFeedback(FeedbackLayer):
+    """With ``self.decay > 0``, ``W`` and the plastic feedback named by
+    :attr:`plastic_feedback` (``kp``'s ``B``, ``pfa``'s ``R``; none for ``bp``, its matched
+    baseline) shrink after every optimizer step: ``W <- (1-decay) W``, ``F <- (1-decay) F``."""
+
+    plastic_feedback: ClassVar[str | None] = "feedback"
+    decay: float = 0.0
+
+    def after_step(self) -> None:
+        if self.decay:
+            self.weight.mul_(1.0 - self.decay)
+            if self.plastic_feedback is not None:
+                getattr(self, self.plastic_feedback).mul_(1.0 - self.decay)
 
 
 class FeedbackLinear(FeedbackLayer, nn.Linear):

@@ -10,14 +10,15 @@ from __future__ import annotations
 from torch import Tensor
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer
+from trainers.rules.base import DecayingFeedback
 
 
 @register_rule("bp")
-class BP(FeedbackLayer):
+class BP(DecayingFeedback):
     """Backward uses ``W`` itself; runs ``F.linear``/``F.conv2d`` so autograd is untouched."""
 
     defaults = {"decay": 0.0}
+    plastic_feedback = None
 
     def init_feedback(self, generator, decay: float = 0.0) -> None:
         self.decay = float(decay)
@@ -27,7 +28,3 @@ class BP(FeedbackLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stock_forward(x)
-
-    def after_step(self) -> None:
-        if self.decay:
-            self.weight.mul_(1.0 - self.decay)

@@ -7,19 +7,15 @@ scale); the sign follows ``W`` every step, the magnitudes stay fixed.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+from trainers.rules.base import SignFeedback, draw_normal, init_scale
 
 
 @register_rule("frsf")
-class FRSF(FeedbackLayer):
+class FRSF(SignFeedback):
     """``B = |M| * sign(W)``, ``M`` fixed."""
 
     def init_feedback(self, generator: torch.Generator) -> None:
         m = draw_normal(self.weight.shape, generator, self.weight, init_scale(self.weight))
         self.register_buffer("feedback_magnitude", m.abs())
-
-    def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight).mul_(self.feedback_magnitude)

@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+from trainers.rules.base import DecayingFeedback, draw_normal, init_scale
 
 
 @register_rule("kp")
-class KP(FeedbackLayer):
+class KP(DecayingFeedback):
     """``grad_input = grad_output @ B``, ``dB = dW``; ``params``: ``decay``."""
 
     defaults = {"decay": 1e-4}
@@ -39,8 +39,3 @@ class KP(FeedbackLayer):
 
     def backward_weight(self) -> Tensor:
         return self.feedback
-
-    def after_step(self) -> None:
-        if self.decay:
-            self.weight.mul_(1.0 - self.decay)
-            self.feedback.mul_(1.0 - self.decay)

@@ -30,16 +30,17 @@ import torch
 from torch import Tensor, nn
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+from trainers.rules.base import DecayingFeedback, draw_normal, init_scale
 from trainers.rules.functional import ProductFeedback
 
 
 @register_rule("pfa")
-class PFA(FeedbackLayer):
+class PFA(DecayingFeedback):
     """Backward ``B^T R^T``: fixed expansion ``B``, plastic ``R``; params ``expansion``, ``decay``."""
 
     defaults = {"expansion": 10.0, "decay": 0.0}
     plastic = True
+    plastic_feedback = "feedback_r"
 
     def draw_expansion(self, n_expand: int, generator: torch.Generator) -> Tensor:
         return draw_normal(
@@ -70,11 +71,6 @@ class PFA(FeedbackLayer):
         return ProductFeedback.apply(
             x, self.weight, self.bias, self.feedback_expand, self.feedback_r, conv
         )
-
-    def after_step(self) -> None:
-        if self.decay:
-            self.weight.mul_(1.0 - self.decay)
-            self.feedback_r.mul_(1.0 - self.decay)
 
 
 @register_rule("pfa_o")

@@ -9,14 +9,13 @@ Both are drawn once and stored together as the signed buffer ``feedback_magnitud
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer, draw_normal, init_scale
+from trainers.rules.base import SignFeedback, draw_normal, init_scale
 
 
 @register_rule("sc")
-class SC(FeedbackLayer):
+class SC(SignFeedback):
     """``B = |M| * S_p * sign(W)``; ``params``: ``p`` (sign-concordance probability)."""
 
     defaults = {"p": 0.75}
@@ -28,6 +27,3 @@ class SC(FeedbackLayer):
         u = torch.rand(tuple(self.weight.shape), generator=generator).to(m.device)
         flips = torch.where(u < p, 1.0, -1.0).to(m.dtype)
         self.register_buffer("feedback_magnitude", m * flips)
-
-    def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight).mul_(self.feedback_magnitude)

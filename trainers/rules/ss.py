@@ -8,21 +8,18 @@ that initialised the layer (the std of ``W`` when the rule is attached: Xiao's
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer, init_scale
+from trainers.rules.base import SignFeedback, init_scale
 
 
 @register_rule("ss")
-class SS(FeedbackLayer):
+class SS(SignFeedback):
     """``B = s * sign(W)``; ``params``: ``scale`` overrides ``s``."""
 
     defaults = {"scale": None}
+    magnitude = "feedback_scale"
 
     def init_feedback(self, generator: torch.Generator, scale: float | None) -> None:
         s = init_scale(self.weight) if scale is None else float(scale)
         self.register_buffer("feedback_scale", torch.tensor(s, device=self.weight.device))
-
-    def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight).mul_(self.feedback_scale)

@@ -9,20 +9,18 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 
 from trainers.rules._registry import register_rule
-from trainers.rules.base import FeedbackLayer
+from trainers.rules.base import SignFeedback
 
 
 @register_rule("usf")
-class USF(FeedbackLayer):
+class USF(SignFeedback):
     """``B = sqrt(2/(fan_in+fan_out)) * sign(W)``."""
+
+    magnitude = "feedback_scale"
 
     def init_feedback(self, generator: torch.Generator) -> None:
         fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(self.weight)
         s = math.sqrt(2.0 / (fan_in + fan_out))
         self.register_buffer("feedback_scale", torch.tensor(s, device=self.weight.device))
-
-    def backward_weight(self) -> Tensor:
-        return torch.sign(self.weight).mul_(self.feedback_scale)

@@ -32,6 +32,7 @@ one training step at batch 256 (6 %).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,18 @@ from torch import Tensor, nn
 
 from trainers.rules._registry import register_rule
 from trainers.rules.base import FeedbackLayer, draw_normal, init_scale, layer_seed
+
+
+class MirrorSchedule(NamedTuple):
+    """When and how ``B`` mirrors ``W``: every ``every`` optimizer steps, ``steps`` mirror
+    iterations, each on ``batch`` noise samples of std ``sigma``, at rate
+    ``max(lr, 1 / (t + 1))`` for mirror step ``t``."""
+
+    every: int
+    steps: int
+    batch: int
+    lr: float
+    sigma: float
 
 
 @register_rule("wm")
@@ -70,29 +83,28 @@ class WM(FeedbackLayer):
         fan_in = math.prod(self.weight.shape[1:])
         if not 0 < float(mirror_lr) <= 1:
             raise ValueError(f"wm mirror_lr must be in (0, 1], got {mirror_lr}")
-        self.schedule = (
-            int(mirror_every),
-            int(mirror_steps),
-            int(mirror_batch) if mirror_batch is not None else fan_in,
-            float(mirror_lr),
-            float(noise_std),
+        self.schedule = MirrorSchedule(
+            every=int(mirror_every),
+            steps=int(mirror_steps),
+            batch=int(mirror_batch) if mirror_batch is not None else fan_in,
+            lr=float(mirror_lr),
+            sigma=float(noise_std),
         )
 
     def backward_weight(self) -> Tensor:
         return self.feedback
 
     def after_step(self) -> None:
-        every, steps = self.schedule[:2]
         step = int(self.step_count)
         self.step_count.fill_(step + 1)
-        if (step + 1) % every == 0:
-            for _ in range(steps):
+        if (step + 1) % self.schedule.every == 0:
+            for _ in range(self.schedule.steps):
                 self.mirror()
 
     @torch.no_grad()
     def mirror(self) -> None:
         """One mirror iteration: a noise batch through ``W``, a Hebbian step on ``B``."""
-        _, _, batch, rate, sigma = self.schedule
+        batch, rate, sigma = self.schedule.batch, self.schedule.lr, self.schedule.sigma
         count = int(self.mirror_count)
         self.mirror_count.fill_(count + 1)
         lr = max(rate, 1.0 / (count + 1))  # a running mean first, then an exponential one
