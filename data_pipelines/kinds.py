@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
-from trainers.names import DATA_KINDS, instance_registrar
+from trainers.names import DATA_KINDS, InstanceRegistry
 
 __all__ = ["KINDS", "DataKind", "default_device_id", "get_kind", "register_kind", "synthetic_root"]
 
@@ -48,21 +48,17 @@ class DataKind:
         raise NotImplementedError
 
 
-KINDS: dict[str, DataKind] = {}
-
-
-#: ``@register_kind(name)`` on a :class:`DataKind` subclass registers one instance of it.
-register_kind = instance_registrar(KINDS, "data kind", DATA_KINDS)
-
-
-def get_kind(name: str) -> DataKind:
-    """The kind registered as ``name``; NotImplementedError naming the known kinds otherwise."""
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise NotImplementedError(
-            f"data.kind {name!r} is not supported; known kinds: {', '.join(KINDS)}"
-        ) from None
+#: ``@register_kind(name)`` on a :class:`DataKind` subclass registers one instance of it;
+#: ``get_kind(name)`` returns it (NotImplementedError naming the known kinds otherwise).
+KINDS: InstanceRegistry = InstanceRegistry(
+    "data kind",
+    DATA_KINDS,
+    lambda name, known: NotImplementedError(
+        f"data.kind {name!r} is not supported; known kinds: {known}"
+    ),
+)
+register_kind = KINDS.register
+get_kind = KINDS.lookup
 
 
 def default_device_id() -> int | None:

@@ -22,7 +22,7 @@ __all__ = [
     "RULE_NAMES",
     "TASK_NAMES",
     "check_name",
-    "instance_registrar",
+    "InstanceRegistry",
 ]
 
 #: ``trainers.rules.RULES`` (one module per rule under ``trainers/rules/``).
@@ -58,21 +58,33 @@ def check_name(what: str, name: str, names: tuple[str, ...]) -> None:
         )
 
 
-def instance_registrar(
-    table: dict[str, Any], what: str, names: tuple[str, ...]
-) -> Callable[[str], Callable[[type], type]]:
-    """``register(name)``: a class decorator putting one instance of the class in ``table``
-    under ``name``, refusing duplicates and names missing from ``names``."""
+class InstanceRegistry(dict):
+    """name -> one instance of each registered class (tasks, data kinds).
 
-    def register(name: str) -> Callable[[type], type]:
-        check_name(what, name, names)
+    ``@registry.register(name)`` on a class puts one instance of it under ``name``, refusing
+    duplicates and names missing from ``names``; :meth:`lookup` returns it or raises
+    ``missing(name, known names)``.
+    """
+
+    def __init__(
+        self, what: str, names: tuple[str, ...], missing: Callable[[str, str], Exception]
+    ) -> None:
+        super().__init__()
+        self.what, self.names, self.missing = what, names, missing
+
+    def register(self, name: str) -> Callable[[type], type]:
+        check_name(self.what, name, self.names)
 
         def deco(cls: type) -> type:
-            if name in table:
-                raise ValueError(f"{what} {name!r} is already registered")
-            table[name] = cls()
+            if name in self:
+                raise ValueError(f"{self.what} {name!r} is already registered")
+            self[name] = cls()
             return cls
 
         return deco
 
-    return register
+    def lookup(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise self.missing(name, ", ".join(self)) from None
