@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from data_pipelines.folder import IMAGENET_MEAN, IMAGENET_STD
+from data_pipelines.folder import IMAGENET_MEAN, IMAGENET_STD, reader_shard
 
 __all__ = ["CocoIndex", "coco_pipeline", "find_split", "index_coco", "retinanet_transform_kwargs"]
 
@@ -158,13 +158,7 @@ def coco_pipeline(
             avoid_class_remapping=True,
             include_iscrowd=include_crowd,
             image_ids=True,
-            random_shuffle=train,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            stick_to_shard=not train,
-            pad_last_batch=True,
-            name="Reader",
-            seed=seed,
+            **reader_shard(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed),
         )
         images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
         if train:

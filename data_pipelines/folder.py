@@ -141,6 +141,21 @@ def shuffled(index: FolderIndex, seed: int) -> FolderIndex:
     )
 
 
+def reader_shard(*, train: bool, shard_id: int, num_shards: int, seed: int) -> dict:
+    """A DALI reader's sharding arguments, the same for every reader here: named ``Reader``
+    (the loaders size epochs by it), train shuffled and moving across shards each epoch,
+    val in a fixed shard with the last batch padded, so every rank steps equally often."""
+    return dict(
+        random_shuffle=train,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        stick_to_shard=not train,
+        pad_last_batch=True,
+        name="Reader",
+        seed=seed,
+    )
+
+
 def classify_pipeline(
     index: FolderIndex | PackedIndex,
     *,
@@ -175,15 +190,7 @@ def classify_pipeline(
 
     @pipeline_def(enable_conditionals=False)
     def imagenet_pipe():
-        shard = dict(
-            random_shuffle=train,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            stick_to_shard=not train,
-            pad_last_batch=True,
-            name="Reader",
-            seed=seed,
-        )
+        shard = reader_shard(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed)
         if isinstance(index, FolderIndex):
             jpegs, labels = fn.readers.file(
                 file_root=str(index.root), files=index.files, labels=index.labels, **shard
