@@ -146,6 +146,22 @@ def shard_plan(
 
 
 # the kinds -------------------------------------------------------------------------------
+def _augment(data: Any) -> str:
+    """``data.augment``, or the kind's default (``DataSpec.augmentation``)."""
+    augment = getattr(data, "augmentation", None) or getattr(data, "augment", None)
+    return augment or ("imagenet" if data.kind in ("imagefolder", "synthetic") else "none")
+
+
+def _val_resize(data: Any) -> int:
+    """Shorter side before the val center crop: ImageNet's 256/224 with ``imagenet``
+    augmentation, the crop itself (the whole image) with ``cifar`` and ``none``."""
+    if data.val_resize:
+        return data.val_resize
+    if _augment(data) == "imagenet":
+        return round(data.image_size * 256 / 224)
+    return data.image_size
+
+
 @register_kind("imagefolder")
 class ImageFolder(DataKind):
     """An ImageNet-layout folder (``train/<class>/*.jpg``, ``val/<class>/*.jpg``) or its
@@ -182,7 +198,8 @@ class ImageFolder(DataKind):
             index,
             train=train,
             image_size=data.image_size,
-            val_resize=data.val_resize or round(data.image_size * 256 / 224),
+            val_resize=_val_resize(data),
+            augment=_augment(data),
             **options,
         )
         return DaliLoader(
