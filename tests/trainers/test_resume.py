@@ -65,10 +65,15 @@ def test_stopped_then_resumed_run_ends_exactly_like_an_uninterrupted_one(workdir
 
 
 def _train_workers() -> list[psutil.Process]:
+    """This session's Ray Train workers: descendants of this process (the local cluster's
+    raylet is its child), never another session's on a shared machine."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # gone, or a zombie, since the listing
+            continue
     return found
 
 
