@@ -230,5 +230,23 @@ def bench_service_cmd(
     console.print(measures_table("control plane", result))
 
 
+@bench_app.command("first-step")
+def bench_first_step_cmd(
+    rounds: Annotated[int, typer.Option(help="rounds per mode (alternating)")] = 3,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="ray-job | local | local-own-ray (repeatable; default the first two)"),
+    ] = None,
+) -> None:
+    """Seconds from submission to the first training step: Ray Jobs driver vs local driver."""
+    from service.bench_first_step import MODES, bench_first_step
+
+    modes = tuple(mode or MODES[:2])
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise typer.BadParameter(f"unknown mode {unknown[0]!r}; modes: {', '.join(MODES)}")
+    console.print_json(data=bench_first_step(rounds=rounds, modes=modes))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,235 @@
+"""The cluster runtime on real separate hosts (network namespaces, ``topology.py``): a Ray
+head that trains nothing, two Ray worker nodes, an MLflow server on PostgreSQL with proxied
+artifacts in S3, an S3 endpoint for checkpoints, and the control plane outside the Ray head,
+configured only through environment variables. A user submits over HTTP with a token.
+
+What a user checks: the sweep SUCCEEDED as one Ray job whose submission id is the job id,
+its DDP group spanned both worker nodes, the checkpoints are in the bucket, the MLflow
+server holds the parent run, both children, their metrics and checkpoints, and ``/logs``
+gives the driver's output; a control-plane restart mid-run neither loses nor restarts the
+job; a cancel stops the Ray job and marks the MLflow runs KILLED.
+
+Tests share one topology (module fixture) and run in file order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cluster_helpers import ray_job
+from topology import API_TOKEN, PG_SOCKET_DIR, Topology, can_make_netns, s3_keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+SWEEP = {
+    "name": "cluster-sweep",
+    "model": "mlp",
+    "data": {"kind": "digits", "image_size": 8},
+    "rule": {"name": ["bp", "fa"]},
+    "schedule": {"epochs": 1},
+    "batch_size": 64,
+    "scale": {"workers": 2, "cpus_per_worker": 1},
+    "max_failures": 1,
+}
+
+
+def _why_not() -> str | None:
+    reason = can_make_netns()
+    if reason:
+        return f"cannot create network namespaces: {reason}"
+    if shutil.which("psql") is None or not Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists():
+        return f"no PostgreSQL server with its socket in {PG_SOCKET_DIR} (and psql)"
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        return "moto[server] (dev extra) is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    topo = Topology(tmp_path_factory.mktemp("cluster"))
+    try:
+        topo.build_network()
+        mlflow_db, jobs_db = topo.create_databases()
+        topo.start_s3()
+        topo.start_ray_head()
+        topo.wait_ray_head()
+        topo.start_ray_worker("w1", nodes=2)
+        topo.start_ray_worker("w2", nodes=3)
+        topo.start_mlflow(mlflow_db)
+        topo.wait_mlflow()
+        topo.cp_env = topo.control_plane_env(jobs_db)
+        topo.start_control_plane(topo.cp_env)
+        yield topo
+    finally:
+        topo.close()
+
+
+def _http(topo: Topology) -> httpx.Client:
+    return httpx.Client(
+        base_url=topo.api, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+    )
+
+
+def _wait(topo: Topology, job_id: str, states=FINAL, timeout: float = 300) -> dict:
+    def poll() -> dict:
+        deadline = time.monotonic() + timeout
+        with _http(topo) as http:
+            while True:
+                job = http.get(f"/v1/experiments/{job_id}", params={"progress": "false"}).json()
+                if job["state"] in states:
+                    return job
+                if time.monotonic() > deadline:
+                    logs = http.get(f"/v1/experiments/{job_id}/logs", params={"tail": 60}).text
+                    raise AssertionError(f"job {job_id} stuck in {job['state']}:\n{logs}")
+                time.sleep(1)
+
+    return topo.user(poll)
+
+
+def _submit(topo: Topology, spec: dict) -> str:
+    def post() -> dict:
+        with _http(topo) as http:
+            response = http.post("/v1/experiments", json=spec)
+            assert response.status_code == 201, response.text
+            return response.json()
+
+    return topo.user(post)["id"]
+
+
+def _runs(topo: Topology, job_id: str):
+    from trainers.tracking import find_job_runs
+
+    return topo.user(find_job_runs, job_id, topo.mlflow)
+
+
+def _logs(topo: Topology, job_id: str, **params) -> str:
+    def get() -> str:
+        with _http(topo) as http:
+            return http.get(f"/v1/experiments/{job_id}/logs", params=params).text
+
+    return topo.user(get)
+
+
+def _wait_runs(topo: Topology, job_id: str, children: int, timeout: float = 300):
+    """Wait until MLflow holds the job's parent run and ``children`` RUNNING child runs."""
+
+    def ready():
+        parent, kids = _runs(topo, job_id)
+        running = [k for k in kids if k.info.status == "RUNNING"]
+        return (parent, kids) if parent is not None and len(running) >= children else None
+
+    from cluster_helpers import wait_until
+
+    return wait_until(lambda: topo.user(ready), f"MLflow runs of job {job_id}", timeout)
+
+
+def _restart_control_plane(topo: Topology) -> None:
+    """Stop the control plane (SIGTERM, as a rollout does) and start a new one."""
+    old = topo.procs.pop("control-plane")
+    old.stop()
+    topo.restarts = getattr(topo, "restarts", 0) + 1
+    proc = topo.start_control_plane(topo.cp_env, name=f"control-plane-{topo.restarts}")
+    topo.procs["control-plane"] = topo.procs.pop(proc.name)
+
+
+def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> None:
+    job_id = _submit(cluster, SWEEP)
+    # the control plane restarts while the driver trains the first setting
+    _wait_runs(cluster, job_id, children=1)
+    _restart_control_plane(cluster)
+    job = _wait(cluster, job_id)
+    assert job["state"] == "SUCCEEDED", job.get("error")
+
+    ray = cluster.user(ray_job, cluster.dashboard, job_id)
+    assert ray["submission_id"] == job_id and ray["status"] == "SUCCEEDED"
+    assert "trainers.launch" in ray["entrypoint"]
+
+    parent, children = _runs(cluster, job_id)
+    assert parent is not None and parent.info.status == "FINISHED"
+    assert sorted(c.data.tags.get("bioprop.rule") for c in children) == ["bp", "fa"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cluster.mlflow)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.metrics["ddp_nodes"] == 2
+        assert "val_acc" in child.data.metrics and "train_loss" in child.data.metrics
+        artifacts = cluster.user(client.list_artifacts, child.info.run_id, "checkpoints")
+        assert [a.path for a in artifacts] == ["checkpoints/checkpoint.pt"]
+    # artifacts went through the MLflow server into its S3 destination
+    stored = cluster.user(s3_keys, "mlflow", "artifacts/")
+    assert sum(k.endswith("checkpoints/checkpoint.pt") for k in stored) == 2
+
+    checkpoints = cluster.user(s3_keys, "ckpt", "runs/")
+    for rule in ("bp", "fa"):
+        assert any(
+            f"-{rule}-{job_id}/checkpoint_" in k and k.endswith("checkpoint.pt")
+            for k in checkpoints
+        ), checkpoints
+
+    text = _logs(cluster, job_id)
+    assert "setting 'bp' run_id=" in text and "setting 'fa' run_id=" in text
+    assert "BIOPROP_RESULT" in text
+    # the restart neither started the driver again nor resumed the job into its runs
+    assert text.count(f"Running entrypoint for job {job_id}") == 1
+    assert "resuming job" not in text
+
+
+def test_cancel_stops_the_ray_job_and_kills_the_mlflow_runs(cluster: Topology) -> None:
+    spec = {**SWEEP, "name": "cluster-cancel", "rule": {"name": "bp"}, "schedule": {"epochs": 500}}
+    job_id = _submit(cluster, spec)
+    _wait_runs(cluster, job_id, children=1)
+
+    def cancel() -> int:
+        with _http(cluster) as http:
+            return http.post(f"/v1/experiments/{job_id}/cancel").status_code
+
+    assert cluster.user(cancel) in (200, 202)
+    assert _wait(cluster, job_id, timeout=120)["state"] == "CANCELLED"
+    assert cluster.user(ray_job, cluster.dashboard, job_id)["status"] == "STOPPED"
+    parent, children = _runs(cluster, job_id)
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED"]
+    assert "marked KILLED" in _logs(cluster, job_id)
+
+
+def test_lost_worker_node_resumes_from_the_bucket_checkpoint(cluster: Topology) -> None:
+    spec = {
+        **SWEEP,
+        "name": "cluster-node-loss",
+        "rule": {"name": "ss"},
+        "schedule": {"epochs": 30},
+        "checkpoint": {"every_epochs": 1, "keep": 2},
+        "max_failures": 3,
+    }
+    job_id = _submit(cluster, spec)
+    prefix = f"runs/cluster-node-loss-ss-{job_id}/checkpoint_"
+
+    def checkpointed() -> bool:
+        return any(k.startswith(prefix) for k in s3_keys("ckpt", "runs/"))
+
+    from cluster_helpers import wait_until
+
+    wait_until(lambda: cluster.user(checkpointed), "the first checkpoint in the bucket", 400)
+    # the node is lost (SIGKILL to its raylet and workers), then comes back, as a pod would
+    cluster.procs.pop("ray-w2").stop(grace=0, sig=signal.SIGKILL)
+    cluster.start_ray_worker("w2", nodes=3)
+
+    job = _wait(cluster, job_id, timeout=600)
+    assert job["state"] == "SUCCEEDED", job.get("error")
+    _, (child,) = _runs(cluster, job_id)
+    assert child.info.status == "FINISHED"
+    assert child.data.metrics["epoch"] == 30
+    assert child.data.metrics["resumed_from_epoch"] >= 1  # from the bucket, not from scratch
+    assert "ddp_nodes" in child.data.metrics
