@@ -263,7 +263,12 @@ class RayJobsScheduler(Scheduler):
         static = self.settings.cluster()
         if not self.settings.RAY_CAPACITY:
             return static
-        live = self.ray.capacity()
+        try:
+            live = self.ray.capacity()
+        except Exception as exc:  # nothing starts while Ray cannot say what it has
+            self._unreachable(exc)
+            cached = self.ray._capacity
+            live = cached[1] if cached is not None else Resources(0.0, 0.0)
         return Resources(
             live.cpus if self.settings.CLUSTER_CPUS is None else static.cpus,
             live.gpus if self.settings.CLUSTER_GPUS is None else static.gpus,

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -160,6 +161,8 @@ class Topology:
 
     def user(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in the test's thread inside the ``user`` host's namespace."""
+        if threading.current_thread().name.startswith("netns-user"):
+            return fn(*args, **kwargs)  # already there (a nested call)
         if self._user is None:
             self._user = ThreadPoolExecutor(
                 1, thread_name_prefix="netns-user", initializer=_enter_netns,
