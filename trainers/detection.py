@@ -22,6 +22,8 @@ raises ``ValueError``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -184,13 +186,17 @@ def coco_map(preds: Detections, targets: Detections) -> dict[str, float]:
     ``map`` averages AP over IoU thresholds 0.50:0.05:0.95 (101-point interpolated
     precision, up to 100 detections per image) and over the classes present in
     ``targets``; ``map_50``/``map_75`` at one threshold. -1 where COCO has nothing to score.
+    pycocotools' printout goes to this module's logger at DEBUG, not to the job log.
     """
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
     metric.warn_on_many_detections = False  # keeping the top 100 by score is COCO's protocol
     metric.update(preds, targets)
-    found = metric.compute()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # pycocotools prints its evaluation per call
+        found = metric.compute()
+    log.debug("COCO evaluation:\n%s", printed.getvalue())
     return {key: float(found[key]) for key in ("map", "map_50", "map_75")}
 
 

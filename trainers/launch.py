@@ -28,6 +28,7 @@ from typing import Any
 
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import check_storage, resolve_storage
+from trainers.summary import write_summary
 from trainers.tracking import (
     default_tracking_uri,
     find_job_runs,
@@ -151,6 +152,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     result["children"] = children
     result["best"] = best_per_rule(spec, children)
     record_best(uri, parent, result["best"])
+    write_summary(uri, parent)  # the comparison on the parent run (also after each child)
     ok = all(c["status"] == "FINISHED" for c in children)
     finish_run(uri, parent, "FINISHED" if ok else "FAILED")
     result["status"] = "FINISHED" if ok else "FAILED"

@@ -12,10 +12,13 @@
 Every builder returns a plain BP model; ``trainers.rules.convert`` swaps its layers for a rule.
 Each is registered with the task it serves (``classify`` unless said otherwise), as
 ``trainers.names.MODEL_TASKS`` lists it; ``builder.task`` holds it.
+Layers carry readable module paths (``block1.conv``, ``layer2.0.conv1``, ``fc``, as
+torchvision's ResNet does), because those paths are the layer names in alignment metrics.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -79,38 +82,44 @@ def mlp(
     depth: int = 2,
     bn: bool = False,
 ) -> nn.Module:
-    """``depth`` hidden ReLU layers of ``hidden`` units (Linear-BN-ReLU blocks with ``bn``)."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    """``depth`` hidden ReLU layers of ``hidden`` units (Linear-BN-ReLU blocks with ``bn``),
+    named ``fc1``, ``bn1``, ``relu1``, ... and the classifier ``fc``."""
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     cin = in_channels * image_size * image_size
-    for _ in range(int(depth)):
-        layers.append(nn.Linear(cin, int(hidden)))
+    for i in range(1, int(depth) + 1):
+        layers[f"fc{i}"] = nn.Linear(cin, int(hidden))
         if bn:
-            layers.append(nn.BatchNorm1d(int(hidden)))
-        layers.append(nn.ReLU(inplace=True))
+            layers[f"bn{i}"] = nn.BatchNorm1d(int(hidden))
+        layers[f"relu{i}"] = nn.ReLU(inplace=True)
         cin = int(hidden)
-    layers.append(nn.Linear(cin, num_classes))
-    return nn.Sequential(*layers)
+    layers["fc"] = nn.Linear(cin, num_classes)
+    return _named(**layers)
+
+
+def _named(**layers: nn.Module) -> nn.Sequential:
+    """An ``nn.Sequential`` whose children have names instead of indices."""
+    return nn.Sequential(OrderedDict(layers))
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
+    return _named(
+        conv=nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        bn=nn.BatchNorm2d(cout),
+        relu=nn.ReLU(inplace=True),
     )
 
 
 @register_model("convnet")
 def convnet(*, num_classes: int, image_size: int, in_channels: int, width: int = 16) -> nn.Module:
-    return nn.Sequential(
-        _conv_bn(in_channels, width),
-        nn.MaxPool2d(2),
-        _conv_bn(width, 2 * width),
-        nn.MaxPool2d(2),
-        _conv_bn(2 * width, 4 * width),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4 * width, num_classes),
+    return _named(
+        block1=_conv_bn(in_channels, width),
+        pool1=nn.MaxPool2d(2),
+        block2=_conv_bn(width, 2 * width),
+        pool2=nn.MaxPool2d(2),
+        block3=_conv_bn(2 * width, 4 * width),
+        pool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        fc=nn.Linear(4 * width, num_classes),
     )
 
 
@@ -125,8 +134,8 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            self.shortcut = _named(
+                conv=nn.Conv2d(cin, cout, 1, stride=stride, bias=False), bn=nn.BatchNorm2d(cout)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,15 +146,25 @@ class _BasicBlock(nn.Module):
 @register_model("resnet20")
 def resnet20(*, num_classes: int, image_size: int, in_channels: int, blocks: int = 3) -> nn.Module:
     """He et al.'s CIFAR ResNet with ``blocks`` basic blocks per stage: ``6 * blocks + 2``
-    layers (3: ResNet-20, 1: ResNet-8, 5: ResNet-32)."""
-    layers: list[nn.Module] = [_conv_bn(in_channels, 16)]
+    layers (3: ResNet-20, 1: ResNet-8, 5: ResNet-32); stages ``layer1``-``layer3`` as in
+    torchvision's ResNet."""
+    stages: dict[str, nn.Module] = {}
     cin = 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(int(blocks)):
-            layers.append(_BasicBlock(cin, cout, stride if i == 0 else 1))
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-    return nn.Sequential(*layers)
+    for stage, (cout, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+        stages[f"layer{stage}"] = nn.Sequential(
+            *(
+                _BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1)
+                for i in range(int(blocks))
+            )
+        )
+        cin = cout
+    return _named(
+        stem=_conv_bn(in_channels, 16),
+        **stages,
+        pool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        fc=nn.Linear(64, num_classes),
+    )
 
 
 @register_model("resnet18")
@@ -160,29 +179,37 @@ def resnet18_(*, num_classes: int, image_size: int, in_channels: int) -> nn.Modu
 def alexnet_bn(*, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
     """AlexNet (torchvision's channel widths) with BatchNorm after every conv and FC layer."""
 
-    def conv(cin: int, cout: int, k: int, s: int, p: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+    def conv(i: int, cin: int, cout: int, k: int, s: int, p: int) -> dict[str, nn.Module]:
+        return {
+            f"conv{i}": nn.Conv2d(cin, cout, k, s, p, bias=False),
+            f"bn{i}": nn.BatchNorm2d(cout),
+            f"relu{i}": nn.ReLU(True),
+        }
 
-    def fc(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(True)]
+    def fc(i: int, cin: int, cout: int) -> dict[str, nn.Module]:
+        return {
+            f"fc{i}": nn.Linear(cin, cout, bias=False),
+            f"bn{i}": nn.BatchNorm1d(cout),
+            f"relu{i}": nn.ReLU(True),
+        }
 
-    features = nn.Sequential(
-        *conv(in_channels, 64, 11, 4, 2),
-        nn.MaxPool2d(3, 2),
-        *conv(64, 192, 5, 1, 2),
-        nn.MaxPool2d(3, 2),
-        *conv(192, 384, 3, 1, 1),
-        *conv(384, 256, 3, 1, 1),
-        *conv(256, 256, 3, 1, 1),
-        nn.MaxPool2d(3, 2),
-        nn.AdaptiveAvgPool2d(6),
+    features = _named(
+        **conv(1, in_channels, 64, 11, 4, 2),
+        pool1=nn.MaxPool2d(3, 2),
+        **conv(2, 64, 192, 5, 1, 2),
+        pool2=nn.MaxPool2d(3, 2),
+        **conv(3, 192, 384, 3, 1, 1),
+        **conv(4, 384, 256, 3, 1, 1),
+        **conv(5, 256, 256, 3, 1, 1),
+        pool5=nn.MaxPool2d(3, 2),
+        pool=nn.AdaptiveAvgPool2d(6),
     )
-    return nn.Sequential(
-        features,
-        nn.Flatten(),
-        *fc(256 * 6 * 6, 4096),
-        *fc(4096, 4096),
-        nn.Linear(4096, num_classes),
+    classifier = _named(**fc(6, 256 * 6 * 6, 4096), **fc(7, 4096, 4096))
+    return _named(
+        features=features,
+        flatten=nn.Flatten(),
+        classifier=classifier,
+        fc=nn.Linear(4096, num_classes),
     )
 
 

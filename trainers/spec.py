@@ -221,6 +221,11 @@ class TrackingSpec(_Section):
         "eval (BatchNorm running statistics, no dropout) or train (batch statistics, the same "
         "dropout masks in the rule and the exact-BP pass)",
     )
+    weight_stats: bool = Field(
+        False,
+        description="log each layer's weight kurtosis/mean/std as metrics (default: rows of "
+        "the run's weight_stats.json table)",
+    )
 
 
 class ExperimentSpec(_Section):

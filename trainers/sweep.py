@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from trainers.spec import ExperimentSpec
+from trainers.summary import write_summary
 from trainers.tracking import (
     TAG_RULE,
     TAG_SETTING,
     find_job_runs,
     finish_run,
     log_curves,
+    model_metrics,
     reopen_run,
     start_child,
 )
@@ -183,11 +185,13 @@ def train_trial(config: dict[str, Any]) -> None:
         _client(uri).set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         log_curves(uri, run_id)
         finish_run(uri, run_id, "FAILED")
+        write_summary(uri, config["parent"])
         raise
     if fit.checkpoint is not None:
         _log_final_checkpoint(uri, run_id, fit.checkpoint.path)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
+    write_summary(uri, config["parent"])  # the parent's summary, refreshed as children finish
 
 
 def _bookkeeping_callback(uri: str, job_id: str):
@@ -440,10 +444,8 @@ def _tune_config(spec: ExperimentSpec, points, constants, concurrent: int):
 
 
 def _summary_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The whole-model metrics (per-layer ones stay in MLflow)."""
-    return {
-        k: v for k, v in metrics.items() if not k.startswith(("align_", "galign_")) or "mean" in k
-    }
+    """The whole-model metrics (per-layer ``<stat>/<layer>`` ones stay in MLflow)."""
+    return model_metrics(metrics)
 
 
 def _entries(

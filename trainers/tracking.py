@@ -5,11 +5,23 @@ Layout: an experiment (``spec.tracking.experiment``) holds, per job, one parent 
 ``mlflow.parentRunId``); a single-rule experiment has the parent and one child too, so every
 job reads back the same way. Every run carries ``bioprop.job_id`` when the job has one.
 Params are the flattened resolved spec. All access goes through ``mlflow.MlflowClient``.
+
+Metric names (:func:`mlflow_metrics`): whole-model metrics keep their flat names (``val_acc``,
+``align_mean_angle``, ``galign_mean_grad_angle``); per-layer ones are ``<stat>/<layer>`` with
+the layer's module path (``angle/layer1.0.conv1``, ``grad_angle/fc``), so MLflow's chart view
+puts each statistic in its own section, one chart per layer, below the model metrics. The
+default per-layer set is :data:`LAYER_STATS` (4 keys per layer); the weight distribution
+statistics (:data:`WEIGHT_STATS`) are logged as metrics only with ``tracking.weight_stats``,
+otherwise as rows of the per-epoch table artifact ``weight_stats.json``. Values are logged as
+measured: bp's angle of about 1e-6 degrees is float round-off, not misalignment.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +31,19 @@ from mlflow.entities import Metric, Run, RunStatus
 from trainers.spec import ExperimentSpec
 
 __all__ = [
+    "LAYER_STATS",
+    "WEIGHT_STATS",
     "default_tracking_uri",
     "find_job_runs",
     "finish_run",
-    "log_curves",
     "job_summary",
+    "layer_order",
+    "log_curves",
+    "log_epoch",
     "log_metrics",
+    "metric_name",
+    "mlflow_metrics",
+    "model_metrics",
     "reopen_run",
     "start_child",
     "start_parent",
@@ -34,6 +53,69 @@ TAG_JOB = "bioprop.job_id"
 TAG_ROLE = "bioprop.role"
 TAG_RULE = "bioprop.rule"
 TAG_SETTING = "bioprop.setting"
+TAG_LAYERS = "bioprop.layers"
+TAG_NOTE = "mlflow.note.content"
+
+#: Per-layer statistics logged as metrics by default: what a reader compares between rules.
+LAYER_STATS = ("angle", "norm_ratio", "sign_concordance", "grad_angle")
+#: Weight distribution statistics: metrics only with ``tracking.weight_stats``.
+WEIGHT_STATS = ("kurtosis", "mean", "std")
+WEIGHT_STATS_TABLE = "weight_stats.json"
+# the loop's names: align_<layer>.<stat> (trainers.metrics.alignment), galign_<layer>.grad_angle
+_LAYER_KEY = re.compile(
+    r"^g?align_(?P<layer>.+)\.(?P<stat>" + "|".join((*LAYER_STATS, *WEIGHT_STATS)) + r")$"
+)
+_BAD_CHARS = re.compile(r"[^\w.\- :/]")
+
+
+def metric_name(name: str) -> str:
+    """``name`` made a valid MLflow key: characters MLflow refuses become ``_``, and empty
+    or ``..`` path segments are dropped (MLflow keys are normalized posix paths)."""
+    parts = [p for p in _BAD_CHARS.sub("_", name).split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
+def mlflow_metrics(
+    metrics: dict[str, float], *, weight_stats: bool = False
+) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
+    """Split a loop's metrics into what MLflow logs: ``(metrics, weight_rows, layers)``.
+
+    ``align_<layer>.<stat>`` and ``galign_<layer>.grad_angle`` become ``<stat>/<layer>``;
+    the :data:`WEIGHT_STATS` of each layer (and ``align_mean_kurtosis``) go to
+    ``weight_rows`` (one ``{"layer", "kurtosis", "mean", "std"}`` per layer) unless
+    ``weight_stats``; ``layers`` lists the layers in the order met (model order, since
+    :func:`trainers.metrics.alignment` walks ``named_modules``). Other keys pass unchanged.
+    """
+    out: dict[str, float] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    layers: list[str] = []
+    for key, value in metrics.items():
+        found = _LAYER_KEY.match(key)
+        if found is None:
+            if key == "align_mean_kurtosis" and not weight_stats:
+                continue
+            out[metric_name(key)] = value
+            continue
+        layer, stat = found["layer"], found["stat"]
+        if layer not in rows:
+            rows[layer] = {"layer": layer}
+            layers.append(layer)
+        if stat in WEIGHT_STATS and not weight_stats:
+            rows[layer][stat] = value
+        else:
+            out[metric_name(f"{stat}/{layer}")] = value
+    weight_rows = [r for r in rows.values() if len(r) > 1] if not weight_stats else []
+    return out, weight_rows, layers
+
+
+def model_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The whole-model metrics of a run (no per-layer ``<stat>/<layer>``, no ``system/``)."""
+    return {k: v for k, v in metrics.items() if "/" not in k}
+
+
+def layer_order(run: Run) -> list[str]:
+    """The run's rule layers in model order (tag ``bioprop.layers``); [] before epoch 1."""
+    return json.loads(run.data.tags.get(TAG_LAYERS, "[]"))
 
 
 def default_tracking_uri(spec_uri: str | None = None) -> str:
@@ -71,15 +153,40 @@ def _log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> No
         client.log_batch(run_id, params=items[i : i + 100])
 
 
+SPEC_ARTIFACT = "spec.yaml"
+
+
 def start_parent(spec: ExperimentSpec, *, uri: str, job_id: str | None = None) -> str:
-    """Create the job's parent run; returns its id."""
+    """Create the job's parent run; returns its id. It carries the source and user tags, the
+    dataset input, the spec as artifact ``spec.yaml`` (what reproduces the job) and a note
+    that :func:`trainers.summary.write_summary` replaces with the sweep's summary."""
+    import tempfile
+
+    import yaml
+
+    from trainers.run_context import dataset_input, source_tags
+
     client = MlflowClient(uri)
-    tags = {TAG_ROLE: "parent", "mlflow.runName": spec.name}
+    labels = [label for label, _ in spec.settings()]
+    tags = {
+        **source_tags(),
+        TAG_ROLE: "parent",
+        "mlflow.runName": spec.name,
+        TAG_NOTE: f"### {spec.name}\n\nSweep of {len(labels)} setting(s): "
+        + ", ".join(f"`{label}`" for label in labels)
+        + ". The summary appears here as settings finish.\n",
+    }
     if job_id:
         tags[TAG_JOB] = job_id
     run = client.create_run(_experiment_id(client, spec.tracking.experiment, uri), tags=tags)
-    _log_params(client, run.info.run_id, spec.flat_params())
-    return run.info.run_id
+    run_id = run.info.run_id
+    _log_params(client, run_id, spec.flat_params())
+    client.log_inputs(run_id, datasets=[dataset_input(spec.data)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SPEC_ARTIFACT
+        path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        client.log_artifact(run_id, str(path))
+    return run_id
 
 
 def start_child(
@@ -91,11 +198,17 @@ def start_child(
     setting: str | None = None,
 ) -> str:
     """Create one child run for a resolved spec under ``parent_run_id``; ``setting`` labels its
-    point of the sweep grid (default: its rule)."""
+    point of the sweep grid (default: its rule). The run carries a note describing the
+    setting (:func:`trainers.run_context.child_note`), the dataset input, source and user."""
+    from trainers.run_context import child_note, dataset_input, source_tags, split_sizes
+
     client = MlflowClient(uri)
     rule = spec.rule.name
     setting = setting or rule
+    sizes = split_sizes(spec.data)
     tags = {
+        **source_tags(),
+        TAG_NOTE: child_note(spec, setting, sizes),
         TAG_ROLE: "child",
         TAG_RULE: rule,
         TAG_SETTING: setting,
@@ -107,25 +220,57 @@ def start_child(
     parent = client.get_run(parent_run_id)
     run = client.create_run(parent.info.experiment_id, tags=tags)
     _log_params(client, run.info.run_id, spec.flat_params())
+    client.log_inputs(run.info.run_id, datasets=[dataset_input(spec.data, sizes)])
     return run.info.run_id
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) -> None:
-    """Log a dict of scalar metrics at ``step`` in one batch call."""
-    import time
+    """Log a dict of scalar metrics at ``step`` in batch calls, named by :func:`mlflow_metrics`
+    (every statistic kept)."""
+    _log_batch(MlflowClient(uri), run_id, mlflow_metrics(metrics, weight_stats=True)[0], step)
 
+
+def _log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    client = MlflowClient(uri)
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+def log_epoch(
+    uri: str, run_id: str, metrics: dict[str, float], *, step: int, weight_stats: bool = False
+) -> None:
+    """Log one epoch's metrics (rank 0): the MLflow names of :func:`mlflow_metrics`, the
+    layer order as tag ``bioprop.layers`` and, unless ``weight_stats``, the weight
+    distribution statistics as rows (``epoch``, ``layer``, ``kurtosis``, ``mean``, ``std``)
+    appended to the table artifact ``weight_stats.json``."""
+    from mlflow.entities import RunTag
+
+    client = MlflowClient(uri)
+    named, rows, layers = mlflow_metrics(metrics, weight_stats=weight_stats)
+    _log_batch(client, run_id, named, step)
+    if layers:
+        client.log_batch(run_id, tags=[RunTag(TAG_LAYERS, json.dumps(layers)[:8000])])
+    if rows:
+        import pandas as pd
+
+        table = pd.DataFrame([{"epoch": step, **row} for row in rows])
+        client.log_table(run_id, table, WEIGHT_STATS_TABLE)
 
 
 CURVES = (("train_loss", "val_loss"), ("train_acc", "val_acc", "map"), ("align_mean_angle",))
 
 
+def angle_limits(values: list[float]) -> tuple[float, float]:
+    """A fixed y-range for angles in degrees: 0-90, or 0-180 when a value passes 90. Never
+    autoscaled, so bp's float-noise angle (about 1e-6 degrees) draws as the flat 0 it is."""
+    return (0.0, 180.0) if any(v > 90 for v in values) else (0.0, 90.0)
+
+
 def log_curves(uri: str, run_id: str) -> None:
-    """Plot the run's loss, accuracy and alignment-angle curves per epoch; log ``curves.png``."""
+    """Plot the run's loss, accuracy and alignment-angle curves per epoch; log ``curves.png``.
+
+    Accuracy is drawn on 0-1 and the angle on :func:`angle_limits`, not autoscaled."""
     import tempfile
 
     import matplotlib
@@ -144,7 +289,10 @@ def log_curves(uri: str, run_id: str) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
-    axes[-1].set_ylabel("degrees")
+    axes[1].set_ylim(0, 1)
+    angles = [v for line in axes[-1].lines for v in line.get_ydata()]
+    axes[-1].set_ylim(*angle_limits(angles))
+    axes[-1].set_ylabel("mean angle W vs backward matrix (degrees)")
     fig.suptitle(client.get_run(run_id).data.tags.get("mlflow.runName", run_id))
     fig.tight_layout()
     with tempfile.TemporaryDirectory() as tmp:

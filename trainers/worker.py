@@ -37,7 +37,7 @@ import data_pipelines
 from trainers import metrics, rules
 from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
-from trainers.tracking import log_metrics
+from trainers.tracking import log_epoch, log_metrics
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -243,7 +243,8 @@ def close_epoch(
     summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
     _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
     if env.rank == 0:
-        log_metrics(env.uri, env.run_id, epoch_metrics, step=epoch + 1)
+        weight_stats = env.spec.tracking.weight_stats
+        log_epoch(env.uri, env.run_id, epoch_metrics, step=epoch + 1, weight_stats=weight_stats)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

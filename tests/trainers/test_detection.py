@@ -275,7 +275,8 @@ def test_two_worker_detection_run_logs_losses_map_alignment(workdir, ray_cluster
     logged = client.get_run(run_id).data.metrics
     assert logged["samples_per_s"] > 0 and logged["ddp_nodes"] == 1
     assert 10.0 < logged["align_mean_angle"] < 90.0  # sign-symmetry: aligned, not exact
-    assert "align_head.classification_head.cls_logits.angle" not in logged  # kept on BP
+    assert "angle/head.classification_head.cls_logits" not in logged  # kept on BP
+    assert "angle/backbone.body.layer1.0.conv1" in logged  # module paths name the layers
     assert 0.0 < logged["galign_mean_grad_angle"] < 90.0
     assert "curves.png" in [a.path for a in client.list_artifacts(run_id)]
     state = _checkpoint(result)

@@ -1,0 +1,292 @@
+"""The sweep summary on the parent run: one table, one note, one figure comparing the settings.
+
+:func:`write_summary` reads the parent's child runs back with ``MlflowClient`` and writes,
+on the parent (each call rewrites all of it, so it is called after every child and at the
+end of the sweep):
+
+- per setting, the final and best value of the headline metric (``val_acc``; ``map`` for
+  detection), of ``val_loss`` (classification) and of the mean alignment angle
+  ``align_mean_angle``. "Best" is the maximum of ``val_acc``/``map`` and the minimum of
+  ``val_loss`` and of the angle (the closest to backprop), over epochs. They are parent
+  metrics ``<final|best>_<metric>/<setting>`` and rows of the table artifact
+  ``sweep_summary.json`` (MLflow's table format, shown by the artifact viewer);
+- the run note (``mlflow.note.content``): that table in markdown and the command that
+  reproduces the sweep from the parent's ``spec.yaml``;
+- figures, one line per setting on shared axes with fixed ranges (accuracy or mAP 0-1,
+  angles 0-90 degrees, or 0-180 when an angle passes 90): the headline metric per epoch,
+  the mean alignment angle per epoch, and the final angle per layer against depth (the
+  papers' figure): ``sweep_summary.png`` (all three) and ``summary/<name>.png`` (each alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Run, RunTag
+
+from trainers.tracking import (
+    SPEC_ARTIFACT,
+    TAG_NOTE,
+    TAG_RULE,
+    TAG_SETTING,
+    angle_limits,
+    layer_order,
+    metric_name,
+)
+
+__all__ = ["SUMMARY_FIGURE", "SUMMARY_TABLE", "summarize", "write_summary"]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_TABLE = "sweep_summary.json"
+SUMMARY_FIGURE = "sweep_summary.png"
+ANGLE = "align_mean_angle"
+
+
+def _children(client: MlflowClient, parent: Run) -> list[Run]:
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        max_results=1000,
+        order_by=["attributes.start_time ASC"],
+    )
+    return list(runs)
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return [(s, v) for s, v in points if not math.isnan(v)]
+
+
+def summarize(uri: str, parent_run_id: str) -> dict[str, Any]:
+    """What :func:`write_summary` writes, as data: ``{"task", "headline", "rows", "curves",
+    "layers"}``; ``rows`` has one dict per setting, ``curves[setting][metric]`` its history
+    as ``[(epoch, value)]`` and ``layers[setting]`` its final ``[(layer, angle)]`` in model
+    order."""
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    task = parent.data.params.get("task", "classify")
+    headline = "map" if task == "detect" else "val_acc"
+    tracked = [headline, ANGLE] if task == "detect" else [headline, "val_loss", ANGLE]
+    rows, curves, layers = [], {}, {}
+    for child in _children(client, parent):
+        tags = child.data.tags
+        setting = tags.get(TAG_SETTING) or tags.get(TAG_RULE) or child.info.run_id
+        row: dict[str, Any] = {
+            "setting": setting,
+            "rule": tags.get(TAG_RULE),
+            "status": child.info.status,
+            "epochs": int(child.data.metrics.get("epoch", 0)),
+            "run_id": child.info.run_id,
+        }
+        curves[setting] = {key: _history(client, child.info.run_id, key) for key in tracked}
+        for key, points in curves[setting].items():
+            values = [v for _, v in points]
+            best = max if key == headline else min
+            row[f"final_{key}"] = values[-1] if values else None
+            row[f"best_{key}"] = best(values) if values else None
+        metrics = child.data.metrics
+        layers[setting] = [
+            (layer, metrics[f"angle/{metric_name(layer)}"])
+            for layer in layer_order(child)
+            if f"angle/{metric_name(layer)}" in metrics
+        ]
+        rows.append(row)
+    return {"task": task, "headline": headline, "rows": rows, "curves": curves, "layers": layers}
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+COLUMNS = (  # (row key suffix, markdown header, digits)
+    ("{h}", "{h}", 3),
+    ("val_loss", "val_loss", 3),
+    (ANGLE, "mean angle (deg)", 1),
+)
+
+
+NOTE_LIMIT = 8000  # MLflow's limit on a tag value
+
+
+def _markdown(summary: dict[str, Any], parent: Run, uri: str) -> str:
+    """The note; past MLflow's 8000 characters the table keeps its first rows and says so."""
+    rows = summary["rows"]
+    for keep in range(len(rows), -1, -1):
+        text = _note(summary, parent, uri, keep)
+        if len(text) <= NOTE_LIMIT:
+            return text
+    return text[:NOTE_LIMIT]
+
+
+def _note(summary: dict[str, Any], parent: Run, uri: str, keep: int) -> str:
+    headline = summary["headline"]
+    columns = [
+        (key.format(h=headline), head.format(h=headline), digits)
+        for key, head, digits in COLUMNS
+        if summary["task"] != "detect" or key != "val_loss"
+    ]
+    header = ["setting", "status", "epochs"]
+    for _, head, _ in columns:
+        header += [f"final {head}", f"best {head}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * 3 + " ---: |" * 2 * len(columns)]
+    for row in summary["rows"][:keep]:
+        cells = [f"`{row['setting']}`", row["status"], str(row["epochs"])]
+        for key, _, digits in columns:
+            cells += [_fmt(row[f"final_{key}"], digits), _fmt(row[f"best_{key}"], digits)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if keep < len(summary["rows"]):
+        lines += ["", f"... and {len(summary['rows']) - keep} more rows in `{SUMMARY_TABLE}`."]
+    run_id = parent.info.run_id
+    best_word = "highest" if headline == "val_acc" else "highest mAP"
+    return "\n".join(
+        [
+            f"### {parent.data.tags.get('mlflow.runName', run_id)}: "
+            f"{len(summary['rows'])} settings compared",
+            "",
+            *lines,
+            "",
+            f"Best: the {best_word} and the lowest loss and angle over epochs. Angles are "
+            "degrees between each layer's `W` and the matrix its backward pass uses, "
+            "averaged over layers not on BP (bp's ~1e-6 is float round-off).",
+            "",
+            f"Figures: `{SUMMARY_FIGURE}` (artifacts): {headline} and mean angle per epoch, "
+            "final angle per layer against depth, one line per setting. Compare the children "
+            "in the chart view grouped by the `bioprop.rule` tag.",
+            "",
+            "Reproduce (a new run of the same spec):",
+            "",
+            "```",
+            f"export MLFLOW_TRACKING_URI={uri}",
+            f"mlflow artifacts download -r {run_id} -a {SPEC_ARTIFACT} -d .",
+            f"bioprop run {SPEC_ARTIFACT}",
+            "```",
+            "",
+        ]
+    )
+
+
+def _figures(summary: dict[str, Any], out: Path) -> list[Path]:
+    """Draw the three panels together and each alone; returns the written PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    headline = summary["headline"]
+    title = "mAP (val)" if headline == "map" else "validation accuracy"
+    panels = [
+        ("val_acc" if headline == "val_acc" else "map", title, "per epoch"),
+        ("mean_angle", "mean alignment angle (deg)", "per epoch"),
+        ("angle_by_layer", "final angle per layer (deg)", "against depth"),
+    ]
+    angles = [v for c in summary["curves"].values() for _, v in c.get(ANGLE, [])]
+    angles += [v for layers in summary["layers"].values() for _, v in layers]
+    limits = angle_limits(angles)
+
+    def draw(ax, panel: str) -> None:
+        for setting in summary["curves"]:
+            if panel == "angle_by_layer":
+                layers = summary["layers"][setting]
+                if layers:
+                    x = range(1, len(layers) + 1)
+                    ax.plot(x, [v for _, v in layers], "o-", label=setting, clip_on=False)
+            else:
+                key = headline if panel != "mean_angle" else ANGLE
+                points = summary["curves"][setting].get(key, [])
+                if points:
+                    ax.plot(*zip(*points, strict=True), "o-", label=setting, clip_on=False)
+        ax.grid(alpha=0.3)
+        if panel == "angle_by_layer":
+            names = max(summary["layers"].values(), key=len, default=[])
+            ax.set_xticks(range(1, len(names) + 1))
+            ax.set_xticklabels([n for n, _ in names], rotation=35, ha="right", fontsize=8)
+            ax.set_xlabel("layer (input to output)")
+            ax.set_ylim(*limits)
+        else:
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylim(*(limits if panel == "mean_angle" else (0, 1)))
+
+    written = []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for ax, (panel, label, how) in zip(axes, panels, strict=True):
+        draw(ax, panel)
+        ax.set_title(f"{label} {how}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[2].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    written.append(out / SUMMARY_FIGURE)
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+    (out / "summary").mkdir(exist_ok=True)
+    for panel, label, how in panels:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        draw(ax, panel)
+        ax.set_title(f"{label} {how}")
+        if ax.lines:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "summary" / f"{panel}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
+def _table_file(rows: list[dict[str, Any]], path: Path) -> None:
+    """``rows`` in MLflow's table format (pandas ``orient="split"``), as ``log_table`` writes."""
+    import pandas as pd
+
+    pd.DataFrame(rows).to_json(path, orient="split", index=False)
+
+
+def write_summary(uri: str, parent_run_id: str) -> dict[str, Any] | None:
+    """(Re)write the parent run's sweep summary from its children as they are now.
+
+    Safe to call at any point and from several drivers (each call writes the whole summary).
+    Returns :func:`summarize`'s dict, or None when writing failed: a summary is a reading
+    aid and never fails a sweep (the error is logged).
+    """
+    try:
+        return _write(uri, parent_run_id)
+    except Exception:
+        log.exception("could not write the sweep summary of parent run %s", parent_run_id)
+        return None
+
+
+def _write(uri: str, parent_run_id: str) -> dict[str, Any]:
+    client = MlflowClient(uri)
+    summary = summarize(uri, parent_run_id)
+    parent = client.get_run(parent_run_id)
+    now = int(time.time() * 1000)
+    metrics = []
+    for row in summary["rows"]:
+        for key, value in row.items():
+            if key.startswith(("final_", "best_")) and value is not None:
+                name = metric_name(f"{key}/{row['setting']}")
+                metrics.append(Metric(name, float(value), now, 0))
+    tags = [RunTag(TAG_NOTE, _markdown(summary, parent, uri))]
+    logged = json.loads(parent.data.tags.get("mlflow.loggedArtifacts", "[]"))
+    if {"path": SUMMARY_TABLE, "type": "table"} not in logged:
+        logged.append({"path": SUMMARY_TABLE, "type": "table"})
+        tags.append(RunTag("mlflow.loggedArtifacts", json.dumps(logged)))
+    for i in range(0, len(metrics), 500):
+        client.log_batch(parent_run_id, metrics=metrics[i : i + 500])
+    client.log_batch(parent_run_id, tags=tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if summary["rows"]:
+            _table_file(summary["rows"], out / SUMMARY_TABLE)
+            _figures(summary, out)
+            client.log_artifacts(parent_run_id, str(out))
+    return summary
