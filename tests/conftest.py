@@ -89,3 +89,28 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def rule_sweep(ray_cluster, tmp_path_factory):
+    """One real 3-rule sweep (bp, fa, ss; tiny conv net, 2 DDP workers, 3 epochs) in its own
+    folder, shared by the tests that read a sweep back from MLflow. Returns
+    ``(run_experiment's result, folder)``."""
+    from tiny_specs import tiny_spec
+
+    from trainers.launch import run_experiment
+    from trainers.spec import ExperimentSpec
+
+    root = tmp_path_factory.mktemp("rule-sweep")
+    spec = tiny_spec(
+        name="tiny",
+        rule={"name": ["bp", "fa", "ss"]},
+        optim={"lr": 0.05},
+        schedule={"epochs": 3},
+        scale={"workers": 2},
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = run_experiment(ExperimentSpec.model_validate(spec), job_id="sweep-1")
+    return result, root

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from mlflow import MlflowClient
-from tiny_specs import tiny_spec
 
 from trainers.launch import run_experiment
 from trainers.spec import ExperimentSpec
 
 pytestmark = pytest.mark.slow
 
-TINY = tiny_spec(name="tiny", optim={"lr": 0.05}, schedule={"epochs": 3}, scale={"workers": 2})
 
-
-def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, ray_cluster):
-    spec = ExperimentSpec.model_validate({**TINY, "rule": {"name": ["bp", "fa"]}})
-    result = run_experiment(spec, job_id="sweep-1")
+def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, rule_sweep):
+    result, _ = rule_sweep  # bp, fa, ss: tiny conv net, 2 workers, 3 epochs (conftest)
     assert result["status"] == "FINISHED", result
 
     client = MlflowClient(result["tracking_uri"])
@@ -26,8 +22,8 @@ def test_two_worker_sweep_logs_parent_children_metrics_and_checkpoints(workdir, 
     children = {c["rule"]: c["run_id"] for c in result["children"]}
     summary = {c["rule"]: c["metrics"] for c in result["children"]}
     assert summary["bp"]["val_acc"] == client.get_run(children["bp"]).data.metrics["val_acc"]
-    assert "align_mean_angle" in summary["fa"] and "align_0.0.angle" not in summary["fa"]
-    assert set(children) == {"bp", "fa"}
+    assert "align_mean_angle" in summary["fa"] and "angle/block1.conv" not in summary["fa"]
+    assert set(children) == {"bp", "fa", "ss"}
     for rule, run_id in children.items():
         run = client.get_run(run_id)
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id

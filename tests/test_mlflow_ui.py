@@ -1,0 +1,147 @@
+"""The comparison as a user sees it: MLflow's own UI over a real sweep's store, in Chromium.
+
+Starts ``mlflow server`` on 127.0.0.1 over the store of the shared 3-rule sweep
+(``tests/conftest.py``), drives Debian's Chromium with Playwright for Python, and checks
+the parent run page shows the summary table and figure and the experiment page shows the
+three children under the parent. Screenshots go to the test's folder, or to
+``BIOPROP_SCREENSHOTS`` when set (how ``docs/mlflow-*.png`` are made).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FIGURE_WIDTH = 1500  # sweep_summary.png: 15 in at 100 dpi
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(rule_sweep, tmp_path):
+    """``mlflow server`` over the sweep's sqlite store on a free 127.0.0.1 port; its URL."""
+    result, root = rule_sweep
+    port = _free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--workers", "1", "--backend-store-uri", result["tracking_uri"]],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "mlflow-server.log").read_text()[-3000:])
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)  # the server and the uvicorn worker it started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(120_000)  # the UI's first load is slow on a busy machine
+            yield page
+        finally:
+            browser.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    out = Path(os.environ.get("BIOPROP_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    close = page.get_by_role("button", name="Close")  # MLflow's assistant panel
+    if close.count():
+        close.first.click()
+    page.screenshot(path=str(out / f"mlflow-{name}.png"))
+
+
+def test_parent_page_shows_summary_and_experiment_page_the_children(
+    rule_sweep, mlflow_server, page, tmp_path
+):
+    result, _ = rule_sweep
+    client = MlflowClient(result["tracking_uri"])
+    parent = client.get_run(result["parent_run_id"])
+    experiment = parent.info.experiment_id
+    run_url = f"{mlflow_server}/#/experiments/{experiment}/runs/{parent.info.run_id}"
+
+    # the parent's overview: the note renders as a table, one row per setting
+    page.goto(run_url, wait_until="domcontentloaded")
+    page.get_by_text("3 settings compared").first.wait_for()
+    show_more = page.get_by_text("Show more", exact=True)
+    if show_more.count():
+        show_more.first.click()
+    description = page.locator("table", has_text="final val_acc").first
+    description.wait_for()
+    text = description.inner_text()
+    for rule in ("bp", "fa", "ss"):
+        final = parent.data.metrics[f"final_val_acc/{rule}"]
+        assert rule in text and f"{final:.3f}" in text, text
+    _shot(page, tmp_path, "parent-overview")
+
+    # the parent's artifacts: the summary figure, loaded at its full width
+    page.goto(f"{run_url}/artifacts", wait_until="domcontentloaded")
+    page.get_by_text("sweep_summary.png", exact=True).first.click()
+    page.wait_for_function(
+        f"[...document.images].some(i => i.complete && i.naturalWidth === {FIGURE_WIDTH})"
+    )
+    _shot(page, tmp_path, "sweep-summary")
+
+    # the experiment page in "Model training" mode: the children under the expanded parent
+    page.get_by_text("Model training", exact=True).first.click()
+    page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs", wait_until="domcontentloaded")
+    row = page.locator("[role=row]", has_text=parent.info.run_name).first
+    row.wait_for()
+    children = [f"{parent.info.run_name} {rule}" for rule in ("bp", "fa", "ss")]
+    assert page.get_by_text(children[0], exact=True).count() == 0  # collapsed at first
+    row.locator("button").first.click()  # the expander left of the run name
+    for name in children:
+        page.get_by_text(name, exact=True).first.wait_for()
+    _shot(page, tmp_path, "experiment-runs")

@@ -1,0 +1,139 @@
+"""MLflow names of the loop's metrics, the per-epoch weight-statistics table, and the sweep
+summary of a detection sweep, on a real sqlite store without Ray (values logged by hand)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from trainers.spec import ExperimentSpec
+from trainers.summary import write_summary
+from trainers.tracking import (
+    default_tracking_uri,
+    finish_run,
+    log_epoch,
+    metric_name,
+    mlflow_metrics,
+    start_child,
+    start_parent,
+)
+
+
+def _epoch(layers: dict[str, float], **extra: float) -> dict[str, float]:
+    """A loop's epoch metrics: ``trainers.metrics`` keys, prefixed as the loop logs them."""
+    out = dict(extra)
+    for layer, angle in layers.items():
+        out |= {f"align_{layer}.angle": angle, f"align_{layer}.norm_ratio": 1.5}
+        out |= {f"align_{layer}.sign_concordance": 0.75, f"align_{layer}.kurtosis": 0.25}
+        out |= {f"align_{layer}.mean": 0.0, f"align_{layer}.std": 0.125}
+        out[f"galign_{layer}.grad_angle"] = angle / 2
+    out |= {"align_mean_angle": sum(layers.values()) / len(layers), "align_mean_kurtosis": 0.25}
+    return out
+
+
+def test_layer_metrics_are_stat_slash_module_path_and_lean_by_default():
+    epoch = _epoch({"layer1.0.conv1": 40.0, "fc": 20.0}, val_acc=0.5)
+    named, rows, layers = mlflow_metrics(epoch)
+    assert layers == ["layer1.0.conv1", "fc"]
+    assert set(named) == {
+        "val_acc",
+        "align_mean_angle",
+        *(f"{s}/{n}" for s in ("angle", "norm_ratio", "sign_concordance") for n in layers),
+        "grad_angle/layer1.0.conv1",
+        "grad_angle/fc",
+    }
+    assert named["angle/layer1.0.conv1"] == 40.0 and named["grad_angle/fc"] == 10.0
+    assert rows == [
+        {"layer": "layer1.0.conv1", "kurtosis": 0.25, "mean": 0.0, "std": 0.125},
+        {"layer": "fc", "kurtosis": 0.25, "mean": 0.0, "std": 0.125},
+    ]
+    full, rows, _ = mlflow_metrics(epoch, weight_stats=True)
+    assert rows == [] and full["kurtosis/fc"] == 0.25 and full["align_mean_kurtosis"] == 0.25
+    assert len(full) == len(named) + 3 * 2 + 1
+
+
+def test_metric_name_keeps_what_mlflow_accepts():
+    assert metric_name("angle/head.classification_head.conv.0.0") == (
+        "angle/head.classification_head.conv.0.0"
+    )
+    assert metric_name("best_val_acc/sc p=0.75 manhattan=true") == (
+        "best_val_acc/sc p_0.75 manhattan_true"
+    )
+    assert metric_name("angle//a/../b[0]") == "angle/a/b_0_"
+
+
+def test_weight_stats_option_and_table(workdir):
+    uri = default_tracking_uri()
+    client = MlflowClient(uri)
+    for weight_stats in (False, True):
+        spec = ExperimentSpec.model_validate(
+            {"data": {"kind": "digits"}, "tracking": {"weight_stats": weight_stats}}
+        )
+        child = start_child(spec, uri=uri, parent_run_id=start_parent(spec, uri=uri))
+        for step in (1, 2):
+            log_epoch(uri, child, _epoch({"fc": 30.0}), step=step, weight_stats=weight_stats)
+        logged = client.get_run(child).data.metrics
+        artifacts = [a.path for a in client.list_artifacts(child)]
+        if weight_stats:
+            assert logged["std/fc"] == 0.125 and "weight_stats.json" not in artifacts
+        else:
+            assert "std/fc" not in logged and "align_mean_kurtosis" not in logged
+            path = client.download_artifacts(child, "weight_stats.json", str(workdir))
+            table = pd.read_json(path, orient="split")
+            assert list(table["epoch"]) == [1, 2] and list(table["layer"]) == ["fc", "fc"]
+            assert list(table["kurtosis"]) == [0.25, 0.25]
+        (dataset,) = client.get_run(child).inputs.dataset_inputs
+        assert dataset.dataset.name == "digits" and '"train": 1437' in dataset.dataset.profile
+
+
+def test_detection_sweep_summary_uses_map(workdir):
+    uri = default_tracking_uri()
+    spec = ExperimentSpec.model_validate(
+        {
+            "task": "detect",
+            "model": "retinanet_resnet18_fpn",
+            "data": {"kind": "synthetic"},  # never built: the runs are logged by hand
+            "rule": {"name": ["bp", "ss"]},
+        }
+    )
+    parent = start_parent(spec, uri=uri)
+    maps = {"bp": [0.1, 0.3, 0.2], "ss": [0.05, 0.1, 0.15]}
+    for label, setting in spec.settings():
+        child = start_child(setting, uri=uri, parent_run_id=parent, setting=label)
+        for step, value in enumerate(maps[label], start=1):
+            angle = 1e-6 if label == "bp" else 40.0 - step
+            layers = {"backbone.body.conv1": angle, "head.regression_head.conv.0.0": angle}
+            log_epoch(uri, child, _epoch(layers, epoch=step, map=value), step=step)
+        finish_run(uri, child, "FINISHED")
+    summary = write_summary(uri, parent)
+    assert [row["setting"] for row in summary["rows"]] == ["bp", "ss"]
+
+    client = MlflowClient(uri)
+    run = client.get_run(parent)
+    assert run.data.metrics["final_map/bp"] == 0.2 and run.data.metrics["best_map/bp"] == 0.3
+    assert run.data.metrics["best_align_mean_angle/ss"] == pytest.approx(37.0)
+    assert "val_loss" not in run.data.tags["mlflow.note.content"]
+    assert (
+        "| `bp` | FINISHED | 3 | 0.200 | 0.300 | 0.0 | 0.0 |"
+        in (run.data.tags["mlflow.note.content"])
+    )
+    figures = {a.path for a in client.list_artifacts(parent, "summary")}
+    assert "summary/map.png" in figures
+    assert summary["layers"]["ss"] == [
+        ("backbone.body.conv1", 37.0),
+        ("head.regression_head.conv.0.0", 37.0),
+    ]
+
+
+def test_coco_evaluation_prints_nothing(capfd):
+    import torch
+
+    from trainers.detection import coco_map
+
+    box = torch.tensor([[2.0, 2.0, 20.0, 20.0]])
+    pred = {"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    found = coco_map([pred], [{"boxes": box, "labels": torch.tensor([1])}])
+    assert found["map"] == pytest.approx(1.0)
+    out, _ = capfd.readouterr()
+    assert out == ""
