@@ -53,11 +53,14 @@ def demo(
             tail = client.logs(job["id"], tail=40) if job["state"] != "SUCCEEDED" else ""
     elapsed = time.monotonic() - started
     children = metrics.get("children") or (job.get("result") or {}).get("children") or []
-    console.print(results_table(children, title=f"{job['name']}: {state(job['state'])}"))
+    title, task = f"{job['name']}: {state(job['state'])}", (job.get("spec") or {}).get("task")
+    console.print(results_table(children, title=title, task=task))
     console.print(f"finished in {elapsed:.0f} s; MLflow parent run {metrics.get('parent_run_id')}")
     console.print(
         "open the MLflow UI: [bold]make mlflow-ui[/]  (mlflow ui --backend-store-uri "
-        f"{settings.MLFLOW_URI} --port 5000), then http://127.0.0.1:5000"
+        f"{settings.MLFLOW_URI} --port 5000), then http://127.0.0.1:5000: choose "
+        "'Model training', open the experiment, expand the parent run (its Overview holds the "
+        "summary table, its Artifacts sweep_summary.png)"
     )
     if job["state"] != "SUCCEEDED":
         err.print(f"[red]job {job['state']}[/]: {job.get('error') or ''}")

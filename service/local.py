@@ -81,8 +81,9 @@ def run(
     console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})")
     with LocalProgress(loaded, job_id):
         result = run_experiment(loaded, job_id=job_id)
-    console.print(results_table(result.get("children", []), title=f"{loaded.name}"))
-    if len(result.get("children", [])) > 1 and result.get("best"):
+    children = result.get("children", [])
+    console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
+    if len(children) > 1 and result.get("best"):
         console.print(best_table(result["best"], title="best setting per rule"))
     console.print(
         f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}"

@@ -1,7 +1,7 @@
 """Rich tables and the live job display shared by the ``bioprop`` commands.
 
 One place renders a job: :func:`progress_table` (per setting: status, epoch, validation
-accuracy, mean alignment angle) while it runs, :func:`results_table` when it is done,
+accuracy or, for detection, COCO mAP, and mean alignment angle) while it runs, :func:`results_table` when it is done,
 :func:`jobs_table` for a page of jobs and :func:`measures_table` for a benchmark's
 ``{measure: value}``. :func:`watch` follows a job over HTTP with a live progress table.
 The metric names are the ones the trainers log (``docs/architecture.md``).
@@ -65,9 +65,20 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
     return table
 
 
-def _scores(metrics: dict[str, Any]) -> tuple[str, str]:
-    """Validation accuracy and mean alignment angle, formatted ("-" when not logged)."""
-    return _fmt(metrics.get("val_acc"), ".3f"), _fmt(metrics.get("align_mean_angle"), ".1f")
+def _headline(task: str | None, children: list[dict[str, Any]]) -> tuple[str, str]:
+    """The metric a job is judged by and its column name: COCO ``map`` for detection (the
+    spec's task, or children that log ``map`` and no ``val_acc``), else ``val_acc``."""
+    logged = [child.get("metrics") or {} for child in children]
+    if task == "detect" or (
+        task is None and any("map" in m and "val_acc" not in m for m in logged)
+    ):
+        return "map", "mAP"
+    return "val_acc", "val accuracy"
+
+
+def _scores(metrics: dict[str, Any], headline: str) -> tuple[str, str]:
+    """The headline metric and the mean alignment angle, formatted ("-" when not logged)."""
+    return _fmt(metrics.get(headline), ".3f"), _fmt(metrics.get("align_mean_angle"), ".1f")
 
 
 def _children(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,10 +109,12 @@ def _status(child: dict[str, Any]) -> str:
 
 def progress_table(job: dict[str, Any]) -> Table:
     """Per-setting epoch / accuracy / alignment of a job, as a rich table."""
-    epochs = (job.get("spec") or {}).get("schedule", {}).get("epochs")
+    spec = job.get("spec") or {}
+    epochs = spec.get("schedule", {}).get("epochs")
+    headline, column = _headline(spec.get("task"), _children(job))
     table = _table(
         f"job {job['id']} {job['name']}: {state(job['state'])}",
-        ("setting", "status", "epoch", "val accuracy", "mean angle (deg)"),
+        ("setting", "status", "epoch", column, "mean angle (deg)"),
     )
     seen = set()
     for child in _children(job):
@@ -109,7 +122,7 @@ def progress_table(job: dict[str, Any]) -> Table:
         epoch = metrics.get("epoch")
         epoch_text = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
         label = child.get("setting") or child.get("rule")
-        table.add_row(str(label), _status(child), epoch_text, *_scores(metrics))
+        table.add_row(str(label), _status(child), epoch_text, *_scores(metrics, headline))
         seen.add(label)
     for label in _labels(job.get("spec")):
         if label not in seen:
@@ -117,14 +130,16 @@ def progress_table(job: dict[str, Any]) -> Table:
     return table
 
 
-def results_table(children: list[dict[str, Any]], *, title: str) -> Table:
-    """Final status, accuracy and alignment of each setting of a finished job."""
-    table = _table(title, ("setting", "status", "final accuracy", "mean alignment angle (deg)"))
+def results_table(children: list[dict[str, Any]], *, title: str, task: str | None = None) -> Table:
+    """Final status, accuracy (mAP for detection) and alignment of each setting of a job."""
+    headline, column = _headline(task, children)
+    columns = ("setting", "status", f"final {column}", "mean alignment angle (deg)")
+    table = _table(title, columns)
     for child in children:
         table.add_row(
             str(child.get("setting") or child.get("rule")),
             _status(child),
-            *_scores(child.get("metrics") or {}),
+            *_scores(child.get("metrics") or {}, headline),
         )
     return table
 
