@@ -55,7 +55,10 @@ def source_tags() -> dict[str, str]:
     process's command line), ``mlflow.source.type`` (``LOCAL``) and the git commit of the
     code when it runs from a checkout."""
     argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    if argv[0] in ("-m", "-c"):  # python -m trainers.launch reports argv[0] as the module
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main is not None and main.name:  # python -m trainers.launch: argv[0] is the file
+        argv[:1] = ["python", "-m", main.name.removesuffix(".__main__")]
+    elif argv[0] in ("-m", "-c"):
         argv[0] = "python"
     tags = {
         "mlflow.user": os.environ.get("BIOPROP_USER") or getpass.getuser(),

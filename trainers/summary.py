@@ -7,9 +7,10 @@ end of the sweep):
 - per setting, the final and best value of the headline metric (``val_acc``; ``map`` for
   detection), of ``val_loss`` (classification) and of the mean alignment angle
   ``align_mean_angle``. "Best" is the maximum of ``val_acc``/``map`` and the minimum of
-  ``val_loss`` and of the angle (the closest to backprop), over epochs. They are parent
-  metrics ``<final|best>_<metric>/<setting>`` and rows of the table artifact
-  ``sweep_summary.json`` (MLflow's table format, shown by the artifact viewer);
+  ``val_loss`` and of the angle (the closest to backprop), over epochs, as rows of the table
+  artifact ``sweep_summary.json`` (MLflow's table format, shown by the artifact viewer; not
+  parent metrics, which MLflow's chart view would draw as one section per key beside the
+  children's curves);
 - the run note (``mlflow.note.content``): that table in markdown and the command that
   reproduces the sweep from the parent's ``spec.yaml``;
 - figures, one line per setting on shared axes with fixed ranges (accuracy or mAP 0-1,
@@ -24,12 +25,11 @@ import json
 import logging
 import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Run, RunTag
+from mlflow.entities import Run, RunTag
 
 from trainers.tracking import (
     SPEC_ARTIFACT,
@@ -268,20 +268,11 @@ def _write(uri: str, parent_run_id: str) -> dict[str, Any]:
     client = MlflowClient(uri)
     summary = summarize(uri, parent_run_id)
     parent = client.get_run(parent_run_id)
-    now = int(time.time() * 1000)
-    metrics = []
-    for row in summary["rows"]:
-        for key, value in row.items():
-            if key.startswith(("final_", "best_")) and value is not None:
-                name = metric_name(f"{key}/{row['setting']}")
-                metrics.append(Metric(name, float(value), now, 0))
     tags = [RunTag(TAG_NOTE, _markdown(summary, parent, uri))]
     logged = json.loads(parent.data.tags.get("mlflow.loggedArtifacts", "[]"))
     if {"path": SUMMARY_TABLE, "type": "table"} not in logged:
         logged.append({"path": SUMMARY_TABLE, "type": "table"})
         tags.append(RunTag("mlflow.loggedArtifacts", json.dumps(logged)))
-    for i in range(0, len(metrics), 500):
-        client.log_batch(parent_run_id, metrics=metrics[i : i + 500])
     client.log_batch(parent_run_id, tags=tags)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -98,7 +98,7 @@ def test_detection_sweep_summary_uses_map(workdir):
         }
     )
     parent = start_parent(spec, uri=uri)
-    maps = {"bp": [0.1, 0.3, 0.2], "ss": [0.05, 0.1, 0.15]}
+    maps = {"bp": [0.125, 0.375, 0.25], "ss": [0.05, 0.1, 0.15]}
     for label, setting in spec.settings():
         child = start_child(setting, uri=uri, parent_run_id=parent, setting=label)
         for step, value in enumerate(maps[label], start=1):
@@ -111,11 +111,14 @@ def test_detection_sweep_summary_uses_map(workdir):
 
     client = MlflowClient(uri)
     run = client.get_run(parent)
-    assert run.data.metrics["final_map/bp"] == 0.2 and run.data.metrics["best_map/bp"] == 0.3
-    assert run.data.metrics["best_align_mean_angle/ss"] == pytest.approx(37.0)
+    path = client.download_artifacts(parent, "sweep_summary.json", str(workdir))
+    table = pd.read_json(path, orient="split").set_index("setting")
+    assert table.loc["bp", "final_map"] == 0.25 and table.loc["bp", "best_map"] == 0.375
+    assert table.loc["ss", "best_align_mean_angle"] == pytest.approx(37.0)
+    assert "val_loss" not in " ".join(table.columns)
     assert "val_loss" not in run.data.tags["mlflow.note.content"]
     assert (
-        "| `bp` | FINISHED | 3 | 0.200 | 0.300 | 0.0 | 0.0 |"
+        "| `bp` | FINISHED | 3 | 0.250 | 0.375 | 0.0 | 0.0 |"
         in (run.data.tags["mlflow.note.content"])
     )
     figures = {a.path for a in client.list_artifacts(parent, "summary")}
