@@ -145,7 +145,7 @@ def _note(summary: dict[str, Any], parent: Run, uri: str, keep: int) -> str:
     if keep < len(summary["rows"]):
         lines += ["", f"... and {len(summary['rows']) - keep} more rows in `{SUMMARY_TABLE}`."]
     run_id = parent.info.run_id
-    best_word = "highest" if headline == "val_acc" else "highest mAP"
+    best_word = "val_acc" if headline == "val_acc" else "mAP"
     return "\n".join(
         [
             f"### {parent.data.tags.get('mlflow.runName', run_id)}: "
@@ -153,7 +153,7 @@ def _note(summary: dict[str, Any], parent: Run, uri: str, keep: int) -> str:
             "",
             *lines,
             "",
-            f"Best: the {best_word} and the lowest loss and angle over epochs. Angles are "
+            f"Best: the highest {best_word} and the lowest loss and angle over epochs. Angles are "
             "degrees between each layer's `W` and the matrix its backward pass uses, "
             "averaged over layers not on BP (bp's ~1e-6 is float round-off).",
             "",
