@@ -50,6 +50,7 @@ def schemathesis(url: str, har: Path, *options: str) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=150,
+        cwd=har.parent,  # schemathesis keeps its example cache in ./.schemathesis
     )
 
 
