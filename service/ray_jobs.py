@@ -162,6 +162,9 @@ class RayJobs:
             if "already exists" in str(exc):
                 log.info("Ray job %s was already submitted; following it", job_id)
                 return
+            if "No available agent" in str(exc) or "status code 5" in str(exc):
+                # the head's job agent is not up yet (or Ray failed transiently): try later
+                raise ConnectionError(f"Ray could not take job {job_id} yet: {exc}") from exc
             raise RayJobsError(f"Ray refused job {job_id}: {exc}") from exc
 
     # following -------------------------------------------------------------------------

@@ -260,13 +260,19 @@ class Topology:
         that gave up is started once more."""
         args = [*RAY_WORKER_ARGS, *SMALL_OBJECT_STORE, "--address", f"{self.ip['head']}:6379",
                 "--node-ip-address", self.ip[host], "--temp-dir", str(self.temp / host)]  # fmt: skip
-        for attempt in range(2):
-            self.start(f"ray-{host}", host, ray_start_cmd(*args), self.ray_node_env())
+        for attempt in range(3):
+            proc = self.start(f"ray-{host}", host, ray_start_cmd(*args), self.ray_node_env())
             try:
+                # `ray start` says so once its raylet registered (a lost node of the same
+                # address may still count as alive, so the node count alone proves nothing)
+                wait_until(
+                    lambda p=proc: "Ray runtime started" in p.tail(200_000), f"Ray node {host}",
+                    120, [proc],
+                )  # fmt: skip
                 self.wait_ray_nodes(nodes)
                 return
             except AssertionError:
-                if attempt:
+                if attempt == 2:
                     raise
                 self.procs.pop(f"ray-{host}").stop()
 
