@@ -209,4 +209,3 @@ def test_cancel_stops_the_ray_job_and_kills_the_mlflow_runs(cluster: Topology) -
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] == ["KILLED"]
     assert f"Running entrypoint for job {job_id}" in _logs(cluster, job_id)
-
