@@ -299,19 +299,7 @@ class RayJobsScheduler(Scheduler):
                     self._procs[job.id] = RAY
                     continue
                 if status is None:  # claimed, never submitted: it may run now
-                    store.transition(
-                        conn=conn,
-                        job_id=job.id,
-                        from_states=[JobState.RUNNING],
-                        to_state=JobState.PENDING,
-                        started_at=None,
-                    )
-                    store.transition(
-                        conn=conn,
-                        job_id=job.id,
-                        from_states=[JobState.CANCELLING],
-                        to_state=JobState.CANCELLED,
-                    )
+                    store.unclaim(conn=conn, job_id=job.id)
                 elif status in TERMINAL:
                     self._collect_and_finish(conn, job.id)
                 else:
@@ -341,20 +329,7 @@ class RayJobsScheduler(Scheduler):
         returncode = self.ray.collect(job_id, self.job_dir(job_id))
         if returncode is None:  # Ray lost the job (head restarted without its GCS state)
             log.warning("Ray no longer knows job %s; re-queued", job_id)
-            store.transition(
-                conn=conn,
-                job_id=job_id,
-                from_states=[JobState.RUNNING],
-                to_state=JobState.PENDING,
-                started_at=None,
-                error=REQUEUED,
-            )
-            store.transition(
-                conn=conn,
-                job_id=job_id,
-                from_states=[JobState.CANCELLING],
-                to_state=JobState.CANCELLED,
-            )
+            store.unclaim(conn=conn, job_id=job_id, error=REQUEUED)
             return
         self._finish(conn, job_id, returncode=returncode)
 
@@ -381,19 +356,7 @@ class RayJobsScheduler(Scheduler):
             return
         except Exception as exc:  # connection refused or timed out: never started
             self._unreachable(exc)
-            store.transition(
-                conn=conn,
-                job_id=job.id,
-                from_states=[JobState.RUNNING],
-                to_state=JobState.PENDING,
-                started_at=None,
-            )
-            store.transition(
-                conn=conn,
-                job_id=job.id,
-                from_states=[JobState.CANCELLING],
-                to_state=JobState.CANCELLED,
-            )
+            store.unclaim(conn=conn, job_id=job.id)
             self._blocked = (job.id, f"waiting for the Ray cluster at {self.ray.url}: {exc}")
             return
         self._procs[job.id] = RAY

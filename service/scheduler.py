@@ -118,19 +118,7 @@ class Scheduler:
                     continue
                 if job.pid is None:
                     # claimed but never spawned: it never ran, so it may run now
-                    store.transition(
-                        conn=conn,
-                        job_id=job.id,
-                        from_states=[JobState.RUNNING],
-                        to_state=JobState.PENDING,
-                        started_at=None,
-                    )
-                    store.transition(
-                        conn=conn,
-                        job_id=job.id,
-                        from_states=[JobState.CANCELLING],
-                        to_state=JobState.CANCELLED,
-                    )
+                    store.unclaim(conn=conn, job_id=job.id)
                 elif pid_alive(job.pid, job.id):
                     log.info("following job %s again (pid %d)", job.id, job.pid)
                     self._procs[job.id] = job.pid

@@ -372,6 +372,23 @@ def transition(
     return result.rowcount == 1
 
 
+def unclaim(*, conn: Connection, job_id: str, **fields: Any) -> None:
+    """A job whose driver never ran (or was lost) goes back to the queue: RUNNING -> PENDING
+    (``started_at`` cleared, ``fields`` set), and a cancel asked meanwhile completes:
+    CANCELLING -> CANCELLED. Each step commits."""
+    transition(
+        conn=conn,
+        job_id=job_id,
+        from_states=[JobState.RUNNING],
+        to_state=JobState.PENDING,
+        started_at=None,
+        **fields,
+    )
+    transition(
+        conn=conn, job_id=job_id, from_states=[JobState.CANCELLING], to_state=JobState.CANCELLED
+    )
+
+
 def update_job(*, conn: Connection, job_id: str, **fields: Any) -> None:
     """Set ``fields`` on a job regardless of its state; commit."""
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
