@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from trainers.spec import ExperimentSpec
+from trainers.spec import ExperimentSpec, parse_yaml
 
 __all__ = ["SWEEPS", "collect", "main", "sweep_specs"]
 
@@ -232,6 +232,38 @@ def run_all(
     return out
 
 
+def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
+    """The records of every finished setting of every part written under ``workdir`` at
+    ``commit_sha``, read back from each part's MLflow store: for rendering a run stopped
+    before the end (settings still running or not started are left out)."""
+    from trainers.tracking import TAG_SETTING, find_job_runs
+
+    tag = commit_sha[:10].replace("+", "")
+    out: dict[str, Any] = {"sweeps": {name: [] for name in SWEEPS}, "commands": {}}
+    for spec_path in sorted(workdir.glob("*.yaml")):
+        part = spec_path.stem
+        sweep = next((s for s in SWEEPS if part.startswith(f"{s}-") or part == s), None)
+        spec_dict = parse_yaml(spec_path.read_text())
+        uri = (spec_dict.get("tracking") or {}).get("uri")
+        if sweep is None or not uri:
+            continue
+        _, children = find_job_runs(f"reproduce-{part}-{tag}-s{seeds}", uri)
+        epochs = spec_dict["schedule"]["epochs"]
+        entries = [
+            {
+                "setting": run.data.tags.get(TAG_SETTING),
+                "status": "FINISHED"
+                if run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
+                else "FAILED",
+                "metrics": run.data.metrics,
+            }
+            for run in children
+        ]
+        out["sweeps"][sweep] += _records(spec_dict, {"children": entries})
+        out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m trainers.reproduce", description=__doc__)
     ap.add_argument("--seeds", type=int, default=1, help="seeds per setting (0, 1, ...)")
@@ -239,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--conv-epochs", type=int, default=4, help="epochs of the conv sweep")
     ap.add_argument("--out", default="docs/results.md", help="markdown file to write")
     ap.add_argument("--parallel", type=int, default=3, help="sweep parts run side by side")
+    ap.add_argument(
+        "--render-only",
+        metavar="COMMIT",
+        default=None,
+        help="run nothing: render the finished parts in --workdir, run at COMMIT",
+    )
+    ap.add_argument("--runtime-s", type=float, default=0.0, help="with --render-only")
     ap.add_argument("--json", default=None, help="also write the raw records here")
     ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
     args = ap.parse_args(argv)
@@ -247,6 +286,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from trainers.results_text import render
 
+    if args.render_only:  # the parts finished so far, e.g. after an interrupted run
+        results = written(Path(args.workdir).absolute(), args.render_only, args.seeds)
+        results.update(commit=args.render_only, seeds=args.seeds, runtime_s=args.runtime_s)
+        results["stopped"] = True
+        results["argv"] = ["python", "-m", "trainers.reproduce"]
+        results["machine"] = f"{platform.machine()}, {_cpus()} CPU cores"
+        text = render(results, epochs=args.epochs, conv_epochs=args.conv_epochs)
+        Path(args.out).write_text(text)
+        return
     started = time.monotonic()
     results = run_all(
         args.seeds,

@@ -88,10 +88,11 @@ class Claims:
     def __init__(self) -> None:
         self.agrees: list[str] = []
         self.disagrees: list[str] = []
+        self.unmeasured: list[str] = []
 
     def add(self, ok: bool | None, text: str) -> None:
         if ok is None:
-            self.disagrees.append(f"{text} (not measured: a setting failed)")
+            self.unmeasured.append(text)
         else:
             (self.agrees if ok else self.disagrees).append(text)
 
@@ -99,6 +100,9 @@ class Claims:
         lines = ["Agrees:"] + [f"- {c}" for c in self.agrees or ["(none)"]]
         lines += ["", "Disagrees or not reproduced:"]
         lines += [f"- {c}" for c in self.disagrees or ["(none)"]]
+        if self.unmeasured:
+            lines += ["", "Not measured (a setting it needs did not finish):"]
+            lines += [f"- {c}" for c in self.unmeasured]
         return lines
 
 
@@ -253,6 +257,18 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         + (" ± sample std." if seeds > 1 else ", one seed: differences of a point or two are")
         + ("" if seeds > 1 else " within run-to-run noise on these small sets."),
         "",
+        *(
+            [
+                f"**Partial**: the run was stopped after {minutes:.0f} min, before every "
+                "setting had run (the 2-core machine was shared with other jobs, load average "
+                "above 30); cells without a number did not run or did not finish, and claims "
+                "that need them are listed as not measured. The same command at the same "
+                "commit resumes the missing settings (finished ones are kept).",
+                "",
+            ]
+            if results.get("stopped")
+            else []
+        ),
         "Every sweep is a spec file run as `bioprop run` runs it (Ray Train, one worker, the",
         "data pipelines, MLflow experiment `bioprop-reproduce`); the files are written under",
         "`bioprop-runs/reproduce/`: "

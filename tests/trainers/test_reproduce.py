@@ -28,6 +28,7 @@ def _section(text: str, title: str, claim: str) -> str:
     """'agrees' or 'disagrees': where ``claim`` stands in the section titled ``title``."""
     part = text.split(title, 1)[1].split("\n## ", 1)[0]
     agrees, disagrees = part.split("Disagrees or not reproduced:")
+    disagrees = disagrees.split("Not measured")[0]
     return "agrees" if claim in agrees else "disagrees" if claim in disagrees else "missing"
 
 
