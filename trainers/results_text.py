@@ -39,16 +39,18 @@ class Table:
     def __init__(self, records: Iterable[dict[str, Any]], depth_field: str) -> None:
         acc: dict[Key, list[float]] = defaultdict(list)
         ang: dict[Key, list[float]] = defaultdict(list)
-        self.failed: list[str] = []
+        failed: list[tuple[Key, str]] = []
         for rec in records:
             key = _key(rec, depth_field)
             if rec["status"] != "FINISHED" or rec["val_acc"] is None:
-                self.failed.append(f"{key[0]} {depth_field}={key[2]} bn={key[3]}")
+                failed.append((key, f"{key[0]} {depth_field}={key[2]} bn={key[3]}"))
                 continue
             acc[key].append(100 * rec["val_acc"])
             if rec["angle"] is not None:
                 ang[key].append(rec["angle"])
         self.acc, self.ang = dict(acc), dict(ang)
+        # a failed run of a setting that later finished (rerun) is not a missing setting
+        self.failed = [text for key, text in failed if key not in self.acc]
 
     def mean(self, rule: str, depth: int, bn: bool = False, decay: float = 0.0) -> float | None:
         values = self.acc.get((rule, decay, depth, bn))
@@ -79,9 +81,16 @@ def _fmt(values: list[float | None]) -> str:
     return " / ".join("—" if v is None else f"{v:.1f}" for v in values)
 
 
+CHANCE_X = 2.0  # a baseline under twice chance (10 classes: 20 %) did not train
+
+
 def _gap(t: Table, rule: str, depth: int, bn: bool = False, base: str = "bp", decay=0.0):
+    """``base - rule`` in points; None when either is missing or the baseline did not train
+    (a gap to an untrained BP says nothing about the rule)."""
     a, b = t.mean(base, depth, bn, decay), t.mean(rule, depth, bn)
-    return None if a is None or b is None else a - b
+    if a is None or b is None or a < CHANCE_X * 10.0:
+        return None
+    return a - b
 
 
 class Claims:
@@ -101,7 +110,11 @@ class Claims:
         lines += ["", "Disagrees or not reproduced:"]
         lines += [f"- {c}" for c in self.disagrees or ["(none)"]]
         if self.unmeasured:
-            lines += ["", "Not measured (a setting it needs did not finish):"]
+            lines += [
+                "",
+                "Not measured (a setting it needs did not finish, or BP itself stayed under "
+                f"{CHANCE_X:g}x chance there):",
+            ]
             lines += [f"- {c}" for c in self.unmeasured]
         return lines
 
@@ -263,7 +276,11 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
                 "setting had run (the 2-core machine was shared with other jobs, load average "
                 "above 30); cells without a number did not run or did not finish, and claims "
                 "that need them are listed as not measured. The same command at the same "
-                "commit resumes the missing settings (finished ones are kept).",
+                "commit resumes the missing settings (finished ones are kept). Rendered by "
+                "`python -m trainers.reproduce --render-only COMMIT` from every part's MLflow "
+                "store; spec files named `*-bp` and `*-core` below are narrowed parts (fewer "
+                "rules, the same settings) run to fill in settings a shared machine's memory "
+                "limit had killed.",
                 "",
             ]
             if results.get("stopped")
