@@ -247,7 +247,7 @@ def _table_file(rows: list[dict[str, Any]], path: Path) -> None:
     """``rows`` in MLflow's table format (pandas ``orient="split"``), as ``log_table`` writes."""
     import pandas as pd
 
-    pd.DataFrame(rows).to_json(path, orient="split", index=False)
+    pd.DataFrame(rows).to_json(path, orient="split", index=False, double_precision=15)
 
 
 def write_summary(uri: str, parent_run_id: str) -> dict[str, Any] | None:
