@@ -29,7 +29,14 @@ def ray_cluster():
 
     from trainers.ray_setup import RUNTIME_ENV
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
+    # "local": never join a cluster another test (or a `ray start`) left on this host
+    ctx = ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env=RUNTIME_ENV,
+    )
     address = ctx.address_info["gcs_address"]
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address

@@ -59,7 +59,10 @@ def _init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env=RUNTIME_ENV)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
+        # "local": a new cluster of our own, never one that `ray start` left on this host
+        ray.init(
+            address="local", include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV
+        )
 
 
 def _storage_path(spec: ExperimentSpec) -> str:

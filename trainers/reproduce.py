@@ -194,7 +194,9 @@ def run_all(
     out: dict[str, Any] = {"commit": code, "seeds": seeds, "commands": {}}
     out["sweeps"] = {name: [] for name in SWEEPS if name in only}
     todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs)) if p[0] in only]
-    ctx = ray.init(num_cpus=parallel, include_dashboard=False, runtime_env=RUNTIME_ENV)
+    ctx = ray.init(
+        address="local", num_cpus=parallel, include_dashboard=False, runtime_env=RUNTIME_ENV
+    )
     env = {**os.environ, "RAY_ADDRESS": ctx.address_info["gcs_address"]}
     running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen]] = []
     try:
