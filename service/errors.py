@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from service.db import StoreBusy
 
@@ -89,17 +89,30 @@ async def _store_busy(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _documented_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the OpenAPI schema documents for ``path`` (a concrete request path).
+
+    Read from the schema rather than the router: Starlette names only the methods of the
+    last route that matched, and FastAPI's included routers do not expose their routes."""
+    allowed: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(path):
+            allowed |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return allowed
+
+
+_HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's answer, but a 405's ``Allow`` lists every method of the path: Starlette
-    names only those of the last route that matched it (``/v1/experiments`` has a GET route
-    and a POST route)."""
+    """FastAPI's answer, but a 405's ``Allow`` lists every documented method of the path
+    (``/v1/experiments`` has a GET route and a POST route)."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
-        allowed: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                allowed |= getattr(route, "methods", None) or set()
+        allowed = _documented_methods(request.app, request.url.path)
         if allowed:
             exc = HTTPException(exc.status_code, exc.detail, {"Allow": ", ".join(sorted(allowed))})
     return await http_exception_handler(request, exc)

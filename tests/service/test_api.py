@@ -103,3 +103,14 @@ def test_openapi_has_examples(http: httpx.Client) -> None:
     examples = post["requestBody"]["content"]["application/json"]["examples"]
     assert examples["sweep"]["value"]["rule"]["name"] == ["bp", "fa", "ss"]
     assert "Idempotency-Key" in [p["name"] for p in post["parameters"]]
+
+
+def test_method_not_allowed_names_every_method_of_the_path(http: httpx.Client) -> None:
+    """RFC 9110: a 405's Allow lists the methods the resource supports, all of them."""
+    for path, methods in [
+        ("/v1/experiments", {"GET", "HEAD", "POST"}),
+        ("/v1/experiments/0123456789abcdef/cancel", {"POST"}),
+    ]:
+        response = http.request("DELETE", path)
+        assert response.status_code == 405
+        assert set(response.headers["Allow"].split(", ")) == methods
