@@ -133,13 +133,21 @@ def _find_child(uri: str, job_id: str, *, trial_id: str | None, label: str | Non
     return None
 
 
-def _log_final_checkpoint(uri: str, run_id: str, path: str) -> None:
-    """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``)."""
+def _log_final_checkpoint(uri: str, run_id: str, checkpoint: Any) -> None:
+    """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``).
+
+    ``checkpoint``: a ``ray.train.Checkpoint`` (on any storage: one on object storage is
+    downloaded first) or a local folder path."""
+    from ray.train import Checkpoint
+
     from trainers.worker import CHECKPOINT_FILE
 
+    if isinstance(checkpoint, str):
+        checkpoint = Checkpoint(checkpoint)
     client = _client(uri)
-    client.log_artifact(run_id, str(Path(path) / CHECKPOINT_FILE), "checkpoints")
-    client.set_tag(run_id, TAG_CHECKPOINT, path)
+    with checkpoint.as_directory() as folder:
+        client.log_artifact(run_id, str(Path(folder) / CHECKPOINT_FILE), "checkpoints")
+    client.set_tag(run_id, TAG_CHECKPOINT, checkpoint.path)
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -188,7 +196,7 @@ def train_trial(config: dict[str, Any]) -> None:
         write_summary(uri, config["parent"])
         raise
     if fit.checkpoint is not None:
-        _log_final_checkpoint(uri, run_id, fit.checkpoint.path)
+        _log_final_checkpoint(uri, run_id, fit.checkpoint)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
     write_summary(uri, config["parent"])  # the parent's summary, refreshed as children finish
