@@ -15,7 +15,16 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Driver", "exit_status", "log_tail", "pid_alive", "pid_of", "signal_group", "spawn"]
+__all__ = [
+    "Driver",
+    "exit_status",
+    "log_tail",
+    "pid_alive",
+    "pid_of",
+    "session_members",
+    "signal_group",
+    "spawn",
+]
 
 Driver = subprocess.Popen[bytes] | int
 """A driver process: our child, or the pid of one started by an earlier service process."""
@@ -73,7 +82,7 @@ def pid_alive(pid: int, job_id: str) -> bool:
     return True
 
 
-def _session_members(sid: int) -> list[int]:
+def session_members(sid: int) -> list[int]:
     """Pids whose session id is ``sid`` (Linux /proc; empty elsewhere)."""
     members = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -96,7 +105,7 @@ def signal_group(pid: int, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     if sig == signal.SIGKILL:
-        for member in _session_members(pid):
+        for member in session_members(pid):
             try:
                 os.kill(member, sig)
             except (ProcessLookupError, PermissionError):

@@ -18,22 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from service.processes import session_members
+
 BIN = Path(sys.executable).parent
 RAY_TOKEN = "bioprop-cluster-test-token-000000000000"  # Ray's token auth on every node
-
-
-def session_members(sid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
 
 
 class Proc:
