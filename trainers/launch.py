@@ -153,6 +153,8 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         _kill_open_runs(uri, job_id, parent)
         raise
     result["children"] = children
+    for child in children:  # the trials log in their own processes; the job log names each
+        log.info("setting %r run_id=%s %s", child["setting"], child["run_id"], child["status"])
     result["best"] = best_per_rule(spec, children)
     record_best(uri, parent, result["best"])
     write_summary(uri, parent)  # the comparison on the parent run (also after each child)
