@@ -84,14 +84,23 @@ def page():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        pw = sync_playwright().start()
+    except Exception as exc:  # e.g. an asyncio loop left running in this thread by a test
+        pytest.skip(f"Playwright could not start here: {exc}")
+    try:
+        try:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        except Exception as exc:
+            pytest.skip(f"{CHROMIUM} could not be launched: {exc}")
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(120_000)  # the UI's first load is slow on a busy machine
             yield page
         finally:
             browser.close()
+    finally:
+        pw.stop()
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:
