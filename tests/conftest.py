@@ -27,15 +27,14 @@ def ray_cluster():
     """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS."""
     import ray
 
-    from trainers.ray_setup import RUNTIME_ENV
+    from trainers.ray_setup import LOCAL_RAY
 
     # "local": never join a cluster another test (or a `ray start`) left on this host
     ctx = ray.init(
         address="local",
         num_cpus=2,
-        include_dashboard=False,
         log_to_driver=True,
-        runtime_env=RUNTIME_ENV,
+        **LOCAL_RAY,  # as bioprop's own local cluster: the dashboard frees stopped trials' CPUs
     )
     address = ctx.address_info["gcs_address"]
     previous = os.environ.get("RAY_ADDRESS")

@@ -51,18 +51,16 @@ class Terminated(Exception):
 def _init_ray() -> None:
     import ray
 
-    from trainers.ray_setup import RUNTIME_ENV
+    from trainers.ray_setup import LOCAL_RAY
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=RUNTIME_ENV)
+        ray.init(address=address, log_to_driver=True)
     else:
         # "local": a new cluster of our own, never one that `ray start` left on this host
-        ray.init(
-            address="local", include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV
-        )
+        ray.init(address="local", log_to_driver=True, **LOCAL_RAY)
 
 
 def _storage_path(spec: ExperimentSpec) -> str:

@@ -100,6 +100,26 @@ def test_search_stops_an_absurd_learning_rate_at_the_grace_period(workdir, ray_c
     assert best["run_id"] == sane.info.run_id and best["setting"] == "bp lr=0.05"
     parent = client.get_run(result["parent_run_id"])
     assert parent.data.tags["bioprop.best.bp.setting"] == "bp lr=0.05"
+    _assert_cpus_released()
+
+
+def _assert_cpus_released(timeout: float = 60) -> None:
+    """Every CPU of the cluster is free again: a trial Tune stopped early (its Train
+    controller killed) must not keep its worker group's placement group, or later trials
+    on the same cluster wait for CPUs forever."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        held = {
+            pg_id: pg["bundles"]
+            for pg_id, pg in ray.util.placement_group_table().items()
+            if pg["state"] != "REMOVED"
+        }
+        assert time.monotonic() < deadline, f"CPUs still held by placement groups {held}"
+        time.sleep(1)
 
 
 def _ids(result: dict) -> list[str]:
