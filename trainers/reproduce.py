@@ -16,6 +16,10 @@ Sweeps (``SWEEPS``):
   decay 1e-4, batch 32;
 - ``digits-bp-decay``: BP with the extra per-step decay of every rule above whose default
   has one (``kp``), the matched baseline;
+- ``digits-lr-search``: every rule of ``trainers.names.RULE_NAMES`` on the 2-hidden-layer
+  plain MLP with the same budget each, a ``search:`` over ``optim.lr`` on the grid
+  ``LR_GRID`` (Ray Tune, one trial per rate): each rule's best learning rate beside its
+  accuracy at BP's 0.05;
 - ``conv-synthetic``: the synthetic 10-class JPEG set (32 px, ImageNet-style augmentation),
   ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp``;
   SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32.
@@ -38,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from trainers.names import RULE_NAMES
 from trainers.spec import ExperimentSpec, parse_yaml
 
 __all__ = ["SWEEPS", "collect", "main", "sweep_specs"]
@@ -48,7 +53,9 @@ DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa"]
 DEPTHS = [2, 6, 10]
 CONV_RULES = ["bp", "fa", "ss", "kp"]
 CONV_BLOCKS = [1, 3]  # ResNet-8, ResNet-20
-SWEEPS = ("digits-mlp", "digits-bp-decay", "conv-synthetic")
+LR_GRID = [0.005, 0.015, 0.05, 0.15, 0.45]  # a factor of 3 apart, BP's 0.05 in the middle
+SWEEPS = ("digits-mlp", "digits-bp-decay", "digits-lr-search", "conv-synthetic")
+SEARCHED = {"digits-lr-search"}  # sweeps whose settings are Tune samples, not grid points
 
 
 def _extra_decays(names: Sequence[str]) -> list[float]:
@@ -97,6 +104,18 @@ def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str
             **digits,
             "name": "reproduce-digits-bp-decay",
             "rule": {"name": "bp", "params": {"decay": _extra_decays(DIGITS_RULES)}},
+        },
+        "digits-lr-search": {
+            **digits,
+            "name": "reproduce-digits-lr-search",
+            "model_params": {"hidden": 128, "depth": 2, "bn": False},
+            "rule": {"name": list(RULE_NAMES)},
+            "search": {
+                "metric": "val_acc",
+                "mode": "max",
+                "num_samples": 1,
+                "space": {"optim.lr": {"grid": LR_GRID}},
+            },
         },
         "conv-synthetic": {**conv, "name": "reproduce-conv-synthetic"},
     }
@@ -167,6 +186,30 @@ def parts(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     return out
 
 
+def _search_records(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
+    """One record per trial of a searched sweep, read from its MLflow child runs: ``rule``,
+    ``lr`` (the sampled ``optim.lr``), ``status`` (FINISHED only when it trained every
+    epoch), ``val_acc``, ``angle``, ``epochs``."""
+    from trainers.tracking import TAG_RULE, find_job_runs
+
+    epochs = spec_dict["schedule"]["epochs"]
+    _, children = find_job_runs(job_id, spec_dict["tracking"]["uri"])
+    return [
+        {
+            "rule": run.data.tags.get(TAG_RULE),
+            "lr": float(run.data.params["optim.lr"]),
+            "status": "FINISHED"
+            if run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
+            else "FAILED",
+            "val_acc": run.data.metrics.get("val_acc"),
+            "angle": run.data.metrics.get("align_mean_angle"),
+            "epochs": run.data.metrics.get("epoch"),
+        }
+        for run in children
+        if "optim.lr" in run.data.params
+    ]
+
+
 def _records(spec_dict: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
     by_label = dict(ExperimentSpec.model_validate(spec_dict).settings())
     return [_setting_record(by_label[c["setting"]], c) for c in result.get("children", [])]
@@ -196,7 +239,7 @@ def run_all(
     todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs)) if p[0] in only]
     ctx = ray.init(address="local", num_cpus=parallel, **LOCAL_RAY)
     env = {**os.environ, "RAY_ADDRESS": ctx.address_info["gcs_address"]}
-    running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen]] = []
+    running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen, str]] = []
     try:
         while todo or running:
             while todo and len(running) < parallel:
@@ -214,19 +257,22 @@ def run_all(
                 proc = subprocess.Popen(
                     [*cmd, "--result", str(result)], env=env, stdout=log_file, stderr=log_file
                 )
-                running.append((sweep, part, spec_dict, result, proc))
+                running.append((sweep, part, spec_dict, result, proc, job))
                 log.info("started %s", part)
             time.sleep(2)
             for item in list(running):
-                sweep, part, spec_dict, result, proc = item
+                sweep, part, spec_dict, result, proc, job = item
                 if proc.poll() is None:
                     continue
                 running.remove(item)
-                found = json.loads(result.read_text()) if result.is_file() else {}
-                out["sweeps"][sweep] += _records(spec_dict, found)
+                if sweep in SEARCHED:
+                    out["sweeps"][sweep] += _search_records(spec_dict, job)
+                else:
+                    found = json.loads(result.read_text()) if result.is_file() else {}
+                    out["sweeps"][sweep] += _records(spec_dict, found)
                 log.info("%s finished (exit %s)", part, proc.returncode)
     finally:
-        for *_, proc in running:
+        for *_, proc, _job in running:
             proc.terminate()
         ray.shutdown()
     return out
@@ -247,6 +293,10 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
         uri = (spec_dict.get("tracking") or {}).get("uri")
         if sweep is None or not uri:
             continue
+        out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
+        if sweep in SEARCHED:
+            out["sweeps"][sweep] += _search_records(spec_dict, f"reproduce-{part}-{tag}-s{seeds}")
+            continue
         _, children = find_job_runs(f"reproduce-{part}-{tag}-s{seeds}", uri)
         epochs = spec_dict["schedule"]["epochs"]
         entries = [
@@ -260,7 +310,6 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
             for run in children
         ]
         out["sweeps"][sweep] += _records(spec_dict, {"children": entries})
-        out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
     return out
 
 
@@ -278,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="run nothing: render the finished parts in --workdir, run at COMMIT",
     )
     ap.add_argument("--runtime-s", type=float, default=0.0, help="with --render-only")
+    ap.add_argument(
+        "--only", nargs="+", choices=SWEEPS, default=list(SWEEPS), help="run these sweeps only"
+    )
     ap.add_argument("--json", default=None, help="also write the raw records here")
     ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
     args = ap.parse_args(argv)
@@ -302,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.conv_epochs,
         Path(args.workdir).absolute(),
         parallel=args.parallel,
+        only=args.only,
     )
     results["runtime_s"] = time.monotonic() - started
     given = list(sys.argv[1:] if argv is None else argv)

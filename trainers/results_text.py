@@ -244,9 +244,60 @@ def _conv_table(t: Table, rules: list[str], blocks: list[int]) -> list[str]:
     return lines
 
 
+def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
+    """The per-rule learning-rate table: accuracy at BP's rate, the best rate and its
+    accuracy (mean over seeds per rate), and which rules BP's rate understates."""
+    from trainers.names import RULE_NAMES
+    from trainers.reproduce import LR_GRID
+
+    acc: dict[tuple[str, float], list[float]] = {}
+    for rec in records:
+        if rec.get("status") == "FINISHED" and rec.get("val_acc") is not None:
+            acc.setdefault((rec["rule"], rec["lr"]), []).append(100 * rec["val_acc"])
+    mean = {k: sum(v) / len(v) for k, v in acc.items()}
+    grid = ", ".join(f"{lr:g}" for lr in LR_GRID)
+    lines = [
+        f"## Learning rate per rule: a search on digits ({epochs} epochs)",
+        "",
+        "scikit-learn's digits, the ReLU MLP with 2 hidden layers of 128 units (plain), SGD",
+        "momentum 0.9, weight decay 1e-4, batch 32, rules at their defaults; every rule of",
+        "`trainers.rules.RULES` with the same budget: one `search:` sweep (Ray Tune) over",
+        f"`optim.lr` on the grid {grid}, one trial per rule and rate. Val accuracy %: at",
+        "BP's learning rate 0.05 (the rate of the digits tables), at each rule's best rate",
+        "of the grid, and at every rate.",
+        "",
+        "| rule | at lr 0.05 | best lr | at best lr | "
+        + " | ".join(f"{lr:g}" for lr in LR_GRID)
+        + " |",
+        "| --- | ---: | ---: | ---: |" + " ---: |" * len(LR_GRID),
+    ]
+    gains = []
+    for rule in RULE_NAMES:
+        row = {lr: mean.get((rule, lr)) for lr in LR_GRID}
+        done = {lr: v for lr, v in row.items() if v is not None}
+        best = max(done, key=done.get) if done else None
+        at_bp = row.get(0.05)
+        cells = [
+            _fmt([at_bp]),
+            f"{best:g}" if best is not None else "—",
+            _fmt([done[best]]) if best is not None else "—",
+        ]
+        cells += [_fmt([row[lr]]) for lr in LR_GRID]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+        if best is not None and at_bp is not None and done[best] - at_bp >= 2:
+            gains.append(f"{rule} +{done[best] - at_bp:.1f} at lr {best:g}")
+    lines += [
+        "",
+        "Rules that BP's learning rate understates by 2 points or more (the common objection",
+        "to comparing rules at BP's rate): " + ("; ".join(gains) if gains else "none") + ".",
+        "",
+    ]
+    return lines
+
+
 def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
     """The whole of ``docs/results.md``."""
-    from trainers.reproduce import CONV_BLOCKS, CONV_RULES, DEPTHS, DIGITS_RULES, _extra_decays
+    from trainers.reproduce import DIGITS_RULES, SWEEPS, _extra_decays
 
     sweeps = results["sweeps"]
     digits = Table(sweeps.get("digits-mlp", []) + sweeps.get("digits-bp-decay", []), "depth")
@@ -264,7 +315,9 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         " ".join(results["argv"]),
         "```",
         "",
-        f"Runtime {minutes:.0f} min on {results['machine']} (shared with other jobs). Code "
+        f"Runtime {minutes:.0f} min on {results['machine']}"
+        + (" (shared with other jobs)" if results.get("stopped") else "")
+        + ". Code "
         f"commit `{results['commit']}`. Seeds: {', '.join(map(str, range(seeds)))} "
         f"(model init, feedback draws, data order); values are the mean over seeds"
         + (" ± sample std." if seeds > 1 else ", one seed: differences of a point or two are")
@@ -296,6 +349,30 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         " and the backward matrix over rule layers (for `pfa` the path `(R B)^T`; `dfa`'s"
         " hidden layers have none, so its angle is the output layer's).",
         "",
+    ]
+    if set(SWEEPS) - set(sweeps):
+        out += [
+            "This file holds the sweeps " + ", ".join(f"`{n}`" for n in sweeps) + " only "
+            "(`--only`); `docs/results.md` has the others.",
+            "",
+        ]
+    if "digits-mlp" in sweeps:
+        out += _digits_section(digits, decays, epochs)
+    if "digits-lr-search" in sweeps:
+        out += _lr_search(sweeps["digits-lr-search"], epochs)
+    if "conv-synthetic" in sweeps:
+        out += _conv_section(conv, conv_epochs)
+    failed = digits.failed + conv.failed
+    if failed:
+        out += ["Settings that did not finish: " + ", ".join(failed) + ".", ""]
+    out += PUBLISHED
+    return "\n".join(out)
+
+
+def _digits_section(digits: Table, decays: list[float], epochs: int) -> list[str]:
+    from trainers.reproduce import DEPTHS, DIGITS_RULES
+
+    return [
         f"## Digits MLP: depth, BatchNorm, and every rule ({epochs} epochs)",
         "",
         "scikit-learn's 1,797 handwritten digits (8x8, 80/20 split: 1,437 train, 360 val),",
@@ -308,6 +385,13 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         "",
         *_digits_claims(digits, DEPTHS, decays).markdown(),
         "",
+    ]
+
+
+def _conv_section(conv: Table, conv_epochs: int) -> list[str]:
+    from trainers.reproduce import CONV_BLOCKS, CONV_RULES
+
+    return [
         f"## Conv nets: ResNet-8 and ResNet-20 on a synthetic image set ({conv_epochs} epochs)",
         "",
         "The synthetic JPEG set (10 classes of coloured stripes, 480 train / 160 val images",
@@ -320,31 +404,29 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         *_conv_claims(conv, CONV_BLOCKS).markdown(),
         "",
     ]
-    failed = digits.failed + conv.failed
-    if failed:
-        out += ["Settings that did not finish: " + ", ".join(failed) + ".", ""]
-    out += [
-        "## Published numbers these are compared with",
-        "",
-        "From `papers.md`: Xiao et al. 2018 ImageNet top-1 error, ResNet-18: BP 33.14, SS +",
-        "last-layer BP 36.95, SS 37.91, FA + last-layer BP 73.01, FA 91.17 (21 epochs);",
-        "AlexNet-BN: BP 49.14, SS 47.57. BioTorch (Sanfiz & Akrout 2021) CIFAR-10 ResNet-20",
-        "error: BP 8.63, FA 32.16, DFA 45.94, uSF 10.05, brSF 11.02, frSF 11.2; MNIST: BP",
-        "0.91, FA 1.7, uSF 0.94, DFA 1.61. Akrout et al. 2019: KP and WM within about a",
-        "point of BP on ImageNet ResNet-18 and -50, with feedback angles near zero; their",
-        "released toy runs: W^T vs B 2-4° at the output layer and 10-20° at the input layer",
-        "for WM and KP, 40-90° for FA. Ji-An & Benna: PFA at BP level on MNIST, CIFAR-10",
-        "ResNet-20 and ImageNet ResNet-18 (expansion 10; path angle acos(sqrt(r/(1+r))) =",
-        "17.5° at r = 10). The ImageNet-scale experiments themselves are the spec files in",
-        "`specs/` (`bioprop run specs/xiao2018-resnet18-rules.yaml --set",
-        "data.root=/data/imagenet`); they need GPUs and are not run here.",
-        "",
-        "`wm`'s defaults: with `W` fixed, the steady-state angle of the mirror estimate is",
-        "about atan(sqrt(rate / (2 - rate) * fan_in / batch)); the old fixed batch 64 and",
-        "rate 0.1 gave 12.7° at fan-in 64, 34.6° at 576 and 62.7° at 4,608 (ResNet-18's",
-        "layer4), far from Akrout's near-zero angles; the mirror batch now equals the fan-in",
-        "(5.7° at rate 0.02 at any width, under 10° within about 35 mirror steps on a",
-        "512x4608 layer: `tests/trainers/test_rules.py`).",
-        "",
-    ]
-    return "\n".join(out)
+
+
+PUBLISHED = [
+    "## Published numbers these are compared with",
+    "",
+    "From `papers.md`: Xiao et al. 2018 ImageNet top-1 error, ResNet-18: BP 33.14, SS +",
+    "last-layer BP 36.95, SS 37.91, FA + last-layer BP 73.01, FA 91.17 (21 epochs);",
+    "AlexNet-BN: BP 49.14, SS 47.57. BioTorch (Sanfiz & Akrout 2021) CIFAR-10 ResNet-20",
+    "error: BP 8.63, FA 32.16, DFA 45.94, uSF 10.05, brSF 11.02, frSF 11.2; MNIST: BP",
+    "0.91, FA 1.7, uSF 0.94, DFA 1.61. Akrout et al. 2019: KP and WM within about a",
+    "point of BP on ImageNet ResNet-18 and -50, with feedback angles near zero; their",
+    "released toy runs: W^T vs B 2-4° at the output layer and 10-20° at the input layer",
+    "for WM and KP, 40-90° for FA. Ji-An & Benna: PFA at BP level on MNIST, CIFAR-10",
+    "ResNet-20 and ImageNet ResNet-18 (expansion 10; path angle acos(sqrt(r/(1+r))) =",
+    "17.5° at r = 10). The ImageNet-scale experiments themselves are the spec files in",
+    "`specs/` (`bioprop run specs/xiao2018-resnet18-rules.yaml --set",
+    "data.root=/data/imagenet`); they need GPUs and are not run here.",
+    "",
+    "`wm`'s defaults: with `W` fixed, the steady-state angle of the mirror estimate is",
+    "about atan(sqrt(rate / (2 - rate) * fan_in / batch)); the old fixed batch 64 and",
+    "rate 0.1 gave 12.7° at fan-in 64, 34.6° at 576 and 62.7° at 4,608 (ResNet-18's",
+    "layer4), far from Akrout's near-zero angles; the mirror batch now equals the fan-in",
+    "(5.7° at rate 0.02 at any width, under 10° within about 35 mirror steps on a",
+    "512x4608 layer: `tests/trainers/test_rules.py`).",
+    "",
+]

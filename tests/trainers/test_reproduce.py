@@ -9,14 +9,21 @@ from trainers.spec import ExperimentSpec
 
 
 def _results(acc) -> dict:
-    """Records of every sweep setting, with ``acc(rule, depth, bn)`` as val accuracy."""
+    """Records of every sweep setting, with ``acc(rule, depth, bn, lr)`` as val accuracy."""
     out = {"sweeps": {}}
     for name, data in reproduce.sweep_specs(1, 2, 2).items():
+        if name in reproduce.SEARCHED:  # one record per trial: rule x searched lr
+            out["sweeps"][name] = [
+                {"rule": r, "lr": lr, "status": "FINISHED", "val_acc": acc(r, 2, False, lr)}
+                for r in data["rule"]["name"]
+                for lr in reproduce.LR_GRID
+            ]
+            continue
         records = []
         for _, setting in ExperimentSpec.model_validate(data).settings():
             mp = setting.model_params
             depth = mp.get("depth", mp.get("blocks"))
-            value = acc(setting.rule.name, depth, mp.get("bn", False))
+            value = acc(setting.rule.name, depth, mp.get("bn", False), 0.05)
             entry = {"status": "FINISHED", "metrics": {"val_acc": value, "align_mean_angle": 30}}
             records.append(reproduce._setting_record(setting, entry))
         out["sweeps"][name] = records
@@ -39,11 +46,35 @@ def test_sweeps_cover_the_rules_depths_and_matched_decay() -> None:
     assert {s.rule.name for s in specs["conv-synthetic"].expand()} == {"bp", "fa", "ss", "kp"}
 
 
+def test_lr_search_covers_every_rule_with_the_same_grid() -> None:
+    from trainers.names import RULE_NAMES
+
+    spec = ExperimentSpec.model_validate(reproduce.sweep_specs(1, 2, 2)["digits-lr-search"])
+    assert [label for label, _ in spec.settings()] == list(RULE_NAMES)
+    assert spec.search.space["optim.lr"].grid == reproduce.LR_GRID and 0.05 in reproduce.LR_GRID
+    assert spec.trial_count() == len(RULE_NAMES) * len(reproduce.LR_GRID)
+
+
+def test_lr_table_names_each_rules_best_rate_and_what_bps_rate_understates() -> None:
+    # fa peaks at 0.015 (90 %) and scores 80 % at 0.05; every other rule peaks at 0.05
+    def acc(rule, depth, bn, lr):
+        if rule == "fa":
+            return {0.015: 0.90, 0.05: 0.80}.get(lr, 0.5)
+        return 0.95 if lr == 0.05 else 0.6
+
+    text = render(_results(acc), epochs=2, conv_epochs=2)
+    part = text.split("## Learning rate per rule", 1)[1].split("\n## ", 1)[0]
+    assert "| fa | 80.0 | 0.015 | 90.0 | 50.0 | 90.0 | 80.0 | 50.0 | 50.0 |" in part
+    assert "| bp | 95.0 | 0.05 | 95.0 |" in part
+    assert "by 2 points or more (the common objection" in part
+    assert part.rstrip().endswith("fa +10.0 at lr 0.015.")
+
+
 def test_claims_follow_the_numbers() -> None:
     claim = "FA falls behind BP as depth grows"
-    growing = render(_results(lambda r, d, bn: 0.95 - (0.02 * d if r == "fa" else 0)), epochs=2,
+    growing = render(_results(lambda r, d, bn, lr: 0.95 - (0.02 * d if r == "fa" else 0)), epochs=2,
                      conv_epochs=2)  # fmt: skip
-    flat = render(_results(lambda r, d, bn: 0.95 - (0.05 if r == "fa" else 0)), epochs=2,
+    flat = render(_results(lambda r, d, bn, lr: 0.95 - (0.05 if r == "fa" else 0)), epochs=2,
                   conv_epochs=2)  # fmt: skip
     assert _section(growing, "## Digits MLP", claim) == "agrees"
     assert _section(flat, "## Digits MLP", claim) == "disagrees"
