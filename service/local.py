@@ -66,7 +66,7 @@ def run(
     set_: SetOpt = None,
 ) -> None:
     """Run one experiment or sweep in this process (local Ray unless an address is given)."""
-    from trainers.launch import run_experiment
+    from trainers.launch import Terminated, run_experiment, terminated_on_sigterm
     from trainers.spec import ExperimentSpec
 
     logging.basicConfig(level=logging.WARNING)
@@ -79,8 +79,12 @@ def run(
         os.environ["RAY_ADDRESS"] = address
     job_id = job_id or uuid.uuid4().hex[:12]
     console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})")
-    with LocalProgress(loaded, job_id):
-        result = run_experiment(loaded, job_id=job_id)
+    try:
+        with terminated_on_sigterm(), LocalProgress(loaded, job_id):
+            result = run_experiment(loaded, job_id=job_id)
+    except Terminated:
+        err.print(f"[red]terminated[/]: MLflow runs marked KILLED; resume with --job-id {job_id}")
+        raise typer.Exit(143) from None
     children = result.get("children", [])
     console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
     if len(children) > 1 and result.get("best"):

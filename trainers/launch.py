@@ -16,13 +16,16 @@ controllers and workers are owned by the driver).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from trainers.tracking import (
     start_parent,
 )
 
-__all__ = ["build_trainer", "main", "run_experiment"]
+__all__ = ["Terminated", "build_trainer", "main", "run_experiment", "terminated_on_sigterm"]
 
 log = logging.getLogger("bioprop.launch")
 JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -110,6 +113,22 @@ def build_trainer(
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def terminated_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread, so
+    :func:`run_experiment` marks the job's MLflow runs KILLED before the process ends (the
+    default action would end it at once, leaving them RUNNING). Elsewhere than the main
+    thread (where Python cannot take signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
@@ -190,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    signal.signal(signal.SIGTERM, _raise_terminated)
     spec = load_spec(os.environ[args.spec_env] if args.spec_env else args.spec)
     try:
-        result = run_experiment(spec, job_id=args.job_id)
+        with terminated_on_sigterm():
+            result = run_experiment(spec, job_id=args.job_id)
         code = 0 if result["status"] == "FINISHED" else 1
     except Terminated:
         log.warning("terminated: MLflow runs marked KILLED")
