@@ -58,12 +58,15 @@ def _init_ray() -> None:
 
     if ray.is_initialized():
         return
+    ours = signal.getsignal(signal.SIGTERM)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         # "local": a new cluster of our own, never one that `ray start` left on this host
         ray.init(address="local", log_to_driver=True, **LOCAL_RAY)
+    if ours is _raise_terminated:  # Ray's core worker installs its own (abort) handler
+        signal.signal(signal.SIGTERM, ours)
 
 
 def _storage_path(spec: ExperimentSpec) -> str:
@@ -111,7 +114,11 @@ def build_trainer(
     )
 
 
+_signals_received: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _signals_received.append(signum)
     raise Terminated(f"signal {signum}")
 
 
@@ -119,14 +126,21 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def terminated_on_sigterm() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` in the main thread, so
     :func:`run_experiment` marks the job's MLflow runs KILLED before the process ends (the
-    default action would end it at once, leaving them RUNNING). Elsewhere than the main
-    thread (where Python cannot take signals) it does nothing."""
+    default action would end it at once, leaving them RUNNING). Raised inside Ray's Cython
+    code the exception comes back as another one (``SystemError``); whatever leaves the
+    block after a SIGTERM leaves it as :class:`Terminated`. Elsewhere than the main thread
+    (where Python cannot take signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _signals_received.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
+    except BaseException as exc:
+        if _signals_received and not isinstance(exc, Terminated):
+            raise Terminated(f"signal {_signals_received[0]}") from exc
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

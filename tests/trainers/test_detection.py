@@ -3,6 +3,9 @@
 The mAP cases are worked by hand from COCO's definition (IoU thresholds 0.50:0.05:0.95,
 a detection matches when IoU >= threshold, 101-point interpolated precision, mean over
 classes with ground truth), not from the code under test.
+
+Stop and resume is the worker loop's (``trainers/worker.py``, one loop for every task) and
+is tested once, on a plastic-feedback rule, in ``tests/trainers/test_resume.py``.
 """
 
 from __future__ import annotations
@@ -282,35 +285,6 @@ def test_two_worker_detection_run_logs_losses_map_alignment(workdir, ray_cluster
     state = _checkpoint(result)
     assert state["epoch"] == 2 and state["spec"]["task"] == "detect"
     assert set(state) >= {"model", "optimizer", "lr_scheduler", "rng"}
-
-
-@pytest.mark.slow
-def test_stopped_and_resumed_detection_run_matches_an_uninterrupted_one(workdir, ray_cluster):
-    from trainers.launch import run_experiment
-    from trainers.spec import ExperimentSpec
-
-    spec = ExperimentSpec.model_validate(
-        {
-            **DETECT_SPEC,
-            "data": {"kind": "synthetic", "image_size": 48, "synth": {"images": 8, "size": 48}},
-            "rule": {"name": "kp"},  # plastic feedback: its state must resume too
-            "schedule": {"epochs": 2},
-            "batch_size": 2,
-            "scale": {"workers": 1},
-        }
-    )
-    whole = run_experiment(spec, job_id="det-whole")
-    short = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"epochs": 1})})
-    run_experiment(short, job_id="det-cut")  # stops after epoch 1
-    resumed = run_experiment(spec, job_id="det-cut")  # same job: picks up at epoch 2
-    run_id = resumed["children"][0]["run_id"]
-    assert _history(resumed["tracking_uri"], run_id, "resumed_from_epoch") == [(1, 1.0)]
-    assert [step for step, _ in _history(resumed["tracking_uri"], run_id, "map")] == [1, 2]
-    a, b = _checkpoint(whole), _checkpoint(resumed)
-    assert a["epoch"] == b["epoch"] == 1
-    assert any("feedback" in key for key in a["model"])
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
 
 
 def _gather_worker(rank: int, world: int, init: str, out: str) -> None:

@@ -19,7 +19,10 @@ from trainers.spec import ExperimentSpec
 pytestmark = pytest.mark.slow
 
 BASE = tiny_spec(
-    name="resume", rule={"name": "fa"}, optim={"lr": 0.05}, schedule={"epochs": 3, "step_every": 2}
+    name="resume",
+    rule={"name": "kp"},  # plastic feedback: its state must resume too
+    optim={"lr": 0.05},
+    schedule={"epochs": 3, "step_every": 2},
 )
 
 
@@ -56,6 +59,7 @@ def test_stopped_then_resumed_run_ends_exactly_like_an_uninterrupted_one(workdir
     a, b = _final_state(whole), _final_state(resumed)
     assert a["epoch"] == b["epoch"] == 2
     assert a["model"].keys() == b["model"].keys()
+    assert any("feedback" in key for key in a["model"])
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
     whole_loss = _history(uri, whole["children"][0]["run_id"], "val_loss")[-1]
