@@ -53,38 +53,46 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory):
-    """An S3 endpoint (moto server) with one bucket ``ckpt``; AWS_* point at it."""
+def start_moto(log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server on a free 127.0.0.1 port (``env`` added to its environment, e.g.
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` to check signatures); the process and its URL, once it
+    answers."""
     pytest.importorskip("moto", reason="moto[server] (dev extra) is not installed")
-    import boto3
-
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """An S3 endpoint (moto server) with one bucket ``ckpt``; AWS_* point at it."""
+    import boto3
+
+    proc, url = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
     env = {
         "AWS_ACCESS_KEY_ID": "bioprop",
         "AWS_SECRET_ACCESS_KEY": "bioprop-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": url,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
         boto3.client("s3").create_bucket(Bucket="ckpt")
         yield boto3.client("s3")
     finally:

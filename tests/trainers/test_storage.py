@@ -1,6 +1,7 @@
 """Storage locations for Ray Train checkpoints: URIs and plain paths in the spec, the
-service-wide default, and clear errors for a bucket that does not exist, checked against a
-real S3-compatible server (moto's server mode on 127.0.0.1)."""
+service-wide default, and clear errors for a bucket that does not exist or credentials that
+are missing or wrong, checked against a real S3-compatible server (moto's server mode on
+127.0.0.1; with signature checks on for the credentials case)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,39 @@ def test_file_uri_folder_is_created(tmp_path: Path) -> None:
     target = tmp_path / "shared" / "runs"
     check_storage(f"file://{target}")
     assert target.is_dir()
+
+
+def test_missing_or_wrong_credentials_fail_before_any_work(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from conftest import start_moto
+
+    # moto checks signatures after its first unauthenticated action (the bucket's creation)
+    proc, url = start_moto(workdir / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="1")
+    try:
+        boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1",
+            aws_access_key_id="admin", aws_secret_access_key="admin",
+        ).create_bucket(Bucket="ckpt")  # fmt: skip
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find
+        uri = f"s3://ckpt/runs?endpoint_override={url.removeprefix('http://')}&scheme=http"
+        with pytest.raises(StorageError, match="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"):
+            check_storage(uri)  # none at all
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        with pytest.raises(StorageError, match="'ckpt'.*ACCESS_DENIED"):
+            check_storage(uri)
+
+        from trainers.launch import run_experiment
+
+        spec = ExperimentSpec(name="nocreds", storage_path=uri)
+        with pytest.raises(StorageError, match="storage_path 's3://ckpt/runs"):
+            run_experiment(spec, job_id="nocreds")
+        assert not (workdir / "bioprop-runs" / "mlflow.db").exists()  # nothing was started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
