@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from service.processes import log_tail
 
-__all__ = ["CHUNK", "follow", "read_range", "size_of", "tail_text"]
+__all__ = ["CHUNK", "follow", "heartbeats", "read_range", "size_of", "tail_text"]
 
 CHUNK = 1 << 16
 
@@ -117,3 +117,42 @@ async def follow(
         if await disconnected():
             return
         await asyncio.sleep(poll_s)
+
+
+async def heartbeats(
+    chunks: AsyncIterator[bytes], *, words: str, heartbeat_s: float, idle_s: float
+) -> AsyncIterator[bytes]:
+    """``chunks`` as they come (a stream someone else produces, e.g. Ray's log websocket)
+    with :func:`follow`'s status lines: ``[bioprop] <words>; no new output for N s`` after
+    every ``heartbeat_s`` without a chunk, and the stream closed after ``idle_s`` without
+    one (follow again to resume)."""
+    source = aiter(chunks)
+    pending = asyncio.ensure_future(anext(source))
+    quiet_since = last_beat = time.monotonic()
+    at_line_start = True
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=max(0.01, heartbeat_s / 4))
+            now = time.monotonic()
+            if pending in done:
+                try:
+                    chunk = pending.result()
+                except StopAsyncIteration:
+                    return
+                quiet_since = last_beat = now
+                at_line_start = chunk.endswith(b"\n")
+                yield chunk
+                pending = asyncio.ensure_future(anext(source))
+                continue
+            lead = "" if at_line_start else "\n"
+            if now - quiet_since >= idle_s:
+                yield (
+                    f"{lead}[bioprop] {words}; no new output for {now - quiet_since:.0f} s, "
+                    "closing this stream (follow again to resume)\n"
+                ).encode()
+                return
+            if now - last_beat >= heartbeat_s:
+                yield f"{lead}[bioprop] {words}; no new output for {now - quiet_since:.0f} s\n".encode()
+                at_line_start, last_beat = True, now
+    finally:
+        pending.cancel()

@@ -40,6 +40,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from sqlalchemy import Connection
 
 from service import store
+from service.logstream import heartbeats
 from service.resources import Resources
 from service.scheduler import REQUEUED, Scheduler
 from service.settings import Settings
@@ -378,9 +379,19 @@ class RayJobsScheduler(Scheduler):
         return state
 
 
-def logs_response(ray: RayJobs, job_id: str, tail: int | None, follow: bool) -> Response:
+def logs_response(
+    ray: RayJobs,
+    job_id: str,
+    tail: int | None,
+    follow: bool,
+    *,
+    heartbeat_s: float,
+    idle_s: float,
+) -> Response:
     """``GET .../logs`` of a job whose driver runs as a Ray job and has not ended: Ray's log
-    (its last ``tail`` lines), then with ``follow`` what the driver writes until it ends."""
+    (its last ``tail`` lines), then with ``follow`` what the driver writes until it ends,
+    with a ``[bioprop]`` status line after ``heartbeat_s`` without output and the stream
+    closed after ``idle_s`` (as a local driver's follow, :mod:`service.logstream`)."""
     try:
         text = ray.logs(job_id)
     except Exception as exc:
@@ -396,7 +407,12 @@ def logs_response(ray: RayJobs, job_id: str, tail: int | None, follow: bool) -> 
         if text:
             yield text.encode()
         try:
-            async for chunk in ray.follow(job_id, size):
+            async for chunk in heartbeats(
+                ray.follow(job_id, size),
+                words=f"job {job_id} is RUNNING as Ray job {job_id}",
+                heartbeat_s=heartbeat_s,
+                idle_s=idle_s,
+            ):
                 yield chunk
         except RuntimeError as exc:  # the websocket closed before the job ended
             yield f"\n[bioprop] log stream from Ray ended: {exc}\n".encode()

@@ -8,6 +8,7 @@ so nothing here blocks the event loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -302,7 +303,17 @@ async def get_logs(
 ) -> Response:
     if isinstance(scheduler, RayJobsScheduler) and job.started_at and not is_final(job.state):
         # from Ray while it runs; Ray's HTTP API is read in a worker thread
-        return await run_in_threadpool(logs_response, scheduler.ray, job.id, tail, follow)
+        return await run_in_threadpool(
+            functools.partial(
+                logs_response,
+                heartbeat_s=settings.FOLLOW_HEARTBEAT_S,
+                idle_s=settings.FOLLOW_IDLE_S,
+            ),
+            scheduler.ray,
+            job.id,
+            tail,
+            follow,
+        )
     path = scheduler.job_dir(job.id) / "driver.log"
     size = await run_in_threadpool(logstream.size_of, path)  # follow from here: nothing lost
     head = await run_in_threadpool(logstream.tail_text, path, tail) if tail is not None else None
