@@ -285,7 +285,7 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
     from trainers.tracking import TAG_SETTING, find_job_runs
 
     tag = commit_sha[:10].replace("+", "")
-    out: dict[str, Any] = {"sweeps": {name: [] for name in SWEEPS}, "commands": {}}
+    out: dict[str, Any] = {"sweeps": {}, "commands": {}}
     for spec_path in sorted(workdir.glob("*.yaml")):
         part = spec_path.stem
         sweep = next((s for s in SWEEPS if part.startswith(f"{s}-") or part == s), None)
@@ -293,6 +293,7 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
         uri = (spec_dict.get("tracking") or {}).get("uri")
         if sweep is None or not uri:
             continue
+        out["sweeps"].setdefault(sweep, [])
         out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
         if sweep in SEARCHED:
             out["sweeps"][sweep] += _search_records(spec_dict, f"reproduce-{part}-{tag}-s{seeds}")

@@ -316,7 +316,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         "```",
         "",
         f"Runtime {minutes:.0f} min on {results['machine']}"
-        + (" (shared with other jobs)" if results.get("stopped") else "")
+        + (" (shared with other jobs)" if results.get("stopped") or results.get("shared") else "")
         + ". Code "
         f"commit `{results['commit']}`. Seeds: {', '.join(map(str, range(seeds)))} "
         f"(model init, feedback draws, data order); values are the mean over seeds"
@@ -344,7 +344,9 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         "`bioprop-runs/reproduce/`: "
         + "; ".join(f"`{cmd}`" for cmd in results.get("commands", {}).values())
         + ". Rules run at their defaults (`kp` decay 1e-4 per step, `wm` mirror batch = fan-in"
-        " and rate 0.02, `pfa` expansion 10, `pfa_o` not run); accuracy is the final val"
+        " and rate 0.02, `pfa` expansion 10"
+        + ("" if "digits-lr-search" in sweeps else ", `pfa_o` not run")
+        + "); accuracy is the final val"
         " accuracy; the angle in brackets is `align_mean_angle`, the mean angle between `W`"
         " and the backward matrix over rule layers (for `pfa` the path `(R B)^T`; `dfa`'s"
         " hidden layers have none, so its angle is the output layer's).",
