@@ -7,7 +7,6 @@
     head 10.13.0.2 --+  Ray head: ``ray start --head --num-cpus 0``, dashboard + Jobs API
     w1   10.13.0.3 --+  Ray worker node (1 CPU)
     w2   10.13.0.4 --+  Ray worker node (1 CPU)
-    w3   10.13.0.9 --+  Ray worker node (1 CPU), started by the node-loss test: the spare
                      bridge in a namespace of its own (``sw``)
 
 Every address lives inside a namespace this module creates; the host's own namespaces are
@@ -47,7 +46,7 @@ from cluster_helpers import (
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.13.0"
-HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8, "w3": 9}
+HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8}
 PG_SOCKET_DIR = "/var/run/postgresql"
 API_TOKEN = "cluster-test-token"
 AWS = {
