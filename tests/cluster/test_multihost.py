@@ -11,7 +11,7 @@ job; a cancel stops the Ray job and marks the MLflow runs KILLED.
 
 Skipped, with the reason, where network namespaces cannot be created (not root, no
 iproute2), PostgreSQL's socket is missing, or moto is not installed. Tests share one
-topology (module fixture) and run in file order. one topology (module fixture) and run in file order.
+topology (module fixture) and run in file order.
 """
 
 from __future__ import annotations
