@@ -21,7 +21,12 @@ def _closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the with block ends
 
 
-def test_unreachable_dashboard_and_mlflow_are_named(tmp_path: Path) -> None:
+def test_unreachable_dashboard_and_mlflow_are_named(tmp_path: Path, ray_cluster: str) -> None:
+    # RAY_ADDRESS names a live cluster with a dashboard (the session's): Ray's submission
+    # client would take it over the URL it is given; the service must check its own URL
+    import os
+
+    assert os.environ["RAY_ADDRESS"] == ray_cluster
     ray_port, mlflow_port = _closed_port(), _closed_port()
     settings = Settings(
         RUN_DIR=tmp_path,

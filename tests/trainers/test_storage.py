@@ -52,7 +52,7 @@ def test_missing_or_wrong_credentials_fail_before_any_work(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
-    from conftest import start_moto
+    from moto_server import start_moto
 
     # moto checks signatures after its first unauthenticated action (the bucket's creation)
     proc, url = start_moto(workdir / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="1")
