@@ -113,8 +113,8 @@ def _shot(page, tmp_path: Path, name: str) -> None:
 
 
 def test_parent_page_shows_summary_and_experiment_page_the_children(
-    rule_sweep, mlflow_server, page, tmp_path
-):
+    page, rule_sweep, mlflow_server, tmp_path
+):  # page first: without a browser it skips before the MLflow server is started
     result, _ = rule_sweep
     client = MlflowClient(result["tracking_uri"])
     parent = client.get_run(result["parent_run_id"])
