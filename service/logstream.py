@@ -60,6 +60,16 @@ async def read_range(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _status_line(text: str, at_line_start: bool) -> bytes:
+    """``[bioprop] <text>`` on a line of its own."""
+    return (("" if at_line_start else "\n") + f"[bioprop] {text}\n").encode()
+
+
+def _quiet(words: str, seconds: float, closing: bool = False) -> str:
+    text = f"{words}; no new output for {seconds:.0f} s"
+    return text + (", closing this stream (follow again to resume)" if closing else "")
+
+
 async def follow(
     path: Path,
     start: int,
@@ -84,7 +94,7 @@ async def follow(
     at_line_start = True
 
     def line(text: str) -> bytes:
-        return (("" if at_line_start else "\n") + f"[bioprop] {text}\n").encode()
+        return _status_line(text, at_line_start)
 
     while True:
         if size_of(path) > offset:
@@ -105,13 +115,10 @@ async def follow(
                 return
             now = time.monotonic()
             if now - quiet_since >= idle_s:
-                yield line(
-                    f"{words}; no new output for {now - quiet_since:.0f} s, closing this "
-                    "stream (follow again to resume)"
-                )
+                yield line(_quiet(words, now - quiet_since, closing=True))
                 return
             if now - last_beat >= heartbeat_s:
-                yield line(f"{words}; no new output for {now - quiet_since:.0f} s")
+                yield line(_quiet(words, now - quiet_since))
                 at_line_start = True
                 last_beat = now
         if await disconnected():
@@ -144,15 +151,11 @@ async def heartbeats(
                 yield chunk
                 pending = asyncio.ensure_future(anext(source))
                 continue
-            lead = "" if at_line_start else "\n"
             if now - quiet_since >= idle_s:
-                yield (
-                    f"{lead}[bioprop] {words}; no new output for {now - quiet_since:.0f} s, "
-                    "closing this stream (follow again to resume)\n"
-                ).encode()
+                yield _status_line(_quiet(words, now - quiet_since, closing=True), at_line_start)
                 return
             if now - last_beat >= heartbeat_s:
-                yield f"{lead}[bioprop] {words}; no new output for {now - quiet_since:.0f} s\n".encode()
+                yield _status_line(_quiet(words, now - quiet_since), at_line_start)
                 at_line_start, last_beat = True, now
     finally:
         pending.cancel()

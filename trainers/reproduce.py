@@ -186,6 +186,18 @@ def parts(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     return out
 
 
+def _job_id(part: str, tag: str, seeds: int) -> str:
+    """The job id of one part's run: the same command at the same commit resumes it."""
+    return f"reproduce-{part}-{tag}-s{seeds}".replace('"', "")
+
+
+def _trained_status(run: Any, epochs: int) -> str:
+    """FINISHED for an MLflow run that finished having trained all ``epochs``, else FAILED
+    (a run cut short, or one an earlier, stopped job left open)."""
+    done = run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
+    return "FINISHED" if done else "FAILED"
+
+
 def _search_records(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
     """One record per trial of a searched sweep, read from its MLflow child runs: ``rule``,
     ``lr`` (the sampled ``optim.lr``), ``status`` (FINISHED only when it trained every
@@ -198,9 +210,7 @@ def _search_records(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, An
         {
             "rule": run.data.tags.get(TAG_RULE),
             "lr": float(run.data.params["optim.lr"]),
-            "status": "FINISHED"
-            if run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
-            else "FAILED",
+            "status": _trained_status(run, epochs),
             "val_acc": run.data.metrics.get("val_acc"),
             "angle": run.data.metrics.get("align_mean_angle"),
             "epochs": run.data.metrics.get("epoch"),
@@ -251,7 +261,7 @@ def run_all(
                 path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))
                 out["commands"][part] = f"bioprop run {os.path.relpath(path)}"
                 result = workdir / f"{part}.result.json"
-                job = f"reproduce-{part}-{tag}-s{seeds}".replace('"', "")
+                job = _job_id(part, tag, seeds)
                 cmd = [sys.executable, "-m", "trainers.launch", str(path), "--job-id", job]
                 log_file = (workdir / f"{part}.log").open("w")
                 proc = subprocess.Popen(
@@ -296,16 +306,14 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
         out["sweeps"].setdefault(sweep, [])
         out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
         if sweep in SEARCHED:
-            out["sweeps"][sweep] += _search_records(spec_dict, f"reproduce-{part}-{tag}-s{seeds}")
+            out["sweeps"][sweep] += _search_records(spec_dict, _job_id(part, tag, seeds))
             continue
-        _, children = find_job_runs(f"reproduce-{part}-{tag}-s{seeds}", uri)
+        _, children = find_job_runs(_job_id(part, tag, seeds), uri)
         epochs = spec_dict["schedule"]["epochs"]
         entries = [
             {
                 "setting": run.data.tags.get(TAG_SETTING),
-                "status": "FINISHED"
-                if run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
-                else "FAILED",
+                "status": _trained_status(run, epochs),
                 "metrics": run.data.metrics,
             }
             for run in children
