@@ -68,10 +68,25 @@ TAG_ERROR = "bioprop.error"
 BEST_TABLE = "best_per_rule.json"
 # the trial function only drives Ray Train; it must not take a CPU from the Train workers
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 << 20}
+NODE_SHARE = 0.001  # of the driver node's ``node:<ip>`` resource (1.0): 1,000 trials at once
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def trial_resources() -> dict[str, float]:
+    """``TRIAL_RESOURCES`` pinned to the driver's node (a share of its ``node:<ip>``
+    resource). A trial runs Ray Train's controller on its own node (Train V2 attaches the
+    controller to the node of the code that calls ``fit``), so a trial that landed on a
+    worker node would die with that node, and with it the setting: pinned beside the driver
+    (the head, for a Ray job), losing a worker node only restarts the worker group from the
+    last checkpoint (``FailureConfig(max_failures)``)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+    return {**TRIAL_RESOURCES, f"node:{ip}": NODE_SHARE}
 
 
 def max_concurrent(spec: ExperimentSpec, trials: int, cluster: dict[str, float]) -> int:
@@ -397,7 +412,7 @@ def run_trials(
     if points:
         concurrent = max_concurrent(spec, trials, ray.cluster_resources())
         log.info("%d trials, up to %d at once", trials, concurrent)
-        trainable = tune.with_resources(train_trial, TRIAL_RESOURCES)
+        trainable = tune.with_resources(train_trial, trial_resources())
         if search is not None and tune.Tuner.can_restore(path):
             log.info("restoring the search experiment at %s", path)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)

@@ -7,7 +7,9 @@ What a user checks: the sweep SUCCEEDED as one Ray job whose submission id is th
 its DDP group spanned both worker nodes, the checkpoints are in the bucket, the MLflow
 server holds the parent run, both children, their metrics and checkpoints, and ``/logs``
 gives the driver's output; a control-plane restart mid-run neither loses nor restarts the
-job; a cancel stops the Ray job and marks the MLflow runs KILLED.
+job; a cancel stops the Ray job, marks the MLflow runs KILLED and frees the job's share of
+the cluster; losing a worker node mid-run (SIGKILL to its raylet and workers) restarts the
+worker group on the nodes left, from the last checkpoint in the bucket, and the job SUCCEEDS.
 
 Skipped, with the reason, where network namespaces cannot be created (not root, no
 iproute2), PostgreSQL's socket is missing, or moto is not installed. Tests share one
@@ -16,14 +18,16 @@ topology (module fixture) and run in file order.
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from cluster_helpers import ray_job
-from topology import API_TOKEN, PG_SOCKET_DIR, Topology, can_make_netns, s3_keys
+from topology import API_TOKEN, PG_SOCKET_DIR, Topology, can_make_netns, s3_keys, s3_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -92,7 +96,9 @@ def _wait(topo: Topology, job_id: str, states=FINAL, timeout: float = 300) -> di
                     return job
                 if time.monotonic() > deadline:
                     logs = http.get(f"/v1/experiments/{job_id}/logs", params={"tail": 60}).text
-                    raise AssertionError(f"job {job_id} stuck in {job['state']}:\n{logs}")
+                    raise AssertionError(
+                        f"job {job_id} stuck in {job['state']}:\n{logs}\n{_diagnosis(topo)}"
+                    )
                 time.sleep(1)
 
     return topo.user(poll)
@@ -139,6 +145,33 @@ def _wait_runs(topo: Topology, job_id: str, children: int, timeout: float = 300)
     found = wait_until(lambda: topo.user(ready), f"MLflow runs of job {job_id}", timeout)
     assert found[0] != "ended", f"job ended before its runs were seen: {found[1]}"
     return found
+
+
+def _diagnosis(topo: Topology) -> str:
+    """Where Ray placed what, for a failure message: live placement groups and actors by
+    host, and where the processes' and Ray's logs are kept."""
+    try:
+        host_of = {ip: host for host, ip in topo.ip.items()}
+        nodes = {n["node_id"]: host_of.get(n["node_ip"], n["node_ip"])
+                 for n in topo.user(topo.ray_state, "nodes")}  # fmt: skip
+        groups = [
+            f"{g['placement_group_id'][:8]} {g['state']} {g.get('bundles')}"
+            for g in topo.user(topo.ray_state, "placement_groups")
+            if g["state"] != "REMOVED"
+        ]
+        actors = [
+            f"{a['class_name']}@{nodes.get(a['node_id'], '?')} {a['state']}"
+            for a in topo.user(topo.ray_state, "actors")
+            if a["state"] != "DEAD"
+        ]
+        state = f"placement groups: {groups}\nactors: {actors}"
+    except Exception as exc:  # the dashboard itself may be what broke
+        state = f"Ray state unavailable: {exc!r}"
+    return f"{state}\nlogs (Ray's copied at teardown): {topo.logs}"
+
+
+def _live_placement_groups(topo: Topology) -> list[dict]:
+    return [g for g in topo.user(topo.ray_state, "placement_groups") if g["state"] != "REMOVED"]
 
 
 def _restart_control_plane(topo: Topology) -> None:
@@ -209,3 +242,67 @@ def test_cancel_stops_the_ray_job_and_kills_the_mlflow_runs(cluster: Topology) -
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] == ["KILLED"]
     assert f"Running entrypoint for job {job_id}" in _logs(cluster, job_id)
+    # nothing of the job holds the cluster's CPUs any more (its worker group's placement
+    # group is removed), so the next job can start
+    from cluster_helpers import wait_until
+
+    try:
+        wait_until(lambda: not _live_placement_groups(cluster), "placement groups removed", 120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
+
+
+def _hosts_of(topo: Topology, class_name: str) -> list[str]:
+    """The hosts whose Ray node runs a live actor of ``class_name`` (Ray's state API)."""
+    host_of = {ip: host for host, ip in topo.ip.items()}
+    node_ip = {n["node_id"]: n["node_ip"] for n in topo.user(topo.ray_state, "nodes")}
+    return sorted(
+        host_of[node_ip[a["node_id"]]]
+        for a in topo.user(topo.ray_state, "actors")
+        if a["class_name"] == class_name and a["state"] == "ALIVE"
+    )
+
+
+def test_losing_a_worker_node_resumes_from_the_bucket_and_succeeds(cluster: Topology) -> None:
+    from cluster_helpers import wait_until
+    from mlflow import MlflowClient
+
+    cluster.start_ray_worker("w3", nodes=4)  # the spare: 3 one-CPU nodes for 2 workers
+    spec = {**SWEEP, "name": "cluster-node-loss", "rule": {"name": "bp"}}
+    spec.update(schedule={"epochs": 20}, max_failures=2)
+    job_id = _submit(cluster, spec)
+    _wait_runs(cluster, job_id, children=1)
+
+    def registered() -> bool:
+        """A checkpoint in the bucket that Ray Train's controller has registered (its
+        checkpoint manager's snapshot, in the bucket too, names it): what a restarted
+        worker group resumes from. A checkpoint uploaded but not yet registered (the
+        controller polls the workers every 2 s) would be trained again from scratch."""
+        key = f"runs/cluster-node-loss-bp-{job_id}/checkpoint_manager_snapshot.json"
+        if key not in cluster.user(s3_keys, "ckpt", key):
+            return False
+        return json.loads(cluster.user(s3_text, "ckpt", key)).get("latest_checkpoint_result")
+
+    try:
+        wait_until(registered, f"a registered checkpoint of job {job_id} in the bucket", 300)
+        hosts = wait_until(
+            lambda: _hosts_of(cluster, "RayTrainWorker"), "the Train workers' hosts", 60
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
+    assert len(hosts) == 2 and set(hosts) <= {"w1", "w2", "w3"}, hosts
+    # the trial and its Train controller sit beside the driver, on the head: a worker
+    # node's loss cannot take them with it
+    assert _hosts_of(cluster, "TrainController") == ["head"], _diagnosis(cluster)
+    lost = hosts[0]
+    cluster.procs[f"ray-{lost}"].stop(grace=0, sig=signal.SIGKILL)
+
+    job = _wait(cluster, job_id, timeout=400)
+    assert job["state"] == "SUCCEEDED", job.get("error")
+    parent, (child,) = _runs(cluster, job_id)
+    assert parent.info.status == "FINISHED" and child.info.status == "FINISHED"
+    client = MlflowClient(cluster.mlflow)
+    resumed = cluster.user(client.get_metric_history, child.info.run_id, "resumed_from_epoch")
+    assert resumed and resumed[-1].value >= 1, resumed  # from a checkpoint, not from scratch
+    epochs = cluster.user(client.get_metric_history, child.info.run_id, "epoch")
+    assert max(m.value for m in epochs) == 20

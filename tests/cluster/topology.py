@@ -7,6 +7,7 @@
     head 10.13.0.2 --+  Ray head: ``ray start --head --num-cpus 0``, dashboard + Jobs API
     w1   10.13.0.3 --+  Ray worker node (1 CPU)
     w2   10.13.0.4 --+  Ray worker node (1 CPU)
+    w3   10.13.0.9 --+  Ray worker node (1 CPU), started by the node-loss test: the spare
                      bridge in a namespace of its own (``sw``)
 
 Every address lives inside a namespace this module creates; the host's own namespaces are
@@ -46,7 +47,7 @@ from cluster_helpers import (
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.13.0"
-HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8}
+HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8, "w3": 9}
 PG_SOCKET_DIR = "/var/run/postgresql"
 API_TOKEN = "cluster-test-token"
 AWS = {
@@ -331,7 +332,30 @@ class Topology:
                 pass
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        self.keep_ray_logs()
         shutil.rmtree(self.temp, ignore_errors=True)
+
+    def keep_ray_logs(self) -> None:
+        """Copy every node's Ray logs (raylet, GCS, workers, job drivers) from Ray's session
+        folders, deleted at teardown, into ``logs/ray/<host>`` beside the other logs."""
+        for session in self.temp.glob("*/session_*/logs"):
+            if session.parent.is_symlink():
+                continue  # session_latest: the same folder twice
+            host = session.parents[1].name
+            dest = self.logs / "ray" / host / session.parent.name
+            shutil.copytree(session, dest, ignore_dangling_symlinks=True, dirs_exist_ok=True)
+
+    def ray_state(self, kind: str) -> list[dict[str, Any]]:
+        """Ray's state API list of ``kind`` (``actors``, ``placement_groups``, ``nodes``)."""
+        import httpx
+
+        response = httpx.get(
+            f"{self.dashboard}/api/v0/{kind}",
+            params={"limit": 10000, "detail": "true"},
+            headers=ray_headers(),
+            timeout=30,
+        )
+        return response.json()["data"]["result"]["result"]
 
 
 def _aws_kwargs() -> dict[str, str]:
@@ -351,3 +375,11 @@ def s3_keys(bucket: str, prefix: str = "") -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [obj["Key"] for obj in page.get("Contents", [])]
     return keys
+
+
+def s3_text(bucket: str, key: str) -> str:
+    """The object ``key`` of ``bucket`` as text (call it through ``Topology.user``)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=AWS["AWS_ENDPOINT_URL"], **_aws_kwargs())
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
