@@ -23,15 +23,11 @@ def ray_cluster():
     """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS."""
     import ray
 
-    from trainers.ray_setup import LOCAL_RAY
+    from trainers.ray_setup import init_local_ray
 
-    # "local": never join a cluster another test (or a `ray start`) left on this host
-    ctx = ray.init(
-        address="local",
-        num_cpus=2,
-        log_to_driver=True,
-        **LOCAL_RAY,  # as bioprop's own local cluster: the dashboard frees stopped trials' CPUs
-    )
+    # as bioprop starts its own: a new cluster (never one another test or a `ray start` left
+    # on this host), its dashboard on, so stopped trials' CPUs are freed
+    ctx = init_local_ray(num_cpus=2, log_to_driver=True)
     address = ctx.address_info["gcs_address"]
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address

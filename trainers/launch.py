@@ -54,7 +54,7 @@ class Terminated(Exception):
 def _init_ray() -> None:
     import ray
 
-    from trainers.ray_setup import LOCAL_RAY
+    from trainers.ray_setup import init_local_ray
 
     if ray.is_initialized():
         return
@@ -63,8 +63,7 @@ def _init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # "local": a new cluster of our own, never one that `ray start` left on this host
-        ray.init(address="local", log_to_driver=True, **LOCAL_RAY)
+        init_local_ray(log_to_driver=True)  # a new cluster of our own
     if ours is _raise_terminated:  # Ray's core worker installs its own (abort) handler
         signal.signal(signal.SIGTERM, ours)
 

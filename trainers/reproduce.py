@@ -239,7 +239,7 @@ def run_all(
     one local Ray cluster with ``parallel`` CPUs); the raw records."""
     import ray
 
-    from trainers.ray_setup import LOCAL_RAY
+    from trainers.ray_setup import init_local_ray
 
     workdir.mkdir(parents=True, exist_ok=True)
     code = commit()
@@ -247,7 +247,7 @@ def run_all(
     out: dict[str, Any] = {"commit": code, "seeds": seeds, "commands": {}}
     out["sweeps"] = {name: [] for name in SWEEPS if name in only}
     todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs)) if p[0] in only]
-    ctx = ray.init(address="local", num_cpus=parallel, **LOCAL_RAY)
+    ctx = init_local_ray(num_cpus=parallel)
     env = {**os.environ, "RAY_ADDRESS": ctx.address_info["gcs_address"]}
     running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen, str]] = []
     try:

@@ -67,7 +67,58 @@ def test_four_setting_sweep_runs_two_trials_at_once(workdir, ray_cluster):
     assert stored["columns"][0] == "rule" and len(stored["data"]) == 2
 
 
-def test_search_stops_an_absurd_learning_rate_at_the_grace_period(workdir, ray_cluster):
+@pytest.fixture
+def another_ray_on_this_host():
+    """A second Ray instance on this machine (``ray start --head``, its own temp folder and
+    session), as when two ``bioprop run`` share a workstation; stopped with its session."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="bray", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    cmd = [ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", "0",
+           "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]  # fmt: skip
+    log = temp / "start.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"ray start took over 120 s: {log}"
+            time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever of its session is left (GCS, raylet)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_search_stops_an_absurd_learning_rate_at_the_grace_period(
+    workdir, ray_cluster, another_ray_on_this_host
+):
+    """With a second Ray instance on the host, where Ray's own lookup of "the" local
+    cluster fails: the stopped trial's CPUs are still freed (``init_local_ray``)."""
     spec = ExperimentSpec.model_validate(
         {
             **DIGITS,
