@@ -295,10 +295,21 @@ class RayJobsScheduler(Scheduler):
             self._unreachable(exc)
             cached = self.ray._capacity
             live = cached[1] if cached is not None else Resources(0.0, 0.0)
+        return self._merged(static, live)
+
+    def _merged(self, static: Resources, live: Resources) -> Resources:
         return Resources(
             live.cpus if self.settings.CLUSTER_CPUS is None else static.cpus,
             live.gpus if self.settings.CLUSTER_GPUS is None else static.gpus,
         )
+
+    def known_capacity(self) -> tuple[Resources, str]:
+        """Ray's alive nodes as last read (``ray``; settings still win where set), before
+        the first read what the settings say."""
+        cached = self.ray._capacity
+        if not self.settings.RAY_CAPACITY or cached is None:
+            return super().known_capacity()
+        return self._merged(self.settings.cluster(), cached[1]), "ray"
 
     def _unreachable(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -298,6 +298,13 @@ class Scheduler:
         """What the running jobs may hold together (``CLUSTER_CPUS``/``CLUSTER_GPUS``)."""
         return self.settings.cluster()
 
+    def known_capacity(self) -> tuple[Resources, str]:
+        """The capacity the queue last used, without asking anyone (for ``/healthz``), and
+        where it came from: ``settings`` or ``unlimited``."""
+        total = self.settings.cluster()
+        unset = self.settings.CLUSTER_CPUS is None and self.settings.CLUSTER_GPUS is None
+        return total, "unlimited" if unset else "settings"
+
     def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)
         try:

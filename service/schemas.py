@@ -171,8 +171,18 @@ class Health(BaseModel):
     jobs_pending: int = 0
     cpus_in_use: float = Field(0, description="CPUs the RUNNING/CANCELLING jobs hold (scale)")
     gpus_in_use: float = Field(0, description="GPUs the RUNNING/CANCELLING jobs hold (scale)")
-    cpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_CPUS; null: unlimited")
-    gpus_total: float | None = Field(None, description="BIOPROP_CLUSTER_GPUS; null: unlimited")
+    cpus_total: float | None = Field(
+        None, description="CPUs the queue fills (see capacity_from); null: unlimited"
+    )
+    gpus_total: float | None = Field(
+        None, description="GPUs the queue fills (see capacity_from); null: unlimited"
+    )
+    capacity_from: str = Field(
+        "unlimited",
+        description="where the totals come from: 'settings' (BIOPROP_CLUSTER_CPUS/GPUS), "
+        "'ray' (the Ray cluster's alive nodes, BIOPROP_RAY_CAPACITY, as last read) or "
+        "'unlimited'",
+    )
 
 
 _MESSAGE = {

@@ -185,6 +185,18 @@ def _restart_control_plane(topo: Topology) -> None:
 
 def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> None:
     job_id = _submit(cluster, SWEEP)
+
+    def read_from_ray() -> dict | None:
+        with _http(cluster) as http:
+            health = http.get("/healthz").json()
+        return health if health["capacity_from"] == "ray" else None
+
+    # the queue's capacity is read from Ray (BIOPROP_RAY_CAPACITY) once a job is queued:
+    # two one-CPU workers and a head with none
+    from cluster_helpers import wait_until
+
+    health = wait_until(lambda: cluster.user(read_from_ray), "capacity read from Ray", 60)
+    assert health["cpus_total"] == 2 and health["gpus_total"] == 0, health
     # the control plane restarts while the driver trains the first setting
     _wait_runs(cluster, job_id, children=1)
     _restart_control_plane(cluster)

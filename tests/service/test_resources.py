@@ -51,6 +51,7 @@ def test_jobs_wait_for_cpus_in_submission_order(
         assert behind == f"queued behind job {second}, which is {reason}"
         health = http.get("/healthz").json()
         assert health["cpus_in_use"] == 2 and health["cpus_total"] == 3
+        assert health["capacity_from"] == "settings"
         assert health["jobs_active"] == 1 and health["jobs_pending"] == 2
 
         http.post(f"/v1/experiments/{first}/cancel", params={"force": "true"})
