@@ -79,3 +79,17 @@ def test_claims_follow_the_numbers() -> None:
     assert _section(growing, "## Digits MLP", claim) == "agrees"
     assert _section(flat, "## Digits MLP", claim) == "disagrees"
     assert "| fa | 91.0 (30°) | 91.0 (30°) | 83.0 (30°)" in growing  # 0.95 - 0.02 * depth
+
+
+def test_a_baseline_the_rules_beat_is_called_weak() -> None:
+    caveat = "BP is a weak baseline"
+    # BP at 60 % on ResNet-20 (3 blocks) while ss reaches 95 %: the caveat names where
+    weak = render(_results(lambda r, d, bn, lr: 0.60 if (r, d) == ("bp", 3) else 0.95),
+                  epochs=2, conv_epochs=2)  # fmt: skip
+    conv = weak.split("## Conv nets", 1)[1].split("\n## ", 1)[0]
+    assert caveat in conv and "fa, ss, kp at ResNet-20 (BP 60.0 %)" in conv
+    assert caveat not in weak.split("## Conv nets", 1)[0]  # the digits BP is fine
+    # BP best everywhere: no caveat anywhere
+    strong = render(_results(lambda r, d, bn, lr: 0.97 if r == "bp" else 0.95), epochs=2,
+                    conv_epochs=2)  # fmt: skip
+    assert caveat not in strong
