@@ -95,7 +95,9 @@ def _first_step_ms(uri: str, job_id: str) -> float | None:
 
 def bench_first_step(*, rounds: int = 3, modes: tuple[str, ...] = MODES[:2]) -> dict[str, Any]:
     """Seconds from submission to first step per mode: every round, and the median."""
-    root = Path(tempfile.mkdtemp(prefix="bioprop-bench-first-step-"))
+    # short: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (with the
+    # longer prefix the dashboard's MetricsHead socket did not, and the dashboard died)
+    root = Path(tempfile.mkdtemp(prefix="bpfs-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "BIOPROP_"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN, RAY_USAGE_STATS_ENABLED="0")
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -134,9 +136,12 @@ def bench_first_step(*, rounds: int = 3, modes: tuple[str, ...] = MODES[:2]) -> 
         for index in range(rounds):
             for mode in modes:
                 times[mode].append(_one(root, env, mode, index, gcs, dashboard))
-    finally:
+    except BaseException as exc:
         _stop(head)
-        shutil.rmtree(root, ignore_errors=True)
+        # kept for the post-mortem: Ray's logs, each round's service log and stores
+        raise RuntimeError(f"first-step bench failed ({exc}); logs kept in {root}") from exc
+    _stop(head)
+    shutil.rmtree(root, ignore_errors=True)
     return {
         mode: {"rounds_s": [round(t, 2) for t in ts], "median_s": round(statistics.median(ts), 2)}
         for mode, ts in times.items()
