@@ -53,6 +53,19 @@ def wait_state(
         time.sleep(0.05)
 
 
+def wait_stubborn(run_dir: Path, job_id: str, timeout: float = 30.0) -> int:
+    """Wait until a ``stubborn`` stand-in driver ignores SIGTERM (it then writes its helper's
+    pid next to its result file); the helper's pid. A cancel sent before that, on a loaded
+    machine still starting Python, would end it at once and test nothing."""
+    helper = run_dir / "jobs" / job_id / "result.json.helper"
+    deadline = time.monotonic() + timeout
+    while not (helper.is_file() and helper.read_text()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"stubborn driver of job {job_id} never got ready")
+        time.sleep(0.05)
+    return int(helper.read_text())
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

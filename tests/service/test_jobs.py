@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from svc_helpers import make_settings, spec, wait_state
+from svc_helpers import make_settings, spec, wait_state, wait_stubborn
 
 from service.server import ServerThread
 
@@ -64,11 +64,9 @@ def test_cancel_escalates_to_sigkill(
     with httpx.Client(base_url=server.url) as http:
         job = http.post("/v1/experiments", json=spec("stubborn")).json()
         wait_state(http, job["id"], ("RUNNING",))
-        time.sleep(0.3)
+        helper = wait_stubborn(tmp_path / "runs", job["id"])
         http.post(f"/v1/experiments/{job['id']}/cancel")
         assert wait_state(http, job["id"], timeout=10)["state"] == "CANCELLED"
-        helper_file = tmp_path / "runs" / "jobs" / job["id"] / "result.json.helper"
-        helper = int(helper_file.read_text())
         deadline = time.monotonic() + 5
         while _alive(helper) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import make_settings, spec, wait_state
+from svc_helpers import make_settings, spec, wait_state, wait_stubborn
 
 from service import store
 from service.server import ServerThread
@@ -52,7 +52,7 @@ def test_restart_reconciles_every_state(
         for key in ("still_running", "done_while_down", "lost", "cancelling"):
             wait_state(http, ids[key], ("RUNNING",))
         assert http.get(f"/v1/experiments/{ids['pending']}").json()["state"] == "PENDING"
-        time.sleep(0.3)
+        wait_stubborn(tmp_path / "runs", ids["cancelling"])
         http.post(f"/v1/experiments/{ids['cancelling']}/cancel")
         lost_pid = http.get(f"/v1/experiments/{ids['lost']}")
     first.stop()
