@@ -101,15 +101,18 @@ def another_ray_on_this_host():
             time.sleep(0.5)
         yield port
     finally:
+        from service.processes import session_members
+
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            pass
-        try:  # whatever of its session is left (GCS, raylet)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            pass  # `ray start --block` can take 30 s over SIGTERM: this instance is disposable
+        for pid in session_members(proc.pid):  # GCS, raylet, agents: all of its session
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
 
