@@ -25,15 +25,13 @@ read by Ray's client from this process's environment.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import shlex
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ from service.resources import Resources
 from service.scheduler import REQUEUED, Scheduler
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState
+from trainers.ray_setup import api_server_address
 
 __all__ = [
     "RayJobs",
@@ -62,29 +61,10 @@ log = logging.getLogger(__name__)
 
 SPEC_ENV = "BIOPROP_SPEC"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # over RAY_ADDRESS, in Ray's submission client
 SIGTERM_EXIT = -15  # what a local driver stopped by SIGTERM reports to the scheduler
 CAPACITY_TTL_S = 10.0
 REQUEST_TIMEOUT_S = 30.0  # Ray's client sets none: a dashboard that hangs must not hang us
 RAY = "ray-job"  # the scheduler's handle of a driver that runs as a Ray job
-
-
-@contextlib.contextmanager
-def _address_from_settings(url: str) -> Iterator[None]:
-    """Ray's submission client takes ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``, from
-    the environment over the address it is given (as ``ray.init`` does). A Ray node's
-    environment (KubeRay sets ``RAY_ADDRESS`` in every pod) would then send the control
-    plane to another cluster than ``BIOPROP_RAY_JOBS_URL`` names; while the client is made,
-    ``RAY_API_SERVER_ADDRESS`` is that URL (the client keeps the address it resolved)."""
-    saved = os.environ.get(API_SERVER_ENV)
-    os.environ[API_SERVER_ENV] = url
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(API_SERVER_ENV, None)
-        else:
-            os.environ[API_SERVER_ENV] = saved
 
 
 class RayJobsError(RuntimeError):
@@ -135,7 +115,10 @@ class RayJobs:
                         return super()._do_request(method, endpoint, **kwargs)
 
                 try:
-                    with _address_from_settings(self.url):
+                    # Ray's submission client takes RAY_API_SERVER_ADDRESS, else
+                    # RAY_ADDRESS (KubeRay sets it in every pod), over the address it is
+                    # given: while it is made, the former names BIOPROP_RAY_JOBS_URL
+                    with api_server_address(self.url):
                         self._client = Client(self.url)
                 except Exception as exc:  # ConnectionError, RuntimeError (auth), ValueError
                     raise RayJobsError(

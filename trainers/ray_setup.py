@@ -17,11 +17,13 @@ chosen here, and every process of the new cluster (raylet, workers, the cleaner)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["API_SERVER_VAR", "init_local_ray"]
+__all__ = ["API_SERVER_VAR", "api_server_address", "init_local_ray"]
 
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
@@ -32,6 +34,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def api_server_address(url: str) -> Iterator[None]:
+    """``RAY_API_SERVER_ADDRESS`` is ``url`` inside the block, restored after it. Ray reads it
+    before ``RAY_ADDRESS`` wherever it looks for a dashboard (state API, job submission)."""
+    previous = os.environ.get(API_SERVER_VAR)
+    os.environ[API_SERVER_VAR] = url
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(API_SERVER_VAR, None)
+        else:
+            os.environ[API_SERVER_VAR] = previous
+
+
 def init_local_ray(**kwargs: Any) -> Any:
     """``ray.init(address="local", **kwargs)`` (a new cluster, never one ``ray start`` left
     on this host) with its dashboard on 127.0.0.1 and ``RAY_API_SERVER_ADDRESS`` set for the
@@ -40,9 +57,7 @@ def init_local_ray(**kwargs: Any) -> Any:
     import ray
 
     port = _free_port()
-    previous = os.environ.get(API_SERVER_VAR)
-    os.environ[API_SERVER_VAR] = f"http://127.0.0.1:{port}"  # inherited by the raylet
-    try:
+    with api_server_address(f"http://127.0.0.1:{port}"):  # inherited by the raylet
         return ray.init(
             address="local",
             include_dashboard=True,
@@ -50,8 +65,3 @@ def init_local_ray(**kwargs: Any) -> Any:
             dashboard_port=port,
             **kwargs,
         )
-    finally:
-        if previous is None:
-            os.environ.pop(API_SERVER_VAR, None)
-        else:
-            os.environ[API_SERVER_VAR] = previous

@@ -74,16 +74,15 @@ def another_ray_on_this_host():
     import os
     import shutil
     import signal
-    import socket
     import subprocess
     import sys
     import tempfile
     import time
     from pathlib import Path
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from service.server import free_port
+
+    port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="bray", dir="/tmp"))  # short: Ray's socket paths
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     ray_cli = str(Path(sys.executable).parent / "ray")
