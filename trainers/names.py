@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from trainers.catalogue import RULES, TASKS
+
 __all__ = [
     "DATA_KINDS",
     "MODEL_NAMES",
@@ -25,11 +27,12 @@ __all__ = [
     "InstanceRegistry",
 ]
 
-#: ``trainers.rules.RULES`` (one module per rule under ``trainers/rules/``).
-RULE_NAMES = ("bp", "fa", "dfa", "ss", "usf", "brsf", "frsf", "sc", "kp", "wm", "pfa", "pfa_o")
+#: ``trainers.rules.RULES`` (one module per rule under ``trainers/rules/``), from the
+#: catalogue's descriptors (``trainers/catalogue.py``).
+RULE_NAMES = tuple(RULES)
 
-#: ``trainers.worker.TASKS``: what a model is trained for.
-TASK_NAMES = ("classify", "detect")
+#: ``trainers.worker.TASKS``: what a model is trained for (``trainers.catalogue.TASKS``).
+TASK_NAMES = tuple(TASKS)
 
 #: ``trainers.models.MODELS``: model name -> the task it serves.
 MODEL_TASKS = {

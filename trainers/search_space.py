@@ -28,10 +28,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainers.catalogue import search_metrics
+
 __all__ = ["AshaSpec", "Distribution", "SEARCH_METRICS", "SearchSpec", "SweepSpec"]
 
-# what the worker loops report to Ray per epoch (classification, then detection)
-SEARCH_METRICS = ("val_acc", "val_loss", "val_top5", "train_acc", "train_loss", "map", "map_50")
+# what the worker loops report to Ray per epoch, every task's (trainers.catalogue.TASKS)
+SEARCH_METRICS = search_metrics()
 
 
 class _Section(BaseModel):

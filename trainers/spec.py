@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from trainers.catalogue import TASKS, check_rule_params
 from trainers.names import (
     DATA_KINDS,
     MODEL_NAMES,
@@ -165,6 +166,17 @@ class RuleSpec(_Section):
             if name not in RULE_NAMES:
                 raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULE_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_params(self) -> RuleSpec:
+        """Every ``params`` key is a parameter of every named rule (``trainers.catalogue``)."""
+        check_rule_params(self.names, self.params)
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The distinct rule names, in order."""
+        return list(dict.fromkeys([self.name] if isinstance(self.name, str) else self.name))
 
 
 class OptimSpec(_Section):
@@ -319,6 +331,12 @@ class ExperimentSpec(_Section):
         distribution can give passes the field's own validation."""
         search = self.search
         assert search is not None
+        reported = TASKS[self.task].metrics
+        if search.metric not in reported:
+            raise ValueError(
+                f"search.metric {search.metric!r} is not reported by task {self.task!r}; "
+                f"it reports: {', '.join(reported)}"
+            )
         if search.asha and search.asha.grace_period > self.schedule.epochs:
             raise ValueError(
                 f"search.asha.grace_period {search.asha.grace_period} is more than "
@@ -372,8 +390,7 @@ class ExperimentSpec(_Section):
     @property
     def rule_names(self) -> list[str]:
         """The distinct rule names this spec runs, in order."""
-        names = self.rule.name
-        return list(dict.fromkeys(names if isinstance(names, list) else [names]))
+        return self.rule.names
 
     def settings(self) -> Iterator[tuple[str, ExperimentSpec]]:
         """``(label, resolved spec)`` per point of the sweep grid (the cartesian product of all

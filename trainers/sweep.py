@@ -34,6 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from trainers.catalogue import headline
 from trainers.spec import ExperimentSpec
 from trainers.summary import write_summary
 from trainers.tracking import (
@@ -519,11 +520,11 @@ def _entries(
 
 
 def best_per_rule(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rule, the trial with the best ``search.metric`` (``val_acc``, max, without a
-    search) among those that reported it: ``rule``, ``setting``, ``run_id``, ``metric``,
-    ``value``, ``epochs``, ``params`` (its searched/swept values)."""
-    metric = spec.search.metric if spec.search else "val_acc"
-    sign = -1.0 if spec.search and spec.search.mode == "min" else 1.0
+    """Per rule, the trial with the best ``search.metric`` (without a search, the task's
+    headline metric from ``trainers.catalogue``: ``val_acc`` or ``map``, max) among those
+    that reported it: ``rule``, ``setting``, ``run_id``, ``metric``, ``value``, ``epochs``."""
+    metric, mode = (spec.search.metric, spec.search.mode) if spec.search else headline(spec.task)
+    sign = -1.0 if mode == "min" else 1.0
     best: dict[str, dict[str, Any]] = {}
     for entry in entries:
         value = (entry.get("metrics") or {}).get(metric)

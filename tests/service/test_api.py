@@ -61,6 +61,15 @@ def test_unknown_rule_is_422_listing_valid_rules(http: httpx.Client) -> None:
     assert "'nope'" in msg and "valid rules: bp, fa" in msg
 
 
+def test_mistyped_rule_param_is_422_naming_it_and_the_valid_ones(http: httpx.Client) -> None:
+    stored = http.get("/v1/experiments").json()["total"]
+    body = spec(rule={"name": "kp", "params": {"dceay": 0.1}})
+    ((loc, msg),) = _errors(http.post("/v1/experiments", json=body))
+    assert loc == ["body", "rule"]
+    assert "rule.params.dceay" in msg and "its parameters: decay" in msg
+    assert http.get("/v1/experiments").json()["total"] == stored  # nothing was stored
+
+
 def test_unknown_model_is_422_listing_valid_models(http: httpx.Client) -> None:
     ((loc, msg),) = _errors(http.post("/v1/experiments", json=spec(model="vgg")))
     assert loc == ["body", "model"]

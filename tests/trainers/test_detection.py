@@ -282,6 +282,9 @@ def test_two_worker_detection_run_logs_losses_map_alignment(workdir, ray_cluster
     assert "angle/backbone.body.layer1.0.conv1" in logged  # module paths name the layers
     assert 0.0 < logged["galign_mean_grad_angle"] < 90.0
     assert "curves.png" in [a.path for a in client.list_artifacts(run_id)]
+    # without a search, the best setting per rule is judged by detection's headline, mAP
+    (best,) = result["best"]
+    assert (best["rule"], best["metric"]) == ("ss", "map") and best["value"] == logged["map"]
     state = _checkpoint(result)
     assert state["epoch"] == 2 and state["spec"]["task"] == "detect"
     assert set(state) >= {"model", "optimizer", "lr_scheduler", "rng"}

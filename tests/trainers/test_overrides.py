@@ -25,15 +25,15 @@ def test_values_are_yaml_and_nested_paths_are_created(spec_file: Path) -> None:
         spec_file,
         [
             "data.root=/data/imagenet",
-            "rule.name=[bp, fa]",
-            "rule.params.p=0.75",
+            "rule.name=[bp, kp]",
+            "rule.params.decay=0.75",
             "optim.manhattan=true",
             "data.synth.classes=7",
             "scale.workers=1",
         ],
     )
-    assert str(spec.data.root) == "/data/imagenet" and spec.rule.name == ["bp", "fa"]
-    assert spec.rule.params == {"p": 0.75} and spec.optim.manhattan is True
+    assert str(spec.data.root) == "/data/imagenet" and spec.rule.name == ["bp", "kp"]
+    assert spec.rule.params == {"decay": 0.75} and spec.optim.manhattan is True
     assert spec.data.synth.classes == 7 and spec.scale.workers == 1
 
 

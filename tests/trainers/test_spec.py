@@ -49,12 +49,12 @@ def test_json_file_loads_the_same(tmp_path):
 
 
 def test_sweep_expands_one_resolved_spec_per_rule():
-    spec = ExperimentSpec.model_validate({"rule": {"name": ["bp", "fa", "ss"], "params": {"p": 1}}})
+    spec = ExperimentSpec.model_validate({"rule": {"name": ["bp", "kp"], "params": {"decay": 0}}})
     settings = spec.expand()
     assert spec.is_sweep
-    assert [s.rule.name for s in settings] == ["bp", "fa", "ss"]
-    assert all(s.rule.params == {"p": 1} and not s.is_sweep for s in settings)
-    assert spec.rule.name == ["bp", "fa", "ss"]  # the original is untouched
+    assert [s.rule.name for s in settings] == ["bp", "kp"]
+    assert all(s.rule.params == {"decay": 0} and not s.is_sweep for s in settings)
+    assert spec.rule.name == ["bp", "kp"]  # the original is untouched
 
 
 @pytest.mark.parametrize(
@@ -126,11 +126,20 @@ def test_dfa_is_refused_for_detection_before_any_worker_starts():
 def test_a_huge_grid_is_counted_and_walked_without_being_built():
     """Issue 12 finding 5: a grid of 10^10 settings is counted from its axes, and settings()
     yields the first one without expanding the rest."""
-    params = {f"p{i}": list(range(100)) for i in range(5)}
-    spec = ExperimentSpec.model_validate({"rule": {"name": "sc", "params": params}})
+    hundred = [i / 100 for i in range(1, 101)]
+    grid = {
+        "model": "mlp",
+        "rule": {"name": "sc", "params": {"p": hundred}},
+        "model_params": {"hidden": list(range(1, 101)), "depth": list(range(1, 101))},
+        "optim": {"lr": hundred},
+        "seed": list(range(100)),
+    }
+    spec = ExperimentSpec.model_validate(grid)
     assert spec.sweep_size() == 10**10
     label, first = next(iter(spec.settings()))
-    assert label == "sc p0=0 p1=0 p2=0 p3=0 p4=0" and not first.is_sweep
+    assert not first.is_sweep
+    assert (first.rule.params, first.model_params) == ({"p": 0.01}, {"hidden": 1, "depth": 1})
+    assert (first.optim.lr, first.seed) == (0.01, 0) and label.startswith("sc ")
     assert spec.rule_names == ["sc"]
 
 

@@ -1,0 +1,172 @@
+"""The catalogue: one torch-free descriptor per rule and per task, read by every consumer.
+
+A rule's descriptor names its paper and its parameters (default, accepted types, meaning); a
+task's names its headline metric (name, direction), the metrics its worker loop reports each
+epoch (the searchable ones) and the curves its summary draws. The spec validates against it
+(so an unknown or mistyped ``rule.params`` key is refused at submission, by the service too,
+naming the valid keys), ``best_per_rule`` and the summaries take the headline metric from it,
+and ``trainers.names`` lists the rule and task names from it. ``tests/trainers/test_catalogue.py``
+ties each descriptor to its implementation: a rule's parameters and defaults are its class's
+``defaults``, a task's metrics are what its worker reports.
+
+This module must stay torch-free: the service imports it through ``trainers.spec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Param",
+    "RuleEntry",
+    "RULES",
+    "TaskEntry",
+    "TASKS",
+    "check_rule_params",
+    "headline",
+    "search_metrics",
+]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One rule parameter: its default, the JSON types it accepts (``float`` also takes
+    integers; ``None`` in ``types`` admits null) and a one-line meaning."""
+
+    default: Any
+    types: tuple[type | None, ...]
+    doc: str
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return None in self.types
+        if isinstance(value, bool):
+            return bool in self.types
+        if isinstance(value, int) and (int in self.types or float in self.types):
+            return True
+        return any(t is not None and isinstance(value, t) for t in self.types)
+
+    @property
+    def type_name(self) -> str:
+        return " | ".join("null" if t is None else t.__name__ for t in self.types)
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """A rule: the paper it comes from and its parameters (``rule.params`` keys)."""
+
+    paper: str
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+_DECAY_W = Param(0.0, (float,), "shrink W by (1 - decay) after every optimizer step")
+_FIXED = "fixed random feedback"
+
+#: rule name -> descriptor. The order is the order rules are listed everywhere.
+RULES: dict[str, RuleEntry] = {
+    "bp": RuleEntry("exact backpropagation (the baseline)", {"decay": _DECAY_W}),
+    "fa": RuleEntry(f"feedback alignment, {_FIXED} (Lillicrap et al. 2016)"),
+    "dfa": RuleEntry("direct feedback alignment (Nøkland 2016; Launay et al. 2020)"),
+    "ss": RuleEntry(
+        "sign-symmetry (Liao et al. 2016; Xiao et al. 2018)",
+        {"scale": Param(None, (float, None), "feedback scale s; null: W's init std")},
+    ),
+    "usf": RuleEntry("uniform sign-concordant feedback (Liao et al. 2016)"),
+    "brsf": RuleEntry("batchwise random-magnitude sign-concordant feedback (Liao et al. 2016)"),
+    "frsf": RuleEntry("fixed random-magnitude sign-concordant feedback (Liao et al. 2016)"),
+    "sc": RuleEntry(
+        "sign-concordance sweep V = |M| sign(W) S_p (Liao et al. 2016)",
+        {"p": Param(0.75, (float,), "probability that a feedback sign agrees with W's")},
+    ),
+    "kp": RuleEntry(
+        "Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019)",
+        {"decay": Param(1e-4, (float,), "per-step decay of W and B (Akrout et al. eq. 17)")},
+    ),
+    "wm": RuleEntry(
+        "weight mirrors (Akrout et al. 2019)",
+        {
+            "mirror_every": Param(1, (int,), "optimizer steps between mirror phases"),
+            "mirror_steps": Param(1, (int,), "mirror updates per mirror phase"),
+            "mirror_batch": Param(None, (int, None), "noise samples per update; null: fan-in"),
+            "mirror_lr": Param(0.02, (float,), "mirror learning rate (running-mean floor)"),
+            "noise_std": Param(1.0, (float,), "std of the mirror phase's input noise"),
+        },
+    ),
+    "pfa": RuleEntry(
+        "product feedback alignment (Ji-An & Benna)",
+        {
+            "expansion": Param(10.0, (float,), "width of the fixed expansion B over fan-out"),
+            "decay": Param(0.0, (float,), "per-step decay of the plastic R"),
+        },
+    ),
+    "pfa_o": RuleEntry(
+        "product feedback alignment, no expansion (Ji-An & Benna)",
+        {
+            "expansion": Param(1.0, (float,), "width of the fixed expansion B over fan-out"),
+            "decay": Param(0.0, (float,), "per-step decay of the plastic R"),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A task: its headline metric and direction, the metrics its worker loop reports to Ray
+    Tune each epoch (searchable), and the curve groups its run summary draws."""
+
+    headline: str
+    mode: str  # "max" or "min"
+    title: str
+    metrics: tuple[str, ...]
+    curves: tuple[tuple[str, ...], ...]
+
+
+TASKS: dict[str, TaskEntry] = {
+    "classify": TaskEntry(
+        headline="val_acc",
+        mode="max",
+        title="validation accuracy",
+        metrics=("val_acc", "val_loss", "val_top5", "train_acc", "train_loss"),
+        curves=(("train_loss", "val_loss"), ("train_acc", "val_acc"), ("align_mean_angle",)),
+    ),
+    "detect": TaskEntry(
+        headline="map",
+        mode="max",
+        title="mAP (val)",
+        metrics=("map", "map_50", "map_75", "train_loss"),
+        curves=(("train_loss",), ("map",), ("align_mean_angle",)),
+    ),
+}
+
+
+def headline(task: str) -> tuple[str, str]:
+    """``(metric, "max" | "min")``: the metric a task's runs are compared by."""
+    entry = TASKS[task]
+    return entry.headline, entry.mode
+
+
+def search_metrics() -> tuple[str, ...]:
+    """Every metric some task reports each epoch, in catalogue order, without repeats."""
+    return tuple(dict.fromkeys(m for entry in TASKS.values() for m in entry.metrics))
+
+
+def check_rule_params(rules: list[str], params: dict[str, Any]) -> None:
+    """Refuse a ``rule.params`` key that one of ``rules`` does not take, or a value of the
+    wrong type (each value of a sweep list is checked). The message names the key, the
+    rule and its valid keys."""
+    for rule in rules:
+        known = RULES[rule].params
+        for key, value in params.items():
+            if key not in known:
+                valid = ", ".join(known) or "none"
+                raise ValueError(
+                    f"rule.params.{key}: rule {rule!r} has no parameter {key!r}; "
+                    f"its parameters: {valid}"
+                )
+            for item in value if isinstance(value, list) else [value]:
+                if not known[key].accepts(item):
+                    raise ValueError(
+                        f"rule.params.{key}: {item!r} is not a {known[key].type_name} "
+                        f"(rule {rule!r})"
+                    )
