@@ -6,7 +6,7 @@ Public names:
   ``RULES[name].Linear`` / ``.Conv2d`` are the layer types; every rule layer subclasses
   ``nn.Linear``/``nn.Conv2d`` and has ``backward_weight()`` (the tensor standing where BP
   uses ``W``). The math of each rule is in its module's docstring and in
-  ``../shared/papers.md``.
+  ``docs/papers.md``.
 - ``register_rule(name)``: class decorator adding a rule (refuses duplicates).
 - ``convert(model, rule, *, last_layer=None, seed=0, **params) -> (model, counts)``.
 - ``after_step(model)``: the per-step hook. **Call it once after every
