@@ -45,7 +45,7 @@ def _images_per_s(loader: Iterable, *, batches: int, warmup: int) -> float:
 def dali_train_loader(root: Path, *, image_size: int, batch_size: int, threads: int) -> Iterable:
     """The project's DALI train loader over ``root`` (one shard)."""
     from data_pipelines import build_loader
-    from trainers.spec import DataSpec
+    from data_pipelines.spec import DataSpec
 
     data = DataSpec(kind="imagefolder", root=root, image_size=image_size, num_threads=threads)
     return build_loader(data, "train", batch_size=batch_size)

@@ -3,8 +3,9 @@
 loader for one split and shard on a worker, and count its classes.
 
 :data:`KINDS` maps the name to its :class:`DataKind`; :func:`register_kind` fills it and
-refuses names ``trainers/names.py`` (the spec's source of names) does not list. Adding a kind
-is one class here (or in its own module, imported below) plus its name there.
+refuses names ``data_pipelines/catalogue.py`` (the spec's source of kinds) does not list.
+Adding a kind is one class here (or in its own module, imported below) plus its descriptor
+there.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.catalogue import DATA_KINDS
+from data_pipelines.registry import InstanceRegistry
 from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
-from trainers.names import DATA_KINDS, InstanceRegistry
 
 __all__ = ["KINDS", "DataKind", "default_device_id", "get_kind", "register_kind", "synthetic_root"]
 
@@ -56,6 +58,7 @@ KINDS: InstanceRegistry = InstanceRegistry(
     lambda name, known: NotImplementedError(
         f"data.kind {name!r} is not supported; known kinds: {known}"
     ),
+    where="data_pipelines/catalogue.py",
 )
 register_kind = KINDS.register
 get_kind = KINDS.lookup

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.spec import ExperimentSpec, load_spec
-from trainers.storage import check_storage, resolve_storage
+from trainers.storage import check_storage
 from trainers.summary import write_summary
 from trainers.tracking import (
     default_tracking_uri,
@@ -39,6 +39,7 @@ from trainers.tracking import (
     reopen_run,
     start_parent,
 )
+from trainers.trainer import build_trainer, job_storage
 
 __all__ = ["Terminated", "build_trainer", "main", "run_experiment", "terminated_on_sigterm"]
 
@@ -66,51 +67,6 @@ def _init_ray() -> None:
         init_local_ray(log_to_driver=True)  # a new cluster of our own
     if ours is _raise_terminated:  # Ray's core worker installs its own (abort) handler
         signal.signal(signal.SIGTERM, ours)
-
-
-def _storage_path(spec: ExperimentSpec) -> str:
-    return resolve_storage(spec.storage_path)  # a URI as it is; a local folder created
-
-
-def _trial_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
-    """Stable per job and setting, so restarting the same job resumes its Ray Train run."""
-    raw = f"{spec.name}-{setting}-{job_id}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
-
-
-def build_trainer(
-    spec: ExperimentSpec,
-    *,
-    run_id: str,
-    uri: str,
-    job_id: str,
-    setting: str | None = None,
-    callbacks: list | None = None,
-):
-    """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
-    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from trainers.worker import train_loop_per_worker
-
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
-        torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=spec.scale.workers,
-            use_gpu=spec.scale.gpu,
-            resources_per_worker={"CPU": spec.scale.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=_trial_name(spec, setting or spec.rule.name, job_id),
-            storage_path=_storage_path(spec),
-            failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-            callbacks=callbacks,
-        ),
-    )
 
 
 _signals_received: list[int] = []
@@ -159,7 +115,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     if not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
-    storage = _storage_path(spec)
+    storage = job_storage(spec)
     check_storage(storage)  # a missing bucket or credentials fail here, clearly
     # absolute before it reaches the trials: Tune starts each in a directory of its own
     spec = spec.model_copy(

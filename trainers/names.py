@@ -11,9 +11,8 @@ name here is registered, so the spec and the registries cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from data_pipelines.catalogue import DATA_KINDS
+from data_pipelines.registry import InstanceRegistry, check_name
 from trainers.catalogue import RULES, TASKS
 
 __all__ = [
@@ -48,46 +47,4 @@ MODEL_NAMES = tuple(MODEL_TASKS)
 #: ``trainers.optim.OPTIMIZERS``.
 OPTIMIZER_NAMES = ("sgd", "adam")
 
-#: ``data_pipelines.KINDS``.
-DATA_KINDS = ("imagefolder", "coco", "digits", "synthetic")
-
-
-def check_name(what: str, name: str, names: tuple[str, ...]) -> None:
-    """Refuse to register a ``what`` (rule, model, ...) whose ``name`` is not in ``names``."""
-    if name not in names:
-        raise ValueError(
-            f"{what} {name!r} is not listed in trainers/names.py ({', '.join(names)}); "
-            "add it there so specs can name it"
-        )
-
-
-class InstanceRegistry(dict):
-    """name -> one instance of each registered class (tasks, data kinds).
-
-    ``@registry.register(name)`` on a class puts one instance of it under ``name``, refusing
-    duplicates and names missing from ``names``; :meth:`lookup` returns it or raises
-    ``missing(name, known names)``.
-    """
-
-    def __init__(
-        self, what: str, names: tuple[str, ...], missing: Callable[[str, str], Exception]
-    ) -> None:
-        super().__init__()
-        self.what, self.names, self.missing = what, names, missing
-
-    def register(self, name: str) -> Callable[[type], type]:
-        check_name(self.what, name, self.names)
-
-        def deco(cls: type) -> type:
-            if name in self:
-                raise ValueError(f"{self.what} {name!r} is already registered")
-            self[name] = cls()
-            return cls
-
-        return deco
-
-    def lookup(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise self.missing(name, ", ".join(self)) from None
+#: ``data_pipelines.KINDS``: listed by ``data_pipelines/catalogue.py`` (re-exported here).

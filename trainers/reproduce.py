@@ -43,26 +43,33 @@ from typing import Any
 import yaml
 
 from trainers.names import RULE_NAMES
+from trainers.reproduce_grid import (
+    CONV_BLOCKS,
+    CONV_RULES,
+    DEPTHS,
+    DIGITS_RULES,
+    LR_GRID,
+    SEARCHED,
+    SWEEPS,
+    extra_decays,
+)
+from trainers.results_text import render
 from trainers.spec import ExperimentSpec, parse_yaml
 
-__all__ = ["SWEEPS", "collect", "main", "sweep_specs"]
+__all__ = [
+    "CONV_BLOCKS",
+    "CONV_RULES",
+    "DEPTHS",
+    "DIGITS_RULES",
+    "LR_GRID",
+    "SEARCHED",
+    "SWEEPS",
+    "collect",
+    "main",
+    "sweep_specs",
+]
 
 log = logging.getLogger("bioprop.reproduce")
-
-DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa"]
-DEPTHS = [2, 6, 10]
-CONV_RULES = ["bp", "fa", "ss", "kp"]
-CONV_BLOCKS = [1, 3]  # ResNet-8, ResNet-20
-LR_GRID = [0.005, 0.015, 0.05, 0.15, 0.45]  # a factor of 3 apart, BP's 0.05 in the middle
-SWEEPS = ("digits-mlp", "digits-bp-decay", "digits-lr-search", "conv-synthetic")
-SEARCHED = {"digits-lr-search"}  # sweeps whose settings are Tune samples, not grid points
-
-
-def _extra_decays(names: Sequence[str]) -> list[float]:
-    """The distinct non-zero default ``decay`` of the rules ``names`` (kp: 1e-4)."""
-    from trainers.rules import RULES
-
-    return sorted({float(RULES[n].defaults.get("decay", 0.0)) for n in names} - {0.0})
 
 
 def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str, Any]]:
@@ -103,7 +110,7 @@ def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str
         "digits-bp-decay": {
             **digits,
             "name": "reproduce-digits-bp-decay",
-            "rule": {"name": "bp", "params": {"decay": _extra_decays(DIGITS_RULES)}},
+            "rule": {"name": "bp", "params": {"decay": extra_decays(DIGITS_RULES)}},
         },
         "digits-lr-search": {
             **digits,
@@ -345,7 +352,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("ray", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from trainers.results_text import render
 
     if args.render_only:  # the parts finished so far, e.g. after an interrupted run
         results = written(Path(args.workdir).absolute(), args.render_only, args.seeds)

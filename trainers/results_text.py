@@ -14,6 +14,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from trainers.reproduce_grid import (
+    CONV_BLOCKS,
+    CONV_RULES,
+    DEPTHS,
+    DIGITS_RULES,
+    LR_GRID,
+    SWEEPS,
+    extra_decays,
+)
+
 __all__ = ["render"]
 
 NEAR = 2.0  # points of accuracy within which two rules "match"
@@ -274,7 +284,6 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
     """The per-rule learning-rate table: accuracy at BP's rate, the best rate and its
     accuracy (mean over seeds per rate), and which rules BP's rate understates."""
     from trainers.names import RULE_NAMES
-    from trainers.reproduce import LR_GRID
 
     acc: dict[tuple[str, float], list[float]] = {}
     for rec in records:
@@ -323,12 +332,11 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
 
 def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
     """The whole of ``docs/results.md``."""
-    from trainers.reproduce import DIGITS_RULES, SWEEPS, _extra_decays
 
     sweeps = results["sweeps"]
     digits = Table(sweeps.get("digits-mlp", []) + sweeps.get("digits-bp-decay", []), "depth")
     conv = Table(sweeps.get("conv-synthetic", []), "blocks")
-    decays = _extra_decays(DIGITS_RULES)
+    decays = extra_decays(DIGITS_RULES)
     seeds = results["seeds"]
     minutes = results["runtime_s"] / 60
     out = [
@@ -398,7 +406,6 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
 
 
 def _digits_section(digits: Table, decays: list[float], epochs: int) -> list[str]:
-    from trainers.reproduce import DEPTHS, DIGITS_RULES
 
     return [
         f"## Digits MLP: depth, BatchNorm, and every rule ({epochs} epochs)",
@@ -422,7 +429,6 @@ def _digits_columns(depths: list[int]) -> list[tuple[int, bool, str]]:
 
 
 def _conv_section(conv: Table, conv_epochs: int) -> list[str]:
-    from trainers.reproduce import CONV_BLOCKS, CONV_RULES
 
     return [
         f"## Conv nets: ResNet-8 and ResNet-20 on a synthetic image set ({conv_epochs} epochs)",

@@ -19,17 +19,17 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from data_pipelines.catalogue import KIND_INFO
+from data_pipelines.spec import DataSpec, SynthSpec
+from data_pipelines.spec_types import Float, Int, Name, Params, PathText, Section
 from trainers.catalogue import TASKS, check_rule_params
 from trainers.names import (
-    DATA_KINDS,
     MODEL_NAMES,
     MODEL_TASKS,
     OPTIMIZER_NAMES,
@@ -37,15 +37,6 @@ from trainers.names import (
     TASK_NAMES,
 )
 from trainers.search_space import SearchSpec, SweepSpec
-from trainers.spec_types import (
-    Float,
-    Int,
-    LocalPath,
-    Name,
-    Params,
-    PathText,
-    check_bounded,
-)
 from trainers.storage import validate_storage_path
 
 __all__ = [
@@ -74,78 +65,7 @@ MODEL_PARAMS = {
 PRODUCT_RULES = ("pfa", "pfa_o")  # feedback R B aligns only under plain gradient steps
 
 
-class _Section(BaseModel):
-    """Strict (no ``"2"`` or ``true`` for an integer) and closed (no unknown keys); every
-    field bounded by :func:`trainers.spec_types.check_bounded` whatever its type."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    @field_validator("*")
-    @classmethod
-    def _bounded(cls, value: Any) -> Any:
-        return check_bounded(value)
-
-
-class SynthSpec(_Section):
-    """Size of the synthetic set built on first use when ``data.kind`` is ``synthetic``."""
-
-    classes: Int = Field(4, ge=2, le=1000)
-    train_per_class: Int = Field(48, ge=1, le=1_000_000)
-    val_per_class: Int = Field(16, ge=1, le=1_000_000)
-    size: Int = Field(40, ge=8, le=1024, description="side of the written JPEG files, pixels")
-    images: Int = Field(
-        32, ge=1, le=1_000_000, description="number of images for a synthetic COCO set"
-    )
-
-
-class DataSpec(_Section):
-    kind: Literal[DATA_KINDS] = "synthetic"
-    root: LocalPath | None = Field(
-        None,
-        description="dataset root holding train/ and val/; for synthetic, where to build it "
-        "(default: a cache folder under the working directory)",
-    )
-    image_size: Int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
-    val_resize: Int | None = Field(
-        None,
-        ge=8,
-        le=4096,
-        description="shorter side before the val center crop (default image_size*256/224 "
-        "with imagenet augmentation, image_size with cifar and none)",
-    )
-    num_threads: Int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
-    augment: Literal["imagenet", "cifar", "none"] | None = Field(
-        None,
-        description="train-time augmentation: imagenet (random-resized crop over 8-100 % of "
-        "the area, aspect 3/4-4/3, plus a horizontal flip), cifar (pad 4 pixels, random "
-        "image_size crop, horizontal flip), none (the val transform). Default by kind: "
-        "imagefolder and synthetic imagenet, digits none (the only one it takes); coco keeps "
-        "its own detection flip and takes none. The val transform is a resize of the shorter "
-        "side to val_resize and a center crop; val_resize defaults to image_size*256/224 "
-        "with imagenet and to image_size with cifar and none",
-    )
-    synth: SynthSpec = Field(default_factory=SynthSpec)
-
-    @model_validator(mode="after")
-    def _root_needed(self) -> DataSpec:
-        if self.kind in ("imagefolder", "coco") and self.root is None:
-            raise ValueError(f"data.root is required when data.kind is {self.kind!r}")
-        if self.kind in ("digits", "coco") and self.augment not in (None, "none"):
-            raise ValueError(
-                f"data.augment {self.augment!r} is not available for data.kind {self.kind!r} "
-                "(it takes none)"
-            )
-        return self
-
-    @property
-    def augmentation(self) -> str:
-        """``augment``, or the kind's default when unset."""
-        if self.augment is not None:
-            return self.augment
-        return "imagenet" if self.kind in ("imagefolder", "synthetic") else "none"
-
-
-class RuleSpec(_Section):
+class RuleSpec(Section):
     name: str | list[str] = Field("bp", description="rule name, or a list for a sweep")
     last_layer: Literal["bp"] | None | list[Literal["bp"] | None] = Field(
         None, description="'bp' keeps the final classifier on exact backprop (sweepable)"
@@ -179,7 +99,7 @@ class RuleSpec(_Section):
         return list(dict.fromkeys([self.name] if isinstance(self.name, str) else self.name))
 
 
-class OptimSpec(_Section):
+class OptimSpec(Section):
     name: Literal[OPTIMIZER_NAMES] = "sgd"
     lr: Float | list[Float] = Field(0.05, description="learning rate (sweepable)")
     momentum: Float = Field(0.9, ge=0, lt=1)
@@ -200,24 +120,24 @@ class OptimSpec(_Section):
         return value
 
 
-class ScheduleSpec(_Section):
+class ScheduleSpec(Section):
     epochs: Int = Field(3, ge=1, le=100_000)
     step_every: Int = Field(10, ge=1, le=100_000, description="divide lr by 1/gamma every N epochs")
     gamma: Float = Field(0.1, gt=0, le=1)
 
 
-class ScaleSpec(_Section):
+class ScaleSpec(Section):
     workers: Int = Field(2, ge=1, le=10_000)
     gpu: bool = False
     cpus_per_worker: Int = Field(1, ge=1, le=1024)
 
 
-class CheckpointSpec(_Section):
+class CheckpointSpec(Section):
     every_epochs: Int = Field(1, ge=1, le=100_000)
     keep: Int = Field(3, ge=1, le=1000)
 
 
-class TrackingSpec(_Section):
+class TrackingSpec(Section):
     uri: PathText | None = Field(
         None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or a local sqlite store"
     )
@@ -240,7 +160,7 @@ class TrackingSpec(_Section):
     )
 
 
-class ExperimentSpec(_Section):
+class ExperimentSpec(Section):
     name: Name = "experiment"
     task: Literal[TASK_NAMES] = "classify"
     model: str = "convnet"
@@ -297,7 +217,7 @@ class ExperimentSpec(_Section):
             )
         if MODEL_TASKS[self.model] != self.task:
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
-        if (self.data.kind == "coco") != (self.task == "detect") and self.data.kind != "synthetic":
+        if self.task not in KIND_INFO[self.data.kind].tasks:
             raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}")
         names = self.rule.name if isinstance(self.rule.name, list) else [self.rule.name]
         if self.task == "detect" and "dfa" in names:

@@ -176,7 +176,7 @@ def train_trial(config: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainers.launch import build_trainer
+    from trainers.trainer import build_trainer
 
     uri, job_id, search = config["uri"], config["job_id"], config["search"]
     sample = dict(config.get("sample") or {})

@@ -2,7 +2,8 @@
 
 Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
 and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
-on checkpoint epochs. What differs between tasks is a small :class:`Task` object looked up
+on checkpoint epochs. What differs between tasks is a small :class:`~trainers.tasks.base.Task`
+object looked up
 by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
 batch to a loss and its named per-sample sums, evaluates, and picks and scores the
 gradient-alignment probe batch. Everything else is here, once: restore, the optimizer
@@ -23,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import ray
@@ -31,12 +32,13 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
-import data_pipelines
 from trainers import metrics, rules
 from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
+from trainers.tasks import get_task
+from trainers.tasks.base import Task, WorkerEnv, all_reduce_sum
 from trainers.tracking import log_epoch, log_metrics
 
 __all__ = [
@@ -51,73 +53,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-class WorkerEnv(NamedTuple):
-    """What every Ray Train worker starts from: the resolved spec, its MLflow run, this
-    rank's place in the group and its device; :meth:`loader` builds this rank's shard."""
-
-    spec: ExperimentSpec
-    run_id: str
-    uri: str
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def use_amp(self) -> bool:
-        return self.device.type == "cuda"
-
-    def autocast(self) -> torch.autocast:
-        """bfloat16 autocast on CUDA, a no-op elsewhere."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
-
-    def loader(self, split: str, seed: int):
-        """This rank's shard of ``split``, ``spec.batch_size // world`` per step."""
-        return data_pipelines.build_loader(
-            self.spec.data,
-            split,
-            batch_size=max(1, self.spec.batch_size // self.world),
-            shard_id=self.rank,
-            num_shards=self.world,
-            seed=seed,
-        )
-
-
-class Task:
-    """What a task (``classify``, ``detect``) tells the worker loop; one instance per task.
-
-    ``sums``: the names of the per-epoch train metrics :meth:`step` returns sums of.
-    ``channels_last``: put the model (and the task's inputs) in channels-last memory format
-    when running with AMP.
-    """
-
-    sums: tuple[str, ...] = ()
-    channels_last: bool = False
-
-    def build(self, env: WorkerEnv, val_loader: Any) -> nn.Module:
-        """The spec's model, seeded from ``spec.seed`` and converted to its rule."""
-        raise NotImplementedError
-
-    def step(
-        self, model: nn.Module, batch: Any, env: WorkerEnv
-    ) -> tuple[Tensor, dict[str, Tensor], float]:
-        """Forward one train batch: ``(loss to backpropagate, {name: detached float64 sum
-        over the batch's samples} for every name of :attr:`sums`, number of samples)``. The
-        epoch's metric ``name`` is that sum over batches and ranks over the sample count."""
-        raise NotImplementedError
-
-    def evaluate(self, model: nn.Module, val_loader: Any, env: WorkerEnv) -> dict[str, float]:
-        """Validation metrics, the same on every rank (a collective: every rank calls it)."""
-        raise NotImplementedError
-
-    def probe(self, val_loader: Any, env: WorkerEnv) -> Any:
-        """The fixed batch gradient alignment is measured on (rank 0), or None."""
-        raise NotImplementedError
-
-    def probe_alignment(self, model: nn.Module, probe: Any, env: WorkerEnv) -> dict[str, float]:
-        """``galign_<layer>.grad_angle`` ... : rule vs exact-BP weight gradients on ``probe``."""
-        raise NotImplementedError
 
 
 def worker_env(config: dict[str, Any]) -> WorkerEnv:
@@ -135,8 +70,6 @@ def worker_env(config: dict[str, Any]) -> WorkerEnv:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
-    from trainers.tasks import get_task
-
     env = worker_env(config)
     spec, run_id, uri, rank, world, device = env
     task = get_task(spec.task)
@@ -245,14 +178,6 @@ def close_epoch(
     if env.rank == 0:
         weight_stats = env.spec.tracking.weight_stats
         log_epoch(env.uri, env.run_id, epoch_metrics, step=epoch + 1, weight_stats=weight_stats)
-
-
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """``values`` summed over every rank (float64), returned on every rank."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
 
 
 def _rng_state() -> dict[str, Any]:

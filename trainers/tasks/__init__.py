@@ -1,6 +1,6 @@
 """Training tasks: what the one worker loop (:mod:`trainers.worker`) needs to know per task.
 
-``TASKS``: task name (``spec.task``) -> :class:`~trainers.worker.Task`: ``classify``
+``TASKS``: task name (``spec.task``) -> :class:`~trainers.tasks.base.Task`: ``classify``
 (:mod:`trainers.tasks.classify`) and ``detect`` (:mod:`trainers.tasks.detect`). Adding a
 task is one module here with one ``@register_task`` class, its name in ``trainers/names.py``
 and its models registered with it in ``trainers.models``.

@@ -1,4 +1,4 @@
-"""The task registry: task name -> :class:`~trainers.worker.Task` instance, filled by
+"""The task registry: task name -> :class:`~trainers.tasks.base.Task` instance, filled by
 :func:`register_task`."""
 
 from __future__ import annotations

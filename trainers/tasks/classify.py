@@ -14,7 +14,7 @@ from trainers import metrics, rules
 from trainers.models import build_model
 from trainers.spec import ExperimentSpec
 from trainers.tasks._registry import register_task
-from trainers.worker import Task, WorkerEnv, all_reduce_sum
+from trainers.tasks.base import Task, WorkerEnv, all_reduce_sum
 
 __all__ = ["Classify", "build_classifier"]
 

@@ -24,7 +24,7 @@ from trainers.detection import (
     to_device,
 )
 from trainers.tasks._registry import register_task
-from trainers.worker import Task, WorkerEnv
+from trainers.tasks.base import Task, WorkerEnv
 
 __all__ = ["Detect"]
 

@@ -31,7 +31,16 @@ import re
 from pathlib import Path, PurePath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Field, Strict
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -188,3 +197,15 @@ def check_bounded(value: Any) -> Any:
     elif isinstance(value, str):
         check_text(value)
     return value
+
+
+class Section(BaseModel):
+    """Strict (no ``"2"`` or ``true`` for an integer) and closed (no unknown keys); every
+    field bounded by :func:`check_bounded` whatever its type."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        return check_bounded(value)

@@ -1,0 +1,38 @@
+"""The data kinds' catalogue: one torch-free descriptor per ``data.kind``.
+
+Per kind: whether ``data.root`` is required, the train-time augmentations it takes and its
+default, and the tasks it serves. ``data_pipelines.spec.DataSpec`` validates against it and
+``data_pipelines.kinds.register_kind`` refuses a kind not listed here; adding a kind is its
+``DataKind`` class plus its descriptor. ``tests/data_pipelines/test_catalogue.py`` ties the
+two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["AUGMENTATIONS", "DATA_KINDS", "KIND_INFO", "KindInfo"]
+
+#: every augmentation a pipeline implements (``data.augment``)
+AUGMENTATIONS = ("imagenet", "cifar", "none")
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What the spec needs to know of one data kind."""
+
+    needs_root: bool
+    augmentations: tuple[str, ...]
+    default_augment: str
+    tasks: tuple[str, ...]
+
+
+KIND_INFO: dict[str, KindInfo] = {
+    "imagefolder": KindInfo(True, AUGMENTATIONS, "imagenet", ("classify",)),
+    "coco": KindInfo(True, ("none",), "none", ("detect",)),
+    "digits": KindInfo(False, ("none",), "none", ("classify",)),
+    "synthetic": KindInfo(False, AUGMENTATIONS, "imagenet", ("classify", "detect")),
+}
+
+#: ``data_pipelines.KINDS``' names, in catalogue order
+DATA_KINDS = tuple(KIND_INFO)

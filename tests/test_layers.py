@@ -1,0 +1,110 @@
+"""Imports go only downward (``service`` -> ``trainers`` -> ``data_pipelines``) and no module
+imports itself back through others: every ``import`` in the packages is read from the source,
+those inside functions too (a cycle hidden behind a function-level import is still a cycle);
+only ``if TYPE_CHECKING:`` blocks, which never run, are left out."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("data_pipelines", "trainers", "service")  # lowest first
+LAYER = {name: i for i, name in enumerate(PACKAGES)}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for body in node.body for n in ast.walk(body)}
+    return skip
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_only(tree)
+        edges = graph.setdefault(module, set())
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges |= {t for t in map(resolve, targets) if t and t != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        for d in deps
+        if LAYER[d.partition(".")[0]] > LAYER[m.partition(".")[0]]
+    ]
+    assert not upward, upward
+
+
+def test_no_import_cycle() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_the_walk_sees_function_level_imports() -> None:
+    """The walk itself: a cycle made only of imports inside functions is found."""
+    graph = _graph()
+    assert "trainers.worker" in graph["trainers.trainer"]  # imported inside build_trainer
+    toy = {"a": {"b"}, "b": {"a"}, "c": set()}
+    assert _cycles(toy) == [["a", "b"]]
