@@ -28,9 +28,13 @@ from service.resources import Resources, capacity
 __all__ = ["Settings", "default_driver_cmd"]
 
 
-def default_driver_cmd() -> list[str]:
-    """The driver the scheduler spawns per job: ``python -m trainers.launch``."""
-    return [sys.executable, "-m", "trainers.launch"]
+def default_driver_cmd(ray_jobs_url: str | None = None) -> list[str]:
+    """The driver of every job: ``python -m trainers.launch``. A local driver subprocess is
+    started with the control plane's own interpreter (``sys.executable``); a driver
+    submitted as a Ray job (``ray_jobs_url``) runs on the Ray head, where the control plane's
+    interpreter path means nothing, so there ``python`` is whatever the head's shell finds on
+    the ``PATH`` that ``ray start`` had (the Python that has bioprop and Ray installed)."""
+    return ["python" if ray_jobs_url else sys.executable, "-m", "trainers.launch"]
 
 
 def _split(value: object) -> object:
@@ -111,7 +115,12 @@ class Settings(BaseSettings):
         description="after a submit wakes the scheduler, gather further submits this long "
         "before one pass (a burst of submissions costs one store pass, not one each)",
     )
-    DRIVER_CMD: list[str] = Field(default_factory=default_driver_cmd)
+    DRIVER_CMD: list[str] = Field(
+        default_factory=lambda data: default_driver_cmd(data.get("RAY_JOBS_URL")),
+        description="JSON list: the driver command, the spec and job options appended; default "
+        "python -m trainers.launch (this process's interpreter for local drivers, the Ray "
+        "head's `python` for Ray jobs)",
+    )
     MAX_SWEEP_SETTINGS: int = Field(
         1000,
         ge=1,

@@ -19,9 +19,16 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS."""
+def ray_cluster(request: pytest.FixtureRequest):
+    """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS.
+    Its processes see the ``s3`` endpoint (``AWS_*``, as every node of a real cluster does),
+    so a spec's ``storage_path: s3://ckpt/...`` works in any test; without moto, none."""
     import ray
+
+    try:
+        request.getfixturevalue("s3")  # before the cluster: its processes inherit AWS_*
+    except pytest.skip.Exception:
+        pass
 
     from trainers.ray_setup import init_local_ray
 

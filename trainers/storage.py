@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMES",
     "StorageError",
     "check_storage",
+    "checkpoint_uri",
     "is_uri",
     "resolve_storage",
     "validate_storage_path",
@@ -43,6 +44,24 @@ class StorageError(RuntimeError):
 def is_uri(path: str | os.PathLike[str]) -> bool:
     """True for ``scheme://...`` (object or shared storage), False for a plain path."""
     return bool(_URI.match(str(path)))
+
+
+def checkpoint_uri(storage: str, path: str) -> str:
+    """The location of ``path`` under ``storage`` as a URI Ray Train and pyarrow resolve.
+
+    Ray Train names a checkpoint by its path on the storage's filesystem
+    (``Checkpoint.path``, and Tune's ``checkpoint_path`` result): on object storage that is
+    ``<bucket>/<prefix>/...`` with the scheme (and any ``?endpoint_override=`` options) of
+    ``storage`` dropped. Given back here, so ``Checkpoint(uri)`` opens it on any node and a
+    tag names it completely. A path that is a URI already, or storage that is a plain
+    folder, is returned as it is."""
+    if is_uri(path) or not is_uri(storage):
+        return path
+    scheme = _URI.match(storage).group(1)  # type: ignore[union-attr]
+    if scheme.lower() in ("file", "local"):
+        return f"{scheme}://{path}"  # pyarrow's local path is absolute: file:///...
+    query = storage.split("?", 1)[1] if "?" in storage else ""
+    return f"{scheme}://{path.lstrip('/')}" + (f"?{query}" if query else "")
 
 
 def validate_storage_path(value: str) -> str:

@@ -27,10 +27,12 @@ artifact ``best_per_rule.json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ TAG_STOPPED = "bioprop.stopped_early"
 TAG_STOPPED_AT = "bioprop.stopped_at_epoch"
 TAG_CHECKPOINT = "bioprop.checkpoint"
 TAG_ERROR = "bioprop.error"
+TAG_BOOKKEEPING = "bioprop.bookkeeping_error"
 BEST_TABLE = "best_per_rule.json"
 # the trial function only drives Ray Train; it must not take a CPU from the Train workers
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 << 20}
@@ -149,21 +152,40 @@ def _find_child(uri: str, job_id: str, *, trial_id: str | None, label: str | Non
     return None
 
 
-def _log_final_checkpoint(uri: str, run_id: str, checkpoint: Any) -> None:
-    """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``).
+def _log_final_checkpoint(uri: str, run_id: str, checkpoint: Any, storage: str) -> None:
+    """Copy a Ray Train checkpoint's file into the run's artifacts (``checkpoints/``) and
+    name it in the tag ``bioprop.checkpoint`` (a full URI on object storage).
 
-    ``checkpoint``: a ``ray.train.Checkpoint`` (on any storage: one on object storage is
-    downloaded first) or a local folder path."""
+    ``checkpoint``: a ``ray.train.Checkpoint`` or the path Tune reported for it (on object
+    storage without its scheme: ``storage``, the job's storage location, gives it back, see
+    :func:`trainers.storage.checkpoint_uri`). Bookkeeping, not training: whatever fails
+    here (storage, MLflow) is logged and put on the run as ``bioprop.bookkeeping_error``,
+    never raised."""
     from ray.train import Checkpoint
 
+    from trainers.storage import checkpoint_uri
     from trainers.worker import CHECKPOINT_FILE
 
-    if isinstance(checkpoint, str):
-        checkpoint = Checkpoint(checkpoint)
-    client = _client(uri)
-    with checkpoint.as_directory() as folder:
-        client.log_artifact(run_id, str(Path(folder) / CHECKPOINT_FILE), "checkpoints")
-    client.set_tag(run_id, TAG_CHECKPOINT, checkpoint.path)
+    path = checkpoint if isinstance(checkpoint, str) else checkpoint.path
+    location = checkpoint_uri(storage, path)
+    try:
+        if isinstance(checkpoint, str):
+            checkpoint = Checkpoint(location)
+        client = _client(uri)
+        client.set_tag(run_id, TAG_CHECKPOINT, location)
+        with checkpoint.as_directory() as folder:
+            client.log_artifact(run_id, str(Path(folder) / CHECKPOINT_FILE), "checkpoints")
+    except Exception as exc:
+        log.warning("run %s: checkpoint %s not copied to MLflow: %r", run_id, location, exc)
+        _tag_quietly(uri, run_id, TAG_BOOKKEEPING, f"{location}: {exc!r}"[:5000])
+
+
+def _tag_quietly(uri: str, run_id: str, key: str, value: str) -> None:
+    """Set a tag; a failure to do so is only logged (the tracking server may be what broke)."""
+    try:
+        _client(uri).set_tag(run_id, key, value)
+    except Exception as exc:
+        log.warning("run %s: could not set tag %s: %r", run_id, key, exc)
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -212,23 +234,34 @@ def train_trial(config: dict[str, Any]) -> None:
         write_summary(uri, config["parent"])
         raise
     if fit.checkpoint is not None:
-        _log_final_checkpoint(uri, run_id, fit.checkpoint)
+        _log_final_checkpoint(uri, run_id, fit.checkpoint, spec.storage_path)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
     write_summary(uri, config["parent"])  # the parent's summary, refreshed as children finish
 
 
-def _bookkeeping_callback(uri: str, job_id: str):
+def _bookkeeping_callback(uri: str, job_id: str, storage: str):
     from ray.tune import Callback
 
     class _Bookkeeping(Callback):
         """Driver side: close the child run of a trial Tune ended from outside (an ASHA stop,
-        a trial process that died)."""
+        a trial process that died). An error here would end the whole Tune experiment, every
+        other trial with it: it is logged, and put on the trial's run when MLflow answers."""
 
         def _run(self, trial):
             return _find_child(uri, job_id, trial_id=trial.trial_id, label=None)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            try:
+                self._close_stopped(trial)
+            except Exception as exc:
+                log.exception("trial %s: closing its MLflow run failed", trial.trial_id)
+                with _quiet():
+                    run = self._run(trial)
+                    if run is not None:
+                        _tag_quietly(uri, run.info.run_id, TAG_BOOKKEEPING, repr(exc)[:5000])
+
+        def _close_stopped(self, trial) -> None:
             run = self._run(trial)
             if run is None or run.info.status != "RUNNING":
                 return  # the trial function closed its run itself
@@ -237,19 +270,26 @@ def _bookkeeping_callback(uri: str, job_id: str):
             run_id = run.info.run_id
             last = trial.last_result or {}
             if last.get("checkpoint_path"):
-                try:
-                    _log_final_checkpoint(uri, run_id, last["checkpoint_path"])
-                except OSError:
-                    log.warning("no checkpoint file at %s", last["checkpoint_path"])
+                _log_final_checkpoint(uri, run_id, last["checkpoint_path"], storage)
             log_curves(uri, run_id)
             finish_run(uri, run_id, "FINISHED")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            run = self._run(trial)
-            if run is not None and run.info.status == "RUNNING":
-                finish_run(uri, run.info.run_id, "FAILED")
+            with _quiet():
+                run = self._run(trial)
+                if run is not None and run.info.status == "RUNNING":
+                    finish_run(uri, run.info.run_id, "FAILED")
 
     return _Bookkeeping()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Log, never raise, what fails inside (driver-side bookkeeping in Tune callbacks)."""
+    try:
+        yield
+    except Exception:
+        log.exception("bookkeeping failed")
 
 
 def _per_point_asha(search, epochs: int, uri: str, job_id: str):
@@ -425,7 +465,7 @@ def run_trials(
                 run_config=tune.RunConfig(
                     name=name,
                     storage_path=storage_path,
-                    callbacks=[_bookkeeping_callback(uri, job_id)],
+                    callbacks=[_bookkeeping_callback(uri, job_id, storage_path)],
                     failure_config=tune.FailureConfig(max_failures=0),
                     verbose=0,
                 ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 from service.ray_jobs import RayJobs, parse_result
@@ -25,8 +24,9 @@ def test_submission_carries_spec_and_env_but_no_credentials(tmp_path: Path, monk
     )
     ray = RayJobs(settings)
     spec = {"name": "x", "rule": {"name": ["bp", "fa"]}}
+    # the head's own `python`: the control plane's interpreter path means nothing there
     assert shlex.split(ray.entrypoint("job-1")) == [
-        sys.executable, "-m", "trainers.launch",
+        "python", "-m", "trainers.launch",
         "--spec-env", "BIOPROP_SPEC", "--job-id", "job-1", "--result", "-",
     ]  # fmt: skip
     env = ray.env_vars(spec)

@@ -52,7 +52,13 @@ def test_cluster_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_default_driver_is_trainers_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BIOPROP_DRIVER_CMD", raising=False)
+    monkeypatch.delenv("BIOPROP_RAY_JOBS_URL", raising=False)
     assert Settings().DRIVER_CMD == [sys.executable, "-m", "trainers.launch"]
+    # a Ray job's driver runs on the head: the head's `python`, not this process's path
+    monkeypatch.setenv("BIOPROP_RAY_JOBS_URL", "http://ray-head:8265")
+    assert Settings().DRIVER_CMD == ["python", "-m", "trainers.launch"]
+    monkeypatch.setenv("BIOPROP_DRIVER_CMD", '["/opt/bioprop/bin/python", "-m", "trainers.launch"]')
+    assert Settings().DRIVER_CMD[0] == "/opt/bioprop/bin/python"
 
 
 def test_production_refuses_open_defaults(tmp_path: Path) -> None:

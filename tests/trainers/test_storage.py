@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from trainers.spec import ExperimentSpec
-from trainers.storage import StorageError, check_storage, resolve_storage
+from trainers.storage import StorageError, check_storage, checkpoint_uri, resolve_storage
 
 
 def test_spec_takes_uris_and_paths_and_names_a_bad_scheme(tmp_path: Path) -> None:
@@ -82,3 +82,15 @@ def test_missing_or_wrong_credentials_fail_before_any_work(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_checkpoint_path_reported_without_scheme_gets_it_back() -> None:
+    # Ray Train's Checkpoint.path (and Tune's checkpoint_path) on S3: bucket/prefix/...
+    storage = "s3://ckpt/runs?endpoint_override=10.0.0.7:5000&scheme=http"
+    assert checkpoint_uri(storage, "ckpt/runs/job/checkpoint_000001") == (
+        "s3://ckpt/runs/job/checkpoint_000001?endpoint_override=10.0.0.7:5000&scheme=http"
+    )
+    assert checkpoint_uri("gs://b/p", "b/p/x") == "gs://b/p/x"
+    assert checkpoint_uri("s3://ckpt/runs", "s3://ckpt/runs/x") == "s3://ckpt/runs/x"
+    assert checkpoint_uri("/shared/runs", "/shared/runs/x") == "/shared/runs/x"
+    assert checkpoint_uri("file:///shared/runs", "/shared/runs/x") == "file:///shared/runs/x"

@@ -117,14 +117,17 @@ def another_ray_on_this_host():
 
 
 def test_search_stops_an_absurd_learning_rate_at_the_grace_period(
-    workdir, ray_cluster, another_ray_on_this_host
+    workdir, ray_cluster, another_ray_on_this_host, s3
 ):
     """With a second Ray instance on the host, where Ray's own lookup of "the" local
-    cluster fails: the stopped trial's CPUs are still freed (``init_local_ray``)."""
+    cluster fails: the stopped trial's CPUs are still freed (``init_local_ray``). On object
+    storage (an S3 endpoint): the stopped trial's last checkpoint, which Tune reports
+    without its ``s3://``, is found and logged, and both runs name theirs by full URI."""
     spec = ExperimentSpec.model_validate(
         {
             **DIGITS,
             "name": "asha",
+            "storage_path": "s3://ckpt/asha",
             "rule": {"name": "bp"},
             "schedule": {"epochs": 5},
             "sweep": {"max_concurrent": 1},  # the sane rate reaches epoch 1 first
@@ -149,6 +152,12 @@ def test_search_stops_an_absurd_learning_rate_at_the_grace_period(
     assert absurd.data.metrics["epoch"] < 5  # Tune ended it before its last epoch
     assert "bioprop.stopped_early" not in sane.data.tags
     assert sane.data.metrics["epoch"] == 5
+    for run in (sane, absurd):
+        assert "bioprop.bookkeeping_error" not in run.data.tags, run.data.tags
+        assert run.data.tags["bioprop.checkpoint"].startswith("s3://ckpt/asha/")
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+            "checkpoints/checkpoint.pt"
+        ]
     (best,) = result["best"]
     assert best["run_id"] == sane.info.run_id and best["setting"] == "bp lr=0.05"
     parent = client.get_run(result["parent_run_id"])
