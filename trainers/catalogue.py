@@ -86,10 +86,14 @@ RULES: dict[str, RuleEntry] = {
     "wm": RuleEntry(
         "weight mirrors (Akrout et al. 2019)",
         {
-            "mirror_every": Param(1, (int,), "optimizer steps between mirror phases"),
+            "mirror_every": Param(4, (int,), "optimizer steps between mirror phases (K)"),
             "mirror_steps": Param(1, (int,), "mirror updates per mirror phase"),
-            "mirror_batch": Param(None, (int, None), "noise samples per update; null: fan-in"),
-            "mirror_lr": Param(0.02, (float,), "mirror learning rate (running-mean floor)"),
+            "mirror_batch": Param(
+                None, (int, None), "noise samples per update, shared across DDP ranks; null: fan-in"
+            ),
+            "mirror_lr": Param(
+                0.01, (float,), "mirror rate per optimizer step (a phase applies 1-(1-lr)^K)"
+            ),
             "noise_std": Param(1.0, (float,), "std of the mirror phase's input noise"),
         },
     ),

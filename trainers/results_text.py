@@ -377,8 +377,8 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         "data pipelines, MLflow experiment `bioprop-reproduce`); the files are written under",
         "`bioprop-runs/reproduce/`: "
         + "; ".join(f"`{cmd}`" for cmd in results.get("commands", {}).values())
-        + ". Rules run at their defaults (`kp` decay 1e-4 per step, `wm` mirror batch = fan-in"
-        " and rate 0.02, `pfa` expansion 10"
+        + ". Rules run at their defaults (`kp` decay 1e-4 per step, `wm` a mirror phase every"
+        " 4 steps, mirror batch = fan-in, rate 0.01 per step, `pfa` expansion 10"
         + ("" if "digits-lr-search" in sweeps else ", `pfa_o` not run")
         + "); accuracy is the final val"
         " accuracy; the angle in brackets is `align_mean_angle`, the mean angle between `W`"

@@ -328,24 +328,63 @@ def test_wm_mirror_phase_drives_angle_down() -> None:
 
 @pytest.mark.slow
 def test_wm_defaults_align_a_resnet18_layer4_sized_layer() -> None:
-    """ResNet-18's widest layer (fan-in 512 * 3 * 3 = 4608, 512 outputs), W fixed: with the
-    default mirror schedule B comes within 10 degrees of W inside 1,000 mirror steps (the
-    old fixed 64-sample batch stalled near 63 degrees). Expected: ``atan(sqrt(1 / t))`` at
-    mirror step ``t`` while the schedule is a running mean, so about 33 steps."""
+    """ResNet-18's widest layer (fan-in 512 * 3 * 3 = 4608, 512 outputs), W fixed, driven
+    by the per-step hook: with the default schedule (a mirror phase every 4 optimizer steps,
+    mirror batch = fan-in) B comes within 10 degrees of W inside 4,000 steps (the old fixed
+    64-sample batch stalled near 63 degrees). Expected: ``atan(sqrt(1 / t))`` after phase
+    ``t`` while the rate is a running mean, then the exponential average's steady state
+    ``atan(sqrt(eta / (2 - eta)))`` = 8.1 degrees: about 33 phases."""
     from trainers.metrics import angle
 
     torch.manual_seed(0)
     layer = RULES["wm"].from_layer(nn.Linear(4608, 512, bias=False), seed=0, name="layer4")
-    assert layer.schedule[2] == 4608  # mirror batch = fan-in
+    assert layer.schedule.batch == 4608 and layer.schedule.every == 4  # mirror batch = fan-in
     start = angle(layer.weight, layer.backward_weight())
     steps = None
-    for t in range(1, 1001):
-        layer.mirror()
-        if angle(layer.weight, layer.backward_weight()) < 10.0:
+    for t in range(1, 4001):
+        layer.after_step()
+        if (t - 1) % 4 == 0 and angle(layer.weight, layer.backward_weight()) < 10.0:
             steps = t
             break
     assert start > 80 and steps is not None, (start, steps)
-    assert 20 <= steps <= 60, steps  # the variance formula, not luck
+    phases = int(layer.mirror_count)
+    assert phases == (steps + 3) // 4  # a phase after steps 1, 5, 9, ...
+    assert 20 <= phases <= 60, phases  # the variance formula, not luck
+
+
+@pytest.mark.parametrize("every", [1, 4, 5])
+def test_wm_forgets_at_the_same_rate_per_optimizer_step_whatever_k(every: int) -> None:
+    """``mirror_lr`` is a rate per optimizer step: with ``W = 0`` (every estimate 0) and
+    the running-mean start over, ``B`` shrinks by ``(1 - mirror_lr)^t`` after ``t`` steps
+    that end a mirror cycle, whether it mirrors every step or every ``K``."""
+    layer = RULES["wm"].from_layer(nn.Linear(8, 3), mirror_every=every, mirror_lr=0.03)
+    with torch.no_grad():
+        layer.weight.zero_()
+    layer.mirror_count.fill_(1000)
+    b0 = layer.feedback.clone()
+    for _ in range(20 * every):
+        layer.after_step()
+    assert int(layer.mirror_count) == 1020
+    torch.testing.assert_close(layer.feedback, b0 * 0.97 ** (20 * every))
+
+
+def test_wm_resumes_its_schedule_from_the_state_dict() -> None:
+    """A checkpoint taken between mirror phases, loaded into a fresh layer, continues the
+    same noise sequence and phase timing: B ends as in the uninterrupted run."""
+    torch.manual_seed(0)
+    base = nn.Conv2d(3, 4, 3)
+    run = RULES["wm"].from_layer(base, seed=2, name="c", mirror_every=3)
+    for _ in range(7):
+        run.after_step()
+    state = {k: v.clone() for k, v in run.state_dict().items()}
+    for _ in range(8):
+        run.after_step()
+    resumed = RULES["wm"].from_layer(nn.Conv2d(3, 4, 3), seed=2, name="c", mirror_every=3)
+    resumed.load_state_dict(state)
+    for _ in range(8):
+        resumed.after_step()
+    assert int(resumed.mirror_count) == int(run.mirror_count) == 5
+    assert torch.equal(resumed.feedback, run.feedback)
 
 
 @pytest.mark.parametrize("p", [1.0, 0.75, 0.5])

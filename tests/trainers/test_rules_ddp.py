@@ -70,3 +70,63 @@ def test_two_gloo_ranks_stay_identical_for_every_rule(tmp_path: Path) -> None:
         fresh = rules.convert(_net(), name, seed=7, **PARAMS.get(name, {}))[0]
         assert fresh.state_dict()["4.weight"].shape == a["4.weight"].shape
         assert not torch.equal(fresh.state_dict()["4.weight"], a["4.weight"])
+
+
+WM_PARAMS = {"mirror_every": 2, "mirror_batch": 37, "mirror_lr": 0.05}  # 37: shares 19 + 18
+
+
+def _wm_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
+        model, _ = rules.convert(_net(), "wm", seed=7, **WM_PARAMS)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        opt = build_optimizer(ddp.parameters(), OptimSpec(lr=0.05))
+        gen = torch.Generator().manual_seed(rank)
+        for _ in range(5):  # mirror phases after steps 1, 3 and 5
+            x = torch.randn(5, 1, 6, 6, generator=gen)
+            loss = F.cross_entropy(ddp(x), torch.randint(0, 3, (5,), generator=gen))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rules.after_step(ddp)  # no forward after the last one: DDP broadcasts nothing
+        torch.save(model.state_dict(), Path(out_dir) / f"trained-{rank}.pt")
+        # one mirror iteration of a bare layer (same W on both ranks, no DDP)
+        torch.manual_seed(0)
+        layer = rules.RULES["wm"].from_layer(nn.Linear(12, 5), seed=3, name="fc", mirror_batch=7)
+        layer.mirror()
+        torch.save(layer.state_dict(), Path(out_dir) / f"layer-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_wm_mirror_noise_is_sharded_over_ranks_and_b_is_identical(tmp_path: Path) -> None:
+    """Each rank draws its share of the mirror noise from its own seed; one all-reduce adds
+    the Hebbian sums, so both ranks hold the same ``B`` = the estimate of all the samples."""
+    from trainers.rules.base import layer_seed
+
+    mp.spawn(_wm_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"trained-{r}.pt") for r in (0, 1))
+    assert int(a["4.mirror_count"]) == 3 and int(a["4.step_count"]) == 5
+    for key in ("0.feedback", "4.feedback", "6.feedback", "4.weight"):
+        assert torch.equal(a[key], b[key]), key
+    fresh = rules.convert(_net(), "wm", seed=7, **WM_PARAMS)[0].state_dict()
+    assert not torch.equal(fresh["4.feedback"], a["4.feedback"])
+
+    # the bare layer's first iteration (rate 1: a running mean) by hand, from the two
+    # ranks' noise: B = sum over ranks r of sum_i (W x_ri) x_ri^T / N, N = 4 + 3 samples
+    s0, s1 = (torch.load(tmp_path / f"layer-{r}.pt") for r in (0, 1))
+    assert torch.equal(s0["feedback"], s1["feedback"])
+    w = s0["weight"].double()
+    seed = layer_seed(3, "fc")
+    total = torch.zeros_like(w)
+    for rank, n in ((0, 4), (1, 3)):
+        gen = torch.Generator().manual_seed(layer_seed(seed, f"wm0/{rank}"))
+        x = torch.randn(n, 12, generator=gen).double()
+        total += (x @ w.t()).t() @ x
+    torch.testing.assert_close(s0["feedback"].double(), total / 7, rtol=1e-5, atol=1e-6)
+    gen = torch.Generator().manual_seed(layer_seed(seed, "wm0"))
+    alone = torch.randn(7, 12, generator=gen).double()  # what one process alone would draw
+    assert not torch.allclose(s0["feedback"].double(), (alone @ w.t()).t() @ alone / 7)
