@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.resources import Resources, capacity
+from trainers.storage import SCHEMES
 
 __all__ = ["Settings", "default_driver_cmd"]
 
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
         description="Ray Train storage of jobs whose spec sets no storage_path: s3://, gs://, "
         "file:// URI or a path every Ray node mounts; none = <driver cwd>/bioprop-runs/"
         "ray_results (one machine only)",
+    )
+    STORAGE_SCHEMES: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["file", "local", "s3", "gs", "gcs"],
+        description="comma-separated storage_path schemes a spec may use (a plain path "
+        "counts as file); an object store's endpoint and credentials come from the drivers' "
+        "environment (DRIVER_ENV), never from the spec",
     )
     DATA_CACHE: Path | None = Field(
         None,
@@ -165,10 +172,21 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/") if value else value
 
-    @field_validator("API_TOKENS", "DATA_DIRS", mode="before")
+    @field_validator("API_TOKENS", "DATA_DIRS", "STORAGE_SCHEMES", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("STORAGE_SCHEMES")
+    @classmethod
+    def _known_schemes(cls, value: list[str]) -> list[str]:
+        value = [s.lower().removesuffix("://") for s in value]
+        unknown = sorted(set(value) - set(SCHEMES))
+        if unknown:
+            raise ValueError(
+                f"BIOPROP_STORAGE_SCHEMES: {', '.join(unknown)} not among {', '.join(SCHEMES)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:

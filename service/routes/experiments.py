@@ -171,7 +171,7 @@ async def submit(
         ),
     ] = None,
 ) -> Response:
-    admit(spec, settings)
+    spec = admit(spec, settings)
     spec_json = spec.model_dump(mode="json")
     key = scoped_key(principal, idempotency_key) if idempotency_key is not None else None
     # the hash only serves to compare a replay with the first body
