@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.API_TOKENS:
+        if settings.open_api:
             log.warning("no BIOPROP_API_TOKENS set: the API is open (local use only)")
         scheduler.start()
         try:
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.MAX_BODY_BYTES,  # 413 past it, declared or streamed
     )
     app.state.settings = settings
+    app.state.tokens = settings.token_table()
     app.state.engine = engine
     app.state.store = db
     app.state.health_store = health_db
