@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, store
+from service import errors, store, store_check
 from service.db import Store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
@@ -27,10 +27,18 @@ the Ray cluster; a bearer token is required when `BIOPROP_API_TOKENS` is set.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The control-plane app; the scheduler starts and stops with the app's lifespan."""
+def create_app(settings: Settings | None = None, *, rebuild_store: bool = False) -> FastAPI:
+    """The control-plane app; the scheduler starts and stops with the app's lifespan.
+
+    The job store is checked first (:func:`service.store_check.check_store`: raises
+    :class:`~service.store_check.StoreRefused` on a missing, empty or corrupt store beside
+    job folders) or, with ``rebuild_store``, rebuilt from the job folders."""
     settings = settings or Settings()
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    if rebuild_store:
+        store_check.rebuild_store(settings)
+    else:
+        store_check.check_store(settings)
     engine = store.make_engine(
         settings.DB_URL, pool_size=settings.STORE_POOL_SIZE, pool_timeout=settings.STORE_TIMEOUT_S
     )

@@ -68,6 +68,13 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+    rebuild_store: Annotated[
+        bool,
+        typer.Option(
+            help="rebuild the job store from the job folders under RUN_DIR/jobs (a corrupt "
+            "SQLite file is moved aside), following drivers still running"
+        ),
+    ] = False,
 ) -> None:
     """Start the control plane (SQLite job store and local MLflow store unless configured)."""
     from rich.markup import escape
@@ -91,7 +98,15 @@ def serve(
         for problem in problems:
             err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False)
         raise typer.Exit(2)
-    run_server(settings, host=host, port=port, access_log=access_log)
+    from service.store_check import StoreRefused
+
+    try:
+        run_server(
+            settings, host=host, port=port, access_log=access_log, rebuild_store=rebuild_store
+        )
+    except StoreRefused as exc:
+        err.print(f"[red]cannot start:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -46,6 +46,7 @@ from service.resources import Resources
 from service.scheduler import REQUEUED, Scheduler
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState
+from service.store_check import write_job_record
 from trainers.ray_setup import api_server_address
 
 __all__ = [
@@ -354,6 +355,7 @@ class RayJobsScheduler(Scheduler):
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "spec.json").write_text(json.dumps(job.spec, indent=2))
         (job_dir / "result.json").unlink(missing_ok=True)
+        write_job_record(job_dir, job, pid=None)  # what --rebuild-store reads back
         try:
             self.ray.submit(job.id, job.spec, owner=job.owner)
         except RayJobsError as exc:

@@ -35,6 +35,7 @@ from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, 
 from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
+from service.store_check import write_job_record
 from trainers.spec import ExperimentSpec
 
 __all__ = ["Scheduler"]
@@ -401,6 +402,10 @@ class Scheduler:
             return
         self._procs[job.id] = proc
         store.update_job(conn=conn, job_id=job.id, pid=proc.pid)
+        try:
+            write_job_record(job_dir, job, pid=proc.pid)  # what --rebuild-store reads back
+        except OSError:
+            log.exception("could not write job.json of job %s", job.id)
         log.info("job %s started (pid %d)", job.id, proc.pid)
         fresh = store.get_job(conn=conn, job_id=job.id)
         if fresh is not None and fresh.state is JobState.CANCELLING:

@@ -35,10 +35,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(
-    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+    rebuild_store: bool = False,
 ) -> None:
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, rebuild_store=rebuild_store),
         host=host,
         port=port,
         log_level="info",

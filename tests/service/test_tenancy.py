@@ -267,3 +267,42 @@ def test_a_job_over_its_owners_quota_waits_with_the_reason(tmp_path: Path) -> No
                 wait_state(http, job["id"])
     finally:
         svc.stop()
+
+
+def test_store_emptied_or_corrupted_stops_the_start_and_rebuild_recovers(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs"
+    first = ServeProcess(run_dir, API_TOKENS="ann:ann-secret,root:admin:root-secret").start()
+    with client(first, ANN) as http:
+        done = http.post("/v1/experiments", json=spec("ok")).json()
+        running = http.post("/v1/experiments", json=spec("hang")).json()
+        wait_state(http, done["id"], ("SUCCEEDED",))
+        wait_state(http, running["id"], ("RUNNING",))
+    first.stop()  # the hang driver keeps running, as drivers do across restarts
+    db = run_dir / "jobs.db"
+    for damage in ("empty", "missing", "garbage"):
+        if damage == "empty":
+            db.write_bytes(b"")
+        elif damage == "missing":
+            db.unlink()
+        else:
+            db.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+        with pytest.raises(RuntimeError, match="did not start"):
+            ServeProcess(run_dir).start()
+        log = (run_dir / "serve.log").read_text()
+        (run_dir / "serve.log").unlink()
+        (line,) = [line for line in log.splitlines() if "cannot start" in line]
+        assert str(db) in line and "--rebuild-store" in line and "backup" in line, line
+        assert "Traceback" not in log
+    again = ServeProcess(run_dir, API_TOKENS="ann:ann-secret,root:admin:root-secret")
+    again.start(60.0, "--rebuild-store")
+    try:
+        assert list(run_dir.glob("jobs.db.corrupt-*"))  # the damaged file kept aside
+        with client(again, ANN) as http:
+            jobs = {j["id"]: j for j in http.get("/v1/experiments").json()["items"]}
+            assert jobs[done["id"]]["state"] == "SUCCEEDED"
+            assert jobs[running["id"]]["state"] == "RUNNING"  # its driver adopted
+            assert {j["owner"] for j in jobs.values()} == {"ann"}
+            http.post(f"/v1/experiments/{running['id']}/cancel")
+            assert wait_state(http, running["id"])["state"] == "CANCELLED"
+    finally:
+        again.stop()
