@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi.exceptions import RequestValidationError
 
@@ -20,6 +21,7 @@ from trainers.storage import StorageLocation, parse_storage
 
 __all__ = [
     "admit",
+    "mask_uri",
     "check_data_dirs",
     "check_resources",
     "check_search",
@@ -96,6 +98,22 @@ def _local_storage(spec: ExperimentSpec) -> Path | None:
         return None
     location, _ = _storage(spec.storage_path)  # an unparsable one is check_storage_uri's 422
     return location.local if location is not None else None
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with the password of its user info (and any token-like query) replaced by
+    ``***``: error messages may name a store, never repeat its credentials."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_sweep_size(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
@@ -187,9 +205,9 @@ def check_tracking(spec: ExperimentSpec, settings: Settings) -> list[dict[str, A
         _error(
             "tracking_uri_not_allowed",
             ("tracking", "uri"),
-            f"this service records runs in its own MLflow store ({settings.MLFLOW_URI}); "
-            "leave tracking.uri unset",
-            uri,
+            f"this service records runs in its own MLflow store "
+            f"({mask_uri(settings.MLFLOW_URI)}); leave tracking.uri unset",
+            mask_uri(uri),
         )
     ]
 

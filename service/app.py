@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import errors, store, store_check
+from service.connections import RequestBounds
 from service.db import Store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
@@ -75,6 +76,11 @@ def create_app(settings: Settings | None = None, *, rebuild_store: bool = False)
     app.state.group_commit = GroupCommit(db, on_created=scheduler.wake)
     app.state.progress = ProgressReader(settings.MLFLOW_URI)
     errors.install(app)
+    app.add_middleware(
+        RequestBounds,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+        allowed_hosts=settings.ALLOWED_HOSTS if settings.open_api else None,
+    )
     app.include_router(experiments.router, prefix="/v1")
     app.include_router(health.router)
     return app

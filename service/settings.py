@@ -180,6 +180,26 @@ class Settings(BaseSettings):
         ge=1024,
         description="request line and headers bound (bioprop serve); larger is refused",
     )
+    HEADER_TIMEOUT_S: float = Field(
+        10.0,
+        gt=0,
+        description="a request's line and headers must arrive within this many seconds "
+        "(of the connection's opening or the request's first byte), else 408 and closed",
+    )
+    BODY_TIMEOUT_S: float = Field(
+        30.0,
+        gt=0,
+        description="a request's body must arrive within this many seconds of its "
+        "headers, else 408 and closed",
+    )
+    MAX_CONNECTIONS_PER_CLIENT: int = Field(
+        256, ge=1, description="open connections one client address may hold; more get 429"
+    )
+    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host header values served while the API is open (no tokens): a page "
+        "elsewhere cannot reach a local service by DNS rebinding; unused with tokens",
+    )
     SHUTDOWN_GRACE_S: float = Field(
         5.0,
         ge=0,
@@ -201,7 +221,9 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/") if value else value
 
-    @field_validator("API_TOKENS", "DATA_DIRS", "STORAGE_SCHEMES", "DRIVER_ENV", mode="before")
+    @field_validator(
+        "API_TOKENS", "DATA_DIRS", "STORAGE_SCHEMES", "DRIVER_ENV", "ALLOWED_HOSTS", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)

@@ -54,9 +54,11 @@ from service.schemas import (
     responses,
 )
 from service.store import JobState, is_final
+from service.strict_json import StrictJSONRoute
 from trainers.spec import ExperimentSpec
 
 router = APIRouter(
+    route_class=StrictJSONRoute,
     prefix="/experiments",
     tags=["experiments"],
     dependencies=[Auth],

@@ -7,16 +7,19 @@ submission); tests that need drivers or settings of their own start their own se
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import ServeProcess, spec, wait_state
+from svc_helpers import ServeProcess, make_settings, spec, wait_state
+
+from service.server import ServerThread
 
 ANN = {"Authorization": "Bearer ann-secret"}
 BOB = {"Authorization": "Bearer bob-secret"}
@@ -306,3 +309,103 @@ def test_store_emptied_or_corrupted_stops_the_start_and_rebuild_recovers(tmp_pat
             assert wait_state(http, running["id"])["state"] == "CANCELLED"
     finally:
         again.stop()
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """An open (no tokens) local service with short read timeouts."""
+    proc = ServeProcess(
+        tmp_path_factory.mktemp("bounded") / "runs",
+        MAX_CONCURRENT_JOBS=0,
+        HEADER_TIMEOUT_S=1,
+        BODY_TIMEOUT_S=1,
+        MAX_CONNECTIONS_PER_CLIENT=60,
+    ).start()
+    yield proc
+    try:
+        proc.stop()
+    except AssertionError:
+        pass
+
+
+async def _slow_client(port: int, request: bytes, pause: float) -> bytes:
+    """Send ``request`` one byte every ``pause`` seconds; what the server answered before
+    it closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(len(request)):
+            if reader.at_eof():
+                break
+            try:
+                writer.write(request[i : i + 1])
+                await writer.drain()
+            except ConnectionError:
+                break
+            try:
+                return await asyncio.wait_for(reader.read(), pause) + await reader.read()
+            except TimeoutError:
+                continue
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+def test_slow_connections_are_closed_while_the_service_answers(bounded: ServeProcess) -> None:
+    port = bounded.port
+    headers = b"GET /v1/experiments HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"x" * 200
+
+    async def storm() -> tuple[list[bytes], list[int]]:
+        slow = [asyncio.create_task(_slow_client(port, headers, 0.2)) for _ in range(50)]
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=bounded.url, timeout=5) as http:
+            health = [(await http.get("/healthz")).status_code for _ in range(5)]
+        return await asyncio.wait_for(asyncio.gather(*slow), 30), health
+
+    answers, health = asyncio.run(storm())
+    assert health == [200] * 5  # served while 50 connections trickle their headers
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
+    assert b"BIOPROP_HEADER_TIMEOUT_S" in answers[0]
+
+    async def endless_body() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/experiments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5\r\n{"nam\r\n'
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # never sends the last chunk
+        writer.close()
+        return answer
+
+    answer = asyncio.run(endless_body())
+    assert answer.startswith(b"HTTP/1.1 408") and b"BIOPROP_BODY_TIMEOUT_S" in answer
+
+    async def crowd() -> list[bytes]:
+        return await asyncio.gather(*(_slow_client(port, headers, 5) for _ in range(61)))
+
+    answers = asyncio.run(crowd())
+    assert sum(a.startswith(b"HTTP/1.1 429") for a in answers) == 1
+    assert httpx.get(f"{bounded.url}/healthz").status_code == 200
+
+
+def test_header_bound_and_host_allow_list(bounded: ServeProcess) -> None:
+    with httpx.Client(base_url=bounded.url, timeout=30) as http:
+        big = http.get("/v1/experiments", headers={"X-Pad": "x" * 40_000})
+        assert big.status_code == 431  # docs/service.md: 16 KiB
+        assert http.get("/healthz", headers={"Host": "localhost:8000"}).status_code == 200
+        rebound = http.get("/v1/experiments", headers={"Host": "attacker.example"})
+        assert rebound.status_code == 400 and "ALLOWED_HOSTS" in rebound.text
+
+
+def test_errors_never_repeat_the_mlflow_password(
+    tmp_path: Path, start_server: Callable[..., ServerThread]
+) -> None:
+    settings = make_settings(
+        tmp_path / "runs", MAX_CONCURRENT_JOBS=0, MLFLOW_URI="http://lab:hunter2@127.0.0.1:9"
+    )
+    with httpx.Client(base_url=start_server(settings).url, timeout=30) as http:
+        other = http.post("/v1/experiments", json=spec(tracking={"uri": "http://u:pw@x:1"}))
+        assert other.status_code == 422
+        assert "hunter2" not in other.text and ":pw@" not in other.text
+        assert "lab:***@127.0.0.1:9" in other.text
