@@ -10,21 +10,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi.exceptions import RequestValidationError
 
 from service.resources import shortfall
 from service.settings import Settings
 from trainers.spec import ExperimentSpec
-from trainers.storage import is_uri
+from trainers.storage import StorageLocation, parse_storage
 
 __all__ = [
     "admit",
+    "mask_uri",
     "check_data_dirs",
     "check_resources",
     "check_search",
     "check_storage_apart",
+    "check_storage_uri",
     "check_sweep_size",
     "check_tracking",
 ]
@@ -38,22 +40,80 @@ def _under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def _local(path: str) -> Path | None:
-    """A local ``storage_path`` (a plain path or a ``file://``/``local://`` URI) resolved;
-    None for object storage (``s3://`` ...)."""
-    if is_uri(path):
-        parts = urlsplit(path)
-        if parts.scheme.lower() not in ("file", "local"):
-            return None
-        path = parts.path
-    return Path(path).expanduser().resolve()
-
-
 def _resolve(path: str, loc: tuple[str, ...]) -> tuple[Path | None, dict[str, Any] | None]:
+    """A local path made absolute, normalised and its symlinks resolved."""
     try:
-        return _local(path), None
+        return Path(path).expanduser().resolve(), None
     except (OSError, RuntimeError, ValueError) as exc:  # e.g. ~nosuchuser
         return None, _error("path_invalid", loc, f"cannot resolve {path!r}: {exc}", path)
+
+
+def _storage(path: str) -> tuple[StorageLocation | None, dict[str, Any] | None]:
+    """``storage_path`` parsed once, as the driver parses it (:func:`parse_storage`)."""
+    try:
+        return parse_storage(path), None
+    except (OSError, RuntimeError, ValueError) as exc:
+        return None, _error("path_invalid", ("storage_path",), f"storage_path: {exc}", path)
+
+
+def check_storage_uri(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
+    """``storage_path`` must parse (:func:`trainers.storage.parse_storage`: escapes decoded
+    once, normalised), use one of ``STORAGE_SCHEMES``, and carry no query: an object store's
+    endpoint and credentials come from the service's settings and the drivers' environment,
+    never from a spec (``?endpoint_override=`` would point the driver's signed requests at
+    any host)."""
+    if spec.storage_path is None:
+        return []
+    location, error = _storage(spec.storage_path)
+    if error is not None:
+        return [error]
+    assert location is not None
+    scheme = location.scheme or "file"
+    if scheme not in settings.STORAGE_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in settings.STORAGE_SCHEMES)
+        return [
+            _error(
+                "scheme_not_allowed",
+                ("storage_path",),
+                f"storage_path scheme {scheme!r} is not enabled on this service "
+                f"(BIOPROP_STORAGE_SCHEMES: {allowed})",
+                spec.storage_path,
+            )
+        ]
+    if location.query:
+        return [
+            _error(
+                "storage_options_not_allowed",
+                ("storage_path",),
+                "storage_path may not carry query parameters (such as endpoint_override): "
+                "the object store's endpoint and credentials are the service's settings",
+                spec.storage_path,
+            )
+        ]
+    return []
+
+
+def _local_storage(spec: ExperimentSpec) -> Path | None:
+    if spec.storage_path is None:
+        return None
+    location, _ = _storage(spec.storage_path)  # an unparsable one is check_storage_uri's 422
+    return location.local if location is not None else None
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with the password of its user info (and any token-like query) replaced by
+    ``***``: error messages may name a store, never repeat its credentials."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_sweep_size(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
@@ -80,11 +140,7 @@ def check_storage_apart(spec: ExperimentSpec, settings: Settings) -> list[dict[s
     """A local ``storage_path`` may not be the run directory, hold it, or lie in its job
     folders (``RUN_DIR/jobs``): a job's checkpoints would land in another job's folder or
     overwrite the job store (checked always, with or without DATA_DIRS)."""
-    if spec.storage_path is None:
-        return []
-    storage, error = _resolve(spec.storage_path, ("storage_path",))
-    if error is not None:
-        return [error]
+    storage = _local_storage(spec)
     if storage is None:
         return []
     run_dir = settings.RUN_DIR
@@ -124,9 +180,7 @@ def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, 
                     str(spec.data.root),
                 )
             )
-    storage = None
-    if spec.storage_path is not None:  # an unresolvable one is check_storage_apart's 422
-        storage, _ = _resolve(spec.storage_path, ("storage_path",))
+    storage = _local_storage(spec)
     if storage is not None:
         if not _under(storage, [*settings.DATA_DIRS, settings.RUN_DIR]):
             errors.append(
@@ -151,9 +205,9 @@ def check_tracking(spec: ExperimentSpec, settings: Settings) -> list[dict[str, A
         _error(
             "tracking_uri_not_allowed",
             ("tracking", "uri"),
-            f"this service records runs in its own MLflow store ({settings.MLFLOW_URI}); "
-            "leave tracking.uri unset",
-            uri,
+            f"this service records runs in its own MLflow store "
+            f"({mask_uri(settings.MLFLOW_URI)}); leave tracking.uri unset",
+            mask_uri(uri),
         )
     ]
 
@@ -186,6 +240,7 @@ def check_search(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any
 
 CHECKS = (
     check_sweep_size,
+    check_storage_uri,
     check_storage_apart,
     check_data_dirs,
     check_tracking,
@@ -194,8 +249,15 @@ CHECKS = (
 )
 
 
-def admit(spec: ExperimentSpec, settings: Settings) -> None:
-    """Run every check; 422 with all their errors, or return when the spec may be stored."""
+def admit(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
+    """Run every check; 422 with all their errors, or the spec to store: its
+    ``storage_path`` in the canonical form that was checked (a local one an absolute,
+    normalised path; no escapes left for a later layer to decode)."""
     errors = [error for check in CHECKS for error in check(spec, settings)]
     if errors:
         raise RequestValidationError(errors)
+    if spec.storage_path is not None:
+        location, _ = _storage(spec.storage_path)
+        assert location is not None
+        spec = spec.model_copy(update={"storage_path": location.canonical})
+    return spec

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, store
+from service import errors, store, store_check
+from service.connections import RequestBounds
 from service.db import Store
 from service.group_commit import GroupCommit
 from service.progress import ProgressReader
@@ -27,10 +28,18 @@ the Ray cluster; a bearer token is required when `BIOPROP_API_TOKENS` is set.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The control-plane app; the scheduler starts and stops with the app's lifespan."""
+def create_app(settings: Settings | None = None, *, rebuild_store: bool = False) -> FastAPI:
+    """The control-plane app; the scheduler starts and stops with the app's lifespan.
+
+    The job store is checked first (:func:`service.store_check.check_store`: raises
+    :class:`~service.store_check.StoreRefused` on a missing, empty or corrupt store beside
+    job folders) or, with ``rebuild_store``, rebuilt from the job folders."""
     settings = settings or Settings()
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    if rebuild_store:
+        store_check.rebuild_store(settings)
+    else:
+        store_check.check_store(settings)
     engine = store.make_engine(
         settings.DB_URL, pool_size=settings.STORE_POOL_SIZE, pool_timeout=settings.STORE_TIMEOUT_S
     )
@@ -42,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.API_TOKENS:
+        if settings.open_api:
             log.warning("no BIOPROP_API_TOKENS set: the API is open (local use only)")
         scheduler.start()
         try:
@@ -59,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.MAX_BODY_BYTES,  # 413 past it, declared or streamed
     )
     app.state.settings = settings
+    app.state.tokens = settings.token_table()
     app.state.engine = engine
     app.state.store = db
     app.state.health_store = health_db
@@ -66,6 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.group_commit = GroupCommit(db, on_created=scheduler.wake)
     app.state.progress = ProgressReader(settings.MLFLOW_URI)
     errors.install(app)
+    app.add_middleware(
+        RequestBounds,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+        allowed_hosts=settings.ALLOWED_HOSTS if settings.open_api else None,
+    )
     app.include_router(experiments.router, prefix="/v1")
     app.include_router(health.router)
     return app

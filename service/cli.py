@@ -68,6 +68,13 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+    rebuild_store: Annotated[
+        bool,
+        typer.Option(
+            help="rebuild the job store from the job folders under RUN_DIR/jobs (a corrupt "
+            "SQLite file is moved aside), following drivers still running"
+        ),
+    ] = False,
 ) -> None:
     """Start the control plane (SQLite job store and local MLflow store unless configured)."""
     from rich.markup import escape
@@ -80,7 +87,7 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings()
-    if not settings.API_TOKENS and host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.open_api and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(
             f"[red]refusing to serve on {host} without BIOPROP_API_TOKENS[/]: "
             "an open API may only listen on 127.0.0.1"
@@ -91,7 +98,15 @@ def serve(
         for problem in problems:
             err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False)
         raise typer.Exit(2)
-    run_server(settings, host=host, port=port, access_log=access_log)
+    from service.store_check import StoreRefused
+
+    try:
+        run_server(
+            settings, host=host, port=port, access_log=access_log, rebuild_store=rebuild_store
+        )
+    except StoreRefused as exc:
+        err.print(f"[red]cannot start:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -123,6 +138,9 @@ def status(
     token: TokenOpt = None,
     state_: Annotated[list[str] | None, typer.Option("--state", help="filter by state")] = None,
     name: Annotated[str | None, typer.Option(help="filter by spec name")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="filter by owner (admins; a user sees only its own)")
+    ] = None,
     limit: Annotated[int, typer.Option(help="page size")] = 20,
     offset: Annotated[int, typer.Option(help="page start")] = 0,
 ) -> None:
@@ -136,6 +154,7 @@ def status(
                 if result.get("best") and len(result.get("children") or []) > 1:
                     console.print(best_table(result["best"], title="best setting per rule"))
                 console.print(
+                    f"owner {job.get('owner') or '-'}  "
                     f"created {when(job['created_at'])}  started {when(job['started_at'])}  "
                     f"finished {when(job['finished_at'])}  "
                     f"mlflow parent run {job.get('mlflow_parent_run_id') or '-'}"
@@ -146,7 +165,12 @@ def status(
                     console.print(f"[red]error:[/] {job['error']}")
                 return
             page = client.list(
-                state=state_, name=name, limit=limit, offset=offset, include_spec=True
+                state=state_,
+                name=name,
+                owner=owner,
+                limit=limit,
+                offset=offset,
+                include_spec=True,
             )
         except ApiError as exc:
             raise _fail(exc) from exc

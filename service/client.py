@@ -103,6 +103,7 @@ class Client:
         *,
         state: str | list[str] | None = None,
         name: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
         include_spec: bool = False,
@@ -115,6 +116,8 @@ class Client:
             params["state"] = [state] if isinstance(state, str) else state
         if name:
             params["name"] = name
+        if owner:
+            params["owner"] = owner
         return self._check(self._http.get("/v1/experiments", params=params)).json()
 
     def cancel(self, job_id: str, *, force: bool = False) -> dict[str, Any]:

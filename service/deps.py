@@ -3,7 +3,6 @@ path (or 404), scheduler, bearer-token auth and who it identifies."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from typing import Annotated
@@ -14,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service import store
 from service.db import Store
 from service.group_commit import GroupCommit
+from service.principals import LOCAL, Principal, TokenTable
 from service.progress import ProgressReader
 from service.scheduler import Scheduler
 from service.settings import Settings
@@ -69,19 +69,6 @@ def no_such_job(job_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
 
 
-async def get_job(job_id: str, db: StoreDep) -> Job:
-    """The job named by the path's ``job_id``; 404 when there is none (at once for a string
-    no job id can be, e.g. with a NUL that PostgreSQL would refuse). Read in a worker
-    thread; no connection is held while the endpoint runs (it may await MLflow or stream)."""
-    job = await db.run(store.get_job, job_id=job_id) if JOB_ID.match(job_id) else None
-    if job is None:
-        raise no_such_job(job_id)
-    return job
-
-
-JobDep = Annotated[Job, Depends(get_job)]
-
-
 def token_ok(given: str, tokens: list[bytes]) -> bool:
     """Compare ``given`` with every configured token in constant time (no early exit)."""
     raw = given.encode()
@@ -92,29 +79,46 @@ def token_ok(given: str, tokens: list[bytes]) -> bool:
 
 
 async def require_token(
-    settings: SettingsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """401 unless the request carries one of the configured tokens; returns the caller's
-    principal: a digest of its token ("" when the API is open), which scopes what belongs
-    to a caller (its Idempotency-Keys) without keeping the token itself."""
-    tokens = settings.token_values()
-    if not tokens:
-        return ""
+) -> Principal:
+    """401 unless the request carries a configured token; returns who it is
+    (:mod:`service.principals`): its name owns what it submits, its role says whose jobs
+    it sees, its scope keeps its Idempotency-Keys apart from everyone else's. With no
+    tokens configured every caller is :data:`LOCAL`."""
+    table: TokenTable = request.app.state.tokens
+    if table.open:
+        return LOCAL
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not token_ok(credentials.credentials, tokens):
+    principal = table.identify(credentials.credentials)
+    if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    return hashlib.sha256(credentials.credentials.encode()).hexdigest()[:32]
+    return principal
 
 
 Auth = Depends(require_token)
-PrincipalDep = Annotated[str, Depends(require_token)]
+PrincipalDep = Annotated[Principal, Depends(require_token)]
+
+
+async def get_job(job_id: str, db: StoreDep, principal: PrincipalDep) -> Job:
+    """The job named by the path's ``job_id``; 404 when there is none or it is another
+    principal's and the caller is no admin (the same answer: a user cannot tell others'
+    job ids from unused ones), at once for a string no job id can be (e.g. with a NUL
+    that PostgreSQL would refuse). Read in a worker thread; no connection is held while
+    the endpoint runs (it may await MLflow or stream)."""
+    job = await db.run(store.get_job, job_id=job_id) if JOB_ID.match(job_id) else None
+    if job is None or not principal.sees(job.owner):
+        raise no_such_job(job_id)
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]

@@ -24,17 +24,20 @@ def check_mlflow(uri: str) -> str | None:
     if not uri.startswith(("http://", "https://")):
         return None
     url = uri.rstrip("/") + "/health"
+    from service.admission import mask_uri
+
+    shown = mask_uri(uri)  # messages name the server, never its credentials
     try:
         response = httpx.get(url, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:
-        return f"MLflow server at {uri} is unreachable ({type(exc).__name__}: {exc})"
+        return f"MLflow server at {shown} is unreachable ({type(exc).__name__}: {exc})"
     if response.status_code == 403 and "host" in response.text.lower():
         return (
-            f"MLflow server at {uri} refused this Host ({response.text.strip()[:200]}): start it "
+            f"MLflow server at {shown} refused this Host ({response.text.strip()[:200]}): start it "
             "with --allowed-hosts naming the host and port clients use"
         )
     if response.status_code != 200:
-        return f"MLflow server at {uri} answered {response.status_code} on /health"
+        return f"MLflow server at {shown} answered {response.status_code} on /health"
     return None
 
 

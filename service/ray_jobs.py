@@ -40,11 +40,13 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from sqlalchemy import Connection
 
 from service import store
+from service.driver_env import job_env
 from service.logstream import heartbeats
 from service.resources import Resources
 from service.scheduler import REQUEUED, Scheduler
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState
+from service.store_check import write_job_record
 from trainers.ray_setup import api_server_address
 
 __all__ = [
@@ -140,20 +142,14 @@ class RayJobs:
         cmd = [*self.settings.DRIVER_CMD, "--spec-env", SPEC_ENV, "--job-id", job_id]
         return shlex.join([*cmd, "--result", "-"])
 
-    def env_vars(self, spec: dict[str, Any]) -> dict[str, str]:
-        s = self.settings
-        env = {
-            SPEC_ENV: json.dumps(spec),
-            "MLFLOW_TRACKING_URI": s.MLFLOW_URI,
-            "RAY_JOB_STOP_WAIT_TIME_S": str(max(1, math.ceil(s.CANCEL_GRACE_S))),
-        }
-        if s.STORAGE_PATH:
-            env["BIOPROP_STORAGE_PATH"] = s.STORAGE_PATH
-        if s.DATA_CACHE:
-            env["BIOPROP_DATA_CACHE"] = str(s.DATA_CACHE)
-        return env
+    def env_vars(self, spec: dict[str, Any], *, owner: str | None = None) -> dict[str, str]:
+        """The driver's ``runtime_env.env_vars``: :func:`service.driver_env.job_env` (the
+        same builder as a local driver's), the spec and the cancel grace."""
+        grace = max(1, math.ceil(self.settings.CANCEL_GRACE_S))
+        env = {SPEC_ENV: json.dumps(spec), "RAY_JOB_STOP_WAIT_TIME_S": str(grace)}
+        return env | job_env(self.settings, owner=owner)
 
-    def submit(self, job_id: str, spec: dict[str, Any]) -> None:
+    def submit(self, job_id: str, spec: dict[str, Any], *, owner: str | None = None) -> None:
         """Submit the job's driver with submission id ``job_id``; a job already there under
         that id (a retried submit) is left as it is."""
         client = self.client()
@@ -161,7 +157,7 @@ class RayJobs:
             client.submit_job(
                 entrypoint=self.entrypoint(job_id),
                 submission_id=job_id,
-                runtime_env={"env_vars": self.env_vars(spec)},
+                runtime_env={"env_vars": self.env_vars(spec, owner=owner)},
                 metadata={"bioprop_job_id": job_id, "name": str(spec.get("name", ""))[:200]},
             )
         except RuntimeError as exc:
@@ -359,8 +355,9 @@ class RayJobsScheduler(Scheduler):
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "spec.json").write_text(json.dumps(job.spec, indent=2))
         (job_dir / "result.json").unlink(missing_ok=True)
+        write_job_record(job_dir, job, pid=None)  # what --rebuild-store reads back
         try:
-            self.ray.submit(job.id, job.spec)
+            self.ray.submit(job.id, job.spec, owner=job.owner)
         except RayJobsError as exc:
             log.error("could not submit job %s: %s", job.id, exc)
             store.transition(

@@ -2,7 +2,8 @@
 
 A job runs as ``<DRIVER_CMD> <job_dir>/spec.json --job-id ID --result <job_dir>/result.json``
 (default ``python -m trainers.launch``) in its own process group, with stdout and stderr in
-``<job_dir>/driver.log`` and ``MLFLOW_TRACKING_URI`` (and ``RAY_ADDRESS``) in its environment.
+``<job_dir>/driver.log`` and an environment built from an allow-list
+(:mod:`service.driver_env`: ``MLFLOW_TRACKING_URI``, storage settings, never the API tokens).
 The driver connects to the Ray cluster and does the training; the scheduler only starts,
 follows and stops it, so the service can restart while drivers keep running: on start it
 reconciles every RUNNING/CANCELLING job with its process (followed again when alive, final
@@ -19,20 +20,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 import time
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
 from service import store
+from service.driver_env import driver_env
 from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, signal_group, spawn
 from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
+from service.store_check import write_job_record
 from trainers.spec import ExperimentSpec
 
 __all__ = ["Scheduler"]
@@ -59,6 +62,11 @@ class Scheduler:
         self._kill_at: dict[str, float] = {}
         # what held the queue at the last pass: (head job id or None for all, reason)
         self._blocked: tuple[str | None, str] | None = None
+        # owners passed over at the last pass for their quota, and why
+        self._quota_reasons: dict[str | None, str] = {}
+        # when this process last started a job of each owner: among owners holding the
+        # same, the one served longest ago goes first (turns, not arrival order)
+        self._last_start: dict[str | None, float] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -250,10 +258,17 @@ class Scheduler:
 
     # starting --------------------------------------------------------------------------
     def _start_pending(self) -> None:
-        """Start the oldest PENDING jobs while a slot (``MAX_CONCURRENT_JOBS``) and the
-        cluster's free resources (``CLUSTER_CPUS``/``CLUSTER_GPUS`` less what the running
-        jobs hold) allow. First come, first served: a job that does not fit yet holds back
-        the later ones, so a large job is not starved by a stream of small ones."""
+        """Start PENDING jobs while a slot (``MAX_CONCURRENT_JOBS``) and the cluster's free
+        resources (``CLUSTER_CPUS``/``CLUSTER_GPUS`` less what the running jobs hold) allow.
+
+        Fair share across principals: the next job is the oldest of the owner whose running
+        jobs hold the least (GPUs, then CPUs, then jobs; ties to the owner served longest
+        ago, then the oldest job), so one
+        principal's burst of submissions delays another's single job by one slot at most;
+        first come, first served within an owner. An owner at its quota (``QUOTA_*``,
+        ``QUOTAS``) is passed over, its jobs PENDING with the reason. A job that does not fit
+        the free resources holds back the rest of the pass, so a large job is not starved by
+        a stream of small ones."""
         with self.engine.connect() as conn:
             active = store.active_jobs(conn=conn)
             slots = self.settings.MAX_CONCURRENT_JOBS - len(active)
@@ -267,7 +282,27 @@ class Scheduler:
             blocked = None
             total = self.capacity()
             free = total - held((j.spec for j in active), total)
-            for job in store.oldest_pending(conn=conn, limit=slots):
+            count: dict[str | None, int] = defaultdict(int)
+            use: dict[str | None, Resources] = defaultdict(Resources)
+            for job in active:
+                count[job.owner] += 1
+                use[job.owner] = use[job.owner] + held([job.spec], total)
+            queues: dict[str | None, deque[store.Job]] = defaultdict(deque)
+            for job in store.pending_heads(conn=conn, per_owner=slots):
+                queues[job.owner].append(job)
+            over_quota: dict[str | None, str] = {}
+            while slots > 0 and queues:
+                owner = min(
+                    queues,
+                    key=lambda o: (
+                        use[o].gpus,
+                        use[o].cpus,
+                        count[o],
+                        self._last_start.get(o, 0.0),
+                        queues[o][0].created_at,
+                    ),
+                )
+                job = queues[owner][0]
                 try:
                     # a spec stored by an older version may not validate now: the driver
                     # would refuse it, so it fails here, with the reason, not every tick
@@ -277,6 +312,12 @@ class Scheduler:
                     self._fail(
                         conn, job.id, f"cannot be scheduled: {exc}", from_states=(JobState.PENDING,)
                     )
+                    self._pop(queues, owner)
+                    continue
+                reason = self._over_quota(owner, count[owner], use[owner], need)
+                if reason is not None:
+                    over_quota[owner] = reason
+                    del queues[owner]
                     continue
                 if not need.fits(free):
                     blocked = (job.id, f"waiting for resources: needs {need}; {free} free")
@@ -291,8 +332,35 @@ class Scheduler:
                     started_at=store.utcnow(),
                 ):
                     self._spawn(conn, job)
+                    self._last_start[owner] = time.monotonic()
                     free = free - need
+                    count[owner] += 1
+                    use[owner] = use[owner] + need
+                    slots -= 1
+                self._pop(queues, owner)
             self._blocked = blocked
+            self._quota_reasons = over_quota
+
+    @staticmethod
+    def _pop(queues: dict[str | None, deque[store.Job]], owner: str | None) -> None:
+        queues[owner].popleft()
+        if not queues[owner]:
+            del queues[owner]
+
+    def _over_quota(
+        self, owner: str | None, running: int, holds: Resources, need: Resources
+    ) -> str | None:
+        """Why ``owner`` may not start a job needing ``need`` now (None: it may)."""
+        jobs, limit = self.settings.quota(owner)
+        who = owner or "jobs without an owner"
+        if running + 1 > jobs:
+            return f"waiting for {who}'s quota: {running} of {jobs:g} running jobs held"
+        if not (holds + need).fits(limit):
+            return (
+                f"waiting for {who}'s quota: the job needs {need}, {who}'s running jobs hold "
+                f"{holds} of {limit}"
+            )
+        return None
 
     def capacity(self) -> Resources:
         """What the running jobs may hold together (``CLUSTER_CPUS``/``CLUSTER_GPUS``)."""
@@ -312,10 +380,7 @@ class Scheduler:
             spec_path = job_dir / "spec.json"
             spec_path.write_text(json.dumps(job.spec, indent=2))
             (job_dir / "result.json").unlink(missing_ok=True)
-            env = dict(os.environ)
-            env["MLFLOW_TRACKING_URI"] = self.settings.MLFLOW_URI
-            if self.settings.RAY_ADDRESS:
-                env["RAY_ADDRESS"] = self.settings.RAY_ADDRESS
+            env = driver_env(self.settings, owner=job.owner)
             cmd = [
                 *self.settings.DRIVER_CMD,
                 str(spec_path),
@@ -337,14 +402,21 @@ class Scheduler:
             return
         self._procs[job.id] = proc
         store.update_job(conn=conn, job_id=job.id, pid=proc.pid)
+        try:
+            write_job_record(job_dir, job, pid=proc.pid)  # what --rebuild-store reads back
+        except OSError:
+            log.exception("could not write job.json of job %s", job.id)
         log.info("job %s started (pid %d)", job.id, proc.pid)
         fresh = store.get_job(conn=conn, job_id=job.id)
         if fresh is not None and fresh.state is JobState.CANCELLING:
             self._terminate(job.id, proc.pid)
 
-    def pending_reason(self, job_id: str) -> str | None:
+    def pending_reason(self, job_id: str, *, owner: str | None = None) -> str | None:
         """Why the PENDING job ``job_id`` did not start at the last pass (None: it starts at
         the next one), like a batch scheduler's pending reason."""
+        quota = self._quota_reasons.get(owner)
+        if quota is not None:
+            return quota
         blocked = self._blocked
         if blocked is None:
             return None

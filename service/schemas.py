@@ -44,6 +44,9 @@ class JobPublic(BaseModel):
     id: str
     name: str
     state: JobState
+    owner: str | None = Field(
+        None, description="the principal that submitted it (null: stored before owners)"
+    )
     spec: dict[str, Any] | None = Field(
         None, description="the submitted spec; in lists only with include=spec"
     )
@@ -71,6 +74,7 @@ class JobPublic(BaseModel):
                     "id": "3f2a9c1d0b7e4a55",
                     "name": "demo-sweep",
                     "state": "RUNNING",
+                    "owner": "ann",
                     "spec": DEMO_SPEC_EXAMPLE,
                     "created_at": "2026-11-23T09:30:00Z",
                     "started_at": "2026-11-23T09:30:01Z",
@@ -106,6 +110,7 @@ class JobPublic(BaseModel):
             id=job.id,
             name=job.name,
             state=job.state,
+            owner=job.owner,
             spec=job.spec,
             created_at=_utc(job.created_at),
             started_at=_utc(job.started_at),
@@ -197,6 +202,7 @@ _MESSAGE = {
 _ERRORS: dict[int, str] = {
     400: "The body could not be parsed",
     401: "Missing or invalid bearer token (when BIOPROP_API_TOKENS is set)",
+    403: "The caller's role does not allow it (a user naming another principal)",
     404: "No such job",
     409: "The job already finished",
     413: "Request body larger than BIOPROP_MAX_BODY_BYTES",

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from service.app import create_app
+from service.connections import bounded_protocol
 from service.settings import Settings
 
 __all__ = ["ServerThread", "free_port", "serve", "uvicorn_options"]
@@ -24,21 +25,29 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What bounds a connection: the h11 parser (httptools has no header limit) refusing a
-    request line plus headers over ``MAX_HEADER_BYTES`` (400, nothing buffered past it),
-    and, on SIGTERM, ``SHUTDOWN_GRACE_S`` for open requests (log follows) before they are
-    cancelled, so a stop is prompt whatever clients hold."""
+    request line plus headers over ``MAX_HEADER_BYTES`` that arrive in pieces (400, nothing
+    buffered past it; :class:`service.connections.RequestBounds` answers 431 to those that
+    arrive at once), header and body read timeouts and a per-client connection cap
+    (:func:`service.connections.bounded_protocol`), and, on SIGTERM, ``SHUTDOWN_GRACE_S``
+    for open requests (log follows) before they are cancelled, so a stop is prompt
+    whatever clients hold."""
     return {
-        "http": "h11",
+        "http": bounded_protocol(settings),
         "h11_max_incomplete_event_size": settings.MAX_HEADER_BYTES,
         "timeout_graceful_shutdown": settings.SHUTDOWN_GRACE_S,
     }
 
 
 def serve(
-    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+    rebuild_store: bool = False,
 ) -> None:
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, rebuild_store=rebuild_store),
         host=host,
         port=port,
         log_level="info",

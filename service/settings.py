@@ -15,6 +15,7 @@ job client from the environment.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.principals import TokenTable, parse_entries
 from service.resources import Resources, capacity
+from trainers.storage import SCHEMES
 
 __all__ = ["Settings", "default_driver_cmd"]
 
@@ -51,7 +54,14 @@ class Settings(BaseSettings):
     ENVIRONMENT: Literal["local", "production"] = "local"
     API_TOKENS: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="comma-separated bearer tokens; none = open API (local use only)",
+        description="comma-separated token entries: name:token (a user), name:role:token, "
+        "name:role:sha256:<hex> or a bare token (an admin, as before principals; see "
+        "service.principals); none and no TOKENS_FILE = open API (local use only)",
+    )
+    TOKENS_FILE: Path | None = Field(
+        None,
+        description="file of token entries, one a line (# comments), read again when it "
+        "changes: rotate or revoke a token without a restart",
     )
     DATA_DIRS: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -85,10 +95,22 @@ class Settings(BaseSettings):
         "file:// URI or a path every Ray node mounts; none = <driver cwd>/bioprop-runs/"
         "ray_results (one machine only)",
     )
+    STORAGE_SCHEMES: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["file", "local", "s3", "gs", "gcs"],
+        description="comma-separated storage_path schemes a spec may use (a plain path "
+        "counts as file); an object store's endpoint and credentials come from the drivers' "
+        "environment (DRIVER_ENV), never from the spec",
+    )
     DATA_CACHE: Path | None = Field(
         None,
         description="folder every Ray node mounts where synthetic data sets are built; "
         "none = <driver cwd>/bioprop-runs/data",
+    )
+    DRIVER_ENV: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated names of further variables of the service's "
+        "environment a local driver gets (beyond service.driver_env's allow-list); never "
+        "BIOPROP_* secrets",
     )
     MAX_BODY_BYTES: int = Field(1 << 20, ge=1024)
     MAX_CONCURRENT_JOBS: int = Field(1, ge=0, description="running drivers at once; others wait")
@@ -103,6 +125,20 @@ class Settings(BaseSettings):
         ge=0,
         description="GPUs the running jobs may hold together (scale.workers each when "
         "scale.gpu); none = unlimited",
+    )
+    QUOTA_JOBS: int | None = Field(
+        None, ge=0, description="running jobs one principal may hold at once; none = no limit"
+    )
+    QUOTA_CPUS: float | None = Field(
+        None, ge=0, description="CPUs one principal's running jobs may hold; none = no limit"
+    )
+    QUOTA_GPUS: float | None = Field(
+        None, ge=0, description="GPUs one principal's running jobs may hold; none = no limit"
+    )
+    QUOTAS: dict[str, dict[Literal["jobs", "cpus", "gpus"], float | None]] = Field(
+        default_factory=dict,
+        description='per-principal overrides, JSON: {"ci": {"jobs": 1, "cpus": 8}, "ann": '
+        '{"gpus": null}} (null: no limit); a job over its owner\'s quota waits PENDING',
     )
     MAX_SEARCH_SAMPLES: int = Field(
         64, ge=1, description="most search.num_samples a job may ask for (trials per grid point)"
@@ -153,6 +189,26 @@ class Settings(BaseSettings):
         ge=1024,
         description="request line and headers bound (bioprop serve); larger is refused",
     )
+    HEADER_TIMEOUT_S: float = Field(
+        10.0,
+        gt=0,
+        description="a request's line and headers must arrive within this many seconds "
+        "(of the connection's opening or the request's first byte), else 408 and closed",
+    )
+    BODY_TIMEOUT_S: float = Field(
+        30.0,
+        gt=0,
+        description="a request's body must arrive within this many seconds of its "
+        "headers, else 408 and closed",
+    )
+    MAX_CONNECTIONS_PER_CLIENT: int = Field(
+        256, ge=1, description="open connections one client address may hold; more get 429"
+    )
+    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host header values served while the API is open (no tokens): a page "
+        "elsewhere cannot reach a local service by DNS rebinding; unused with tokens",
+    )
     SHUTDOWN_GRACE_S: float = Field(
         5.0,
         ge=0,
@@ -174,10 +230,23 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/") if value else value
 
-    @field_validator("API_TOKENS", "DATA_DIRS", mode="before")
+    @field_validator(
+        "API_TOKENS", "DATA_DIRS", "STORAGE_SCHEMES", "DRIVER_ENV", "ALLOWED_HOSTS", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("STORAGE_SCHEMES")
+    @classmethod
+    def _known_schemes(cls, value: list[str]) -> list[str]:
+        value = [s.lower().removesuffix("://") for s in value]
+        unknown = sorted(set(value) - set(SCHEMES))
+        if unknown:
+            raise ValueError(
+                f"BIOPROP_STORAGE_SCHEMES: {', '.join(unknown)} not among {', '.join(SCHEMES)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:
@@ -189,9 +258,13 @@ class Settings(BaseSettings):
                 os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.RUN_DIR / 'mlflow.db'}"
             )
         self.DATA_DIRS = [p.expanduser().resolve() for p in self.DATA_DIRS]
+        parse_entries(self.token_entries(), "BIOPROP_API_TOKENS")  # a bad entry stops here
         if self.ENVIRONMENT != "local":
-            if not self.API_TOKENS:
-                raise ValueError("BIOPROP_API_TOKENS must be set outside ENVIRONMENT=local")
+            if not self.API_TOKENS and self.TOKENS_FILE is None:
+                raise ValueError(
+                    "BIOPROP_API_TOKENS must be set (or BIOPROP_TOKENS_FILE) outside "
+                    "ENVIRONMENT=local"
+                )
             if not self.DATA_DIRS:
                 raise ValueError("BIOPROP_DATA_DIRS must be set outside ENVIRONMENT=local")
         return self
@@ -199,5 +272,28 @@ class Settings(BaseSettings):
     def cluster(self) -> Resources:
         return capacity(self.CLUSTER_CPUS, self.CLUSTER_GPUS)
 
+    def quota(self, owner: str | None) -> tuple[float, Resources]:
+        """``(running jobs, resources)`` the principal ``owner`` may hold at once (inf: no
+        limit): ``QUOTA_*`` unless ``QUOTAS`` names the principal."""
+        own = self.QUOTAS.get(owner or "", {})
+
+        def limit(key: str, default: float | None) -> float:
+            value = own.get(key, default)  # type: ignore[call-overload]
+            return math.inf if value is None else float(value)
+
+        jobs = limit("jobs", self.QUOTA_JOBS)
+        return jobs, Resources(limit("cpus", self.QUOTA_CPUS), limit("gpus", self.QUOTA_GPUS))
+
     def token_values(self) -> list[bytes]:
         return [t.get_secret_value().encode() for t in self.API_TOKENS]
+
+    def token_entries(self) -> list[str]:
+        return [t.get_secret_value() for t in self.API_TOKENS]
+
+    def token_table(self) -> TokenTable:
+        """Who each bearer token is (:mod:`service.principals`)."""
+        return TokenTable(self.token_entries(), self.TOKENS_FILE)
+
+    @property
+    def open_api(self) -> bool:
+        return not self.API_TOKENS and self.TOKENS_FILE is None

@@ -40,10 +40,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 __all__ = [
     "ACTIVE_STATES",
@@ -63,6 +64,7 @@ __all__ = [
     "list_jobs",
     "make_engine",
     "oldest_pending",
+    "pending_heads",
     "transition",
     "update_job",
 ]
@@ -112,6 +114,7 @@ jobs = Table(
     Column("body_hash", String(64)),
     Column("mlflow_parent_run_id", String(64)),
     Column("result", JSON),
+    Column("owner", String(200), index=True),  # added by migrate(); NULL on older rows
 )
 
 
@@ -132,6 +135,7 @@ class Job:
     body_hash: str | None = None
     mlflow_parent_run_id: str | None = None
     result: dict[str, Any] | None = None
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -142,7 +146,16 @@ class Job:
 
 
 _TICK = timedelta(microseconds=1)
-_INSERT_COLUMNS = ("id", "name", "state", "spec", "created_at", "idempotency_key", "body_hash")
+_INSERT_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "spec",
+    "created_at",
+    "idempotency_key",
+    "body_hash",
+    "owner",
+)
 _INSERT_JOB = insert(jobs)
 _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _BY_KEY = select(jobs).where(jobs.c.idempotency_key == bindparam("key"))
@@ -186,7 +199,25 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) ->
             pool_pre_ping=True,
         )
     metadata.create_all(engine)
+    migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring a store written by an older version up to this table: add the ``owner``
+    column (and its index) when it is missing. Additive only, one transaction, safe to run
+    on every start and from several replicas at once (SQLite and PostgreSQL)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    if "owner" in columns:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN owner VARCHAR(200)")
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_jobs_owner ON jobs (owner)")
+    except (OperationalError, ProgrammingError):
+        # another replica added it first
+        if "owner" not in {c["name"] for c in inspect(engine).get_columns("jobs")}:
+            raise
 
 
 def checkpoint(engine: Engine) -> None:
@@ -209,6 +240,7 @@ class NewJob(NamedTuple):
     spec: dict[str, Any]
     idempotency_key: str | None = None
     body_hash: str | None = None
+    owner: str | None = None
 
 
 def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -244,6 +276,7 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
             created_at=created_at,
             idempotency_key=n.idempotency_key,
             body_hash=n.body_hash,
+            owner=n.owner,
         )
         if n.idempotency_key is not None:
             keyed[n.idempotency_key] = job
@@ -275,9 +308,11 @@ def create_job(
     spec: dict[str, Any],
     idempotency_key: str | None = None,
     body_hash: str | None = None,
+    owner: str | None = None,
 ) -> tuple[Job, bool]:
     """Insert one PENDING job and commit; returns ``(job, created)`` (see :func:`create_jobs`)."""
-    return create_jobs(conn=conn, new=[NewJob(name, spec, idempotency_key, body_hash)])[0]
+    new = NewJob(name, spec, idempotency_key, body_hash, owner)
+    return create_jobs(conn=conn, new=[new])[0]
 
 
 def get_job(*, conn: Connection, job_id: str) -> Job | None:
@@ -299,12 +334,14 @@ def list_jobs(
     conn: Connection,
     states: Iterable[JobState | str] | None = None,
     name: str | None = None,
+    owner: str | None = None,
     limit: int = 50,
     offset: int = 0,
     oldest_first: bool = False,
     with_spec: bool = True,
 ) -> tuple[list[Job], int]:
-    """Jobs newest first (or oldest first), filtered by state and name; returns ``(page, total)``.
+    """Jobs newest first (or oldest first), filtered by state, name and owner; returns
+    ``(page, total)``.
     ``with_spec=False`` leaves the spec column unread (``Job.spec`` None): specs are the
     bulk of a row (up to the body bound each)."""
     columns = [c for c in jobs.c if with_spec or c.name != "spec"]
@@ -313,6 +350,8 @@ def list_jobs(
         filters.append(jobs.c.state.in_(_states(states)))
     if name:
         filters.append(jobs.c.name == name)
+    if owner is not None:
+        filters.append(jobs.c.owner == owner)
     query = select(*columns).where(*filters)
     total = conn.scalar(select(func.count()).select_from(jobs).where(*filters)) or 0
     order = (
@@ -342,6 +381,23 @@ def oldest_pending(*, conn: Connection, limit: int) -> list[Job]:
         .where(jobs.c.state == JobState.PENDING.value)
         .order_by(jobs.c.created_at.asc(), jobs.c.id.asc())
         .limit(limit)
+    )
+    return [Job.from_row(row) for row in conn.execute(query)]
+
+
+def pending_heads(*, conn: Connection, per_owner: int) -> list[Job]:
+    """The oldest ``per_owner`` PENDING jobs of every owner, oldest first: what the
+    scheduler's fair share chooses from (one query, a window over the owners' queues)."""
+    rank = (
+        func.row_number()
+        .over(partition_by=jobs.c.owner, order_by=(jobs.c.created_at.asc(), jobs.c.id.asc()))
+        .label("rank")
+    )
+    queue = select(jobs, rank).where(jobs.c.state == JobState.PENDING.value).subquery()
+    query = (
+        select(*[queue.c[c.name] for c in jobs.c])
+        .where(queue.c.rank <= per_owner)
+        .order_by(queue.c.created_at.asc(), queue.c.id.asc())
     )
     return [Job.from_row(row) for row in conn.execute(query)]
 

@@ -113,7 +113,7 @@ def progress_table(job: dict[str, Any]) -> Table:
     epochs = spec.get("schedule", {}).get("epochs")
     headline, column = _headline(spec.get("task"), _children(job))
     table = _table(
-        f"job {job['id']} {job['name']}: {state(job['state'])}",
+        f"job {job['id']} {job['name']} ({job.get('owner') or 'no owner'}): {state(job['state'])}",
         ("setting", "status", "epoch", column, "mean angle (deg)"),
     )
     seen = set()
@@ -164,13 +164,14 @@ def jobs_table(page: dict[str, Any], *, offset: int) -> Table:
     """One page of ``GET /v1/experiments``."""
     table = Table(title=f"jobs {offset + 1}-{offset + len(page['items'])} of {page['total']}")
     table.add_column("id", no_wrap=True, min_width=16)
-    for column in ("name", "state", "rules", "created", "finished"):
+    for column in ("name", "owner", "state", "rules", "created", "finished"):
         table.add_column(column)
     for job in page["items"]:
         rules = (job.get("spec") or {}).get("rule", {}).get("name", "-")
         table.add_row(
             job["id"],
             job["name"],
+            job.get("owner") or "-",
             state(job["state"]),
             ",".join(rules) if isinstance(rules, list) else str(rules),
             when(job["created_at"]),

@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 __all__ = [
     "ENV_STORAGE_PATH",
+    "LOCAL_SCHEMES",
+    "OBJECT_SCHEMES",
     "SCHEMES",
     "StorageError",
+    "StorageLocation",
     "check_storage",
     "checkpoint_uri",
     "is_uri",
+    "parse_storage",
     "resolve_storage",
     "validate_storage_path",
 ]
@@ -34,7 +40,10 @@ __all__ = [
 ENV_STORAGE_PATH = "BIOPROP_STORAGE_PATH"
 # schemes pyarrow.fs resolves from a URI (Ray Train's storage_path goes through it)
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file", "local")
+LOCAL_SCHEMES = ("file", "local")
+OBJECT_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")  # the netloc names a bucket/container
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_BUCKET = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,220}[A-Za-z0-9])?$")
 
 
 class StorageError(RuntimeError):
@@ -78,17 +87,94 @@ def validate_storage_path(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class StorageLocation:
+    """A ``storage_path`` parsed once: ``scheme`` ("" for a plain path), the ``bucket`` (or
+    host) of a URI, ``path`` percent-decoded and normalised, and the URI's ``query``.
+    ``canonical`` is the form handed on (a plain absolute path for local storage), so what
+    was checked is what is written to: nothing downstream decodes it again."""
+
+    scheme: str
+    bucket: str
+    path: str
+    query: str = ""
+
+    @property
+    def local(self) -> Path | None:
+        """The folder, for local storage (a plain path, ``file://``, ``local://``)."""
+        return Path(self.path) if self.scheme in ("", *LOCAL_SCHEMES) else None
+
+    @property
+    def canonical(self) -> str:
+        if self.local is not None:
+            return self.path
+        key = quote(self.path.lstrip("/"), safe="/")
+        uri = f"{self.scheme}://{self.bucket}/{key}".rstrip("/")
+        return f"{uri}?{self.query}" if self.query else uri
+
+
+def parse_storage(value: str, *, base: Path | None = None) -> StorageLocation:
+    """Parse a ``storage_path`` the one way the service and the driver both read it.
+
+    Percent-escapes are decoded once (``%2e%2e`` is ``..``, ``%2f`` is ``/``) and a decoded
+    ``%`` is refused, so no later layer can decode to something else; a local path is then
+    made absolute (against ``base``, default the working directory) and normalised, its
+    symlinks resolved; an object-store URI must name a bucket and holds no ``.``/``..``
+    segment and no credentials. ``ValueError`` names what is wrong."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("storage_path must not be empty")
+    match = _URI.match(text)
+    if match is None:
+        scheme, bucket, raw, query = "", "", text, ""
+    else:
+        parts = urlsplit(text)
+        scheme, bucket, raw, query = parts.scheme.lower(), parts.netloc, parts.path, parts.query
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is not one Ray Train's storage (pyarrow.fs) resolves; use "
+                f"one of {', '.join(s + '://' for s in SCHEMES)} or a plain path"
+            )
+        if parts.fragment:
+            raise ValueError("a storage URI takes no '#' fragment")
+        raw, bucket = unquote(raw), unquote(bucket)
+    if "%" in raw or "%" in bucket or "\x00" in raw:
+        raise ValueError("storage_path holds '%' (or a NUL) after decoding its escapes once")
+    if scheme in ("", *LOCAL_SCHEMES):
+        if bucket not in ("", "localhost"):
+            raise ValueError(
+                f"a {scheme}:// URI names no host (got {bucket!r}); use {scheme}:///path"
+            )
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        return StorageLocation(scheme, "", str(path.resolve()), query)
+    host_ok = _BUCKET.match(bucket) if scheme in OBJECT_SCHEMES else bucket
+    if "@" in bucket or ".." in bucket or not host_ok:
+        raise ValueError(
+            f"a {scheme}:// URI must name a bucket ({scheme}://bucket/prefix), without "
+            f"credentials or a port; got {bucket!r}"
+        )
+    segments = [s for s in raw.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise ValueError("an object-store key may not hold '.' or '..' segments")
+    return StorageLocation(scheme, bucket, "/".join(segments), query)
+
+
 def resolve_storage(path: str | os.PathLike[str] | None) -> str:
-    """``path``, else ``$BIOPROP_STORAGE_PATH``, else ``./bioprop-runs/ray_results``: a URI
-    unchanged, a plain path made absolute and created."""
+    """``path``, else ``$BIOPROP_STORAGE_PATH``, else ``./bioprop-runs/ray_results``, parsed
+    by :func:`parse_storage`: a URI in its canonical form, a local folder (plain path,
+    ``file://`` or ``local://``) as an absolute path, created."""
     value = str(path) if path else os.environ.get(ENV_STORAGE_PATH, "").strip()
     if not value:
         value = str(Path.cwd() / "bioprop-runs" / "ray_results")
-    if is_uri(value):
-        return value
-    local = Path(value).expanduser().resolve()
-    local.mkdir(parents=True, exist_ok=True)
-    return str(local)
+    try:
+        location = parse_storage(value)
+    except ValueError as exc:
+        raise StorageError(f"storage_path {value!r}: {exc}") from exc
+    if location.local is not None:
+        location.local.mkdir(parents=True, exist_ok=True)
+    return location.canonical
 
 
 def check_storage(uri: str) -> None:

@@ -34,7 +34,6 @@ from sqlalchemy import Connection
 from service import logstream, store
 from service.admission import admit
 from service.deps import (
-    JOB_ID,
     Auth,
     GroupCommitDep,
     JobDep,
@@ -55,9 +54,11 @@ from service.schemas import (
     responses,
 )
 from service.store import JobState, is_final
+from service.strict_json import StrictJSONRoute
 from trainers.spec import ExperimentSpec
 
 router = APIRouter(
+    route_class=StrictJSONRoute,
     prefix="/experiments",
     tags=["experiments"],
     dependencies=[Auth],
@@ -100,12 +101,13 @@ def body_hash(spec_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
 
 
-def scoped_key(principal: str, key: str) -> str:
+def scoped_key(scope: str, key: str) -> str:
     """The stored form of an Idempotency-Key: the key itself on an open API, else a digest
-    of the caller's principal and the key, so one token's keys never meet another's."""
-    if not principal:
+    of the caller's scope (its principal's name; a bare token's digest) and the key, so one
+    principal's keys never meet another's."""
+    if not scope:
         return key
-    return hashlib.sha256(f"{principal}\n{key}".encode()).hexdigest()
+    return hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
 
 
 async def require_json(
@@ -171,12 +173,13 @@ async def submit(
         ),
     ] = None,
 ) -> Response:
-    admit(spec, settings)
+    spec = admit(spec, settings)
     spec_json = spec.model_dump(mode="json")
-    key = scoped_key(principal, idempotency_key) if idempotency_key is not None else None
+    key = scoped_key(principal.scope, idempotency_key) if idempotency_key is not None else None
     # the hash only serves to compare a replay with the first body
     digest = body_hash(spec_json) if key is not None else None
-    job, created = await writer.create_job(store.NewJob(spec.name, spec_json, key, digest))
+    new = store.NewJob(spec.name, spec_json, key, digest, owner=principal.name)
+    job, created = await writer.create_job(new)
     headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:
         if job.body_hash != digest:
@@ -194,13 +197,20 @@ def _page(
     conn: Connection,
     states: list[JobState] | None,
     name: str | None,
+    owner: str | None,
     limit: int,
     offset: int,
     with_spec: bool,
 ) -> bytes:
     """One list page, serialized in the worker thread (pages can be large)."""
     jobs, total = store.list_jobs(
-        conn=conn, states=states, name=name, limit=limit, offset=offset, with_spec=with_spec
+        conn=conn,
+        states=states,
+        name=name,
+        owner=owner,
+        limit=limit,
+        offset=offset,
+        with_spec=with_spec,
     )
     page = JobList(
         items=[JobPublic.from_job(j) for j in jobs], total=total, limit=limit, offset=offset
@@ -208,9 +218,24 @@ def _page(
     return page.model_dump_json().encode()
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first")
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List jobs, newest first (a user's own; an admin's all, or one owner's)",
+    responses=responses(403),
+)
 async def list_experiments(
     db: StoreDep,
+    principal: PrincipalDep,
+    owner: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$",
+            description="only this principal's jobs (an admin's filter; a user sees only "
+            "its own, and naming another answers 403)",
+        ),
+    ] = None,
     state: Annotated[list[JobState] | None, Query(description="filter; repeat for several")] = None,
     name: Annotated[
         str | None,
@@ -226,8 +251,20 @@ async def list_experiments(
     with_spec = include == "spec"
     if with_spec:
         limit = min(limit, SPEC_PAGE)
+    if not principal.admin:
+        if owner is not None and owner != principal.name:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "only an admin may list another principal's jobs"
+            )
+        owner = principal.name
     body = await db.run(
-        _page, states=state, name=name, limit=limit, offset=offset, with_spec=with_spec
+        _page,
+        states=state,
+        name=name,
+        owner=owner,
+        limit=limit,
+        offset=offset,
+        with_spec=with_spec,
     )
     return Response(body, media_type="application/json")
 
@@ -252,7 +289,9 @@ async def get_experiment(
         summary = progress.cached(job.id, final=final)
         if summary is progress.MISS:  # MLflow reads may be slow: keep them off the event loop
             summary = await run_in_threadpool(progress.read, job.id, final=final)
-    reason = scheduler.pending_reason(job.id) if job.state is JobState.PENDING else None
+    reason = (
+        scheduler.pending_reason(job.id, owner=job.owner) if job.state is JobState.PENDING else None
+    )
     return _json(JobPublic.from_job(job, progress=summary, pending_reason=reason))
 
 
@@ -264,12 +303,13 @@ async def get_experiment(
     responses=responses(404, 409),
 )
 async def cancel_experiment(
-    job_id: str,
+    job: JobDep,
     db: StoreDep,
     scheduler: SchedulerDep,
     force: Annotated[bool, Query(description="kill now instead of a graceful stop")] = False,
 ) -> CancelResult:
-    state = await db.call(scheduler.cancel, job_id, force=force) if JOB_ID.match(job_id) else None
+    job_id = job.id  # JobDep: 404 unless the caller sees the job
+    state = await db.call(scheduler.cancel, job_id, force=force)
     if state is None:
         raise no_such_job(job_id)
     if state in (JobState.SUCCEEDED, JobState.FAILED):
@@ -324,7 +364,7 @@ async def get_logs(
             return True, ""
         words = f"job {job.id} is {fresh.state.value}"
         if fresh.state is JobState.PENDING:
-            reason = scheduler.pending_reason(job.id)
+            reason = scheduler.pending_reason(job.id, owner=job.owner)
             words += f": {reason}" if reason else ""
         return is_final(fresh.state), words
 

@@ -95,14 +95,16 @@ class ServeProcess:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> ServeProcess:
+    def start(self, timeout: float = 60.0, *args: str) -> ServeProcess:
+        """Start it (``args``: further ``bioprop serve`` options); returns once /healthz
+        answers, RuntimeError with the log's tail when it exits first."""
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         bioprop = Path(sys.executable).with_name("bioprop")
         cmd = [str(bioprop)] if bioprop.exists() else [sys.executable, "-m", "service.cli"]
         with open(run_dir / "serve.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [*cmd, "serve", "--port", str(self.port), "--no-access-log"],
+                [*cmd, "serve", "--port", str(self.port), "--no-access-log", *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -102,11 +102,15 @@ def test_foreign_tracking_uri_is_422(http: httpx.Client) -> None:
     assert loc == ["body", "tracking", "uri"] and "leave tracking.uri unset" in msg
 
 
-def test_non_json_body_is_422(http: httpx.Client) -> None:
-    response = http.post(
-        "/v1/experiments", content=b"{not json", headers={"Content-Type": "application/json"}
-    )
-    assert response.status_code == 422
+def test_non_json_body_is_400(http: httpx.Client) -> None:
+    """As docs/service.md says: a body that is not JSON text is a 400 (a spec that is
+    JSON but invalid a 422), and a JSON object with a key twice is not JSON a spec can be."""
+    for body in (b"{not json", b'{"name": "ok", "name": "other"}'):
+        response = http.post(
+            "/v1/experiments", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, body
+    assert "duplicate key 'name'" in response.json()["detail"]
 
 
 def test_openapi_has_examples(http: httpx.Client) -> None:

@@ -1,6 +1,6 @@
 """Schema-driven fuzzing of the control plane: schemathesis against the app's own OpenAPI,
-every check, with a token and without, then a restart on the same store that must list
-exactly the jobs answered 201."""
+every check, as a user, as an admin and without a token, then a restart on the same store
+that must list (to the admin) exactly the jobs answered 201."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import httpx
 import pytest
 from svc_helpers import ServeProcess
 
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token"  # principal ann, a user
+ADMIN_TOKEN = "fuzz-admin"  # principal root, an admin
 SETTINGS = {
-    "API_TOKENS": TOKEN,
+    "API_TOKENS": f"ann:{TOKEN},root:admin:{ADMIN_TOKEN}",
     "MAX_CONCURRENT_JOBS": 0,  # the jobs stay PENDING: no driver per fuzzed submission
     "FOLLOW_HEARTBEAT_S": 0.5,
     "FOLLOW_IDLE_S": 1,  # a followed log of a job that never starts ends after a second
@@ -66,7 +67,7 @@ def created_ids(har: Path) -> set[str]:
 
 def listed_ids(url: str) -> set[str]:
     ids: set[str] = set()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         while True:
             page = http.get("/v1/experiments", params={"limit": 500, "offset": len(ids)}).json()
             ids |= {item["id"] for item in page["items"]}
@@ -82,14 +83,15 @@ def test_fuzzing_finds_no_server_error_nor_undocumented_status(
     svc = start_serve(run_dir, **SETTINGS)
     created: set[str] = set()
     for who, options in (
-        ("token", ("--header", f"Authorization: Bearer {TOKEN}")),
+        ("user", ("--header", f"Authorization: Bearer {TOKEN}")),
+        ("admin", ("--header", f"Authorization: Bearer {ADMIN_TOKEN}")),
         ("anonymous", ()),
     ):
         har = tmp_path / f"{who}.har"
         result = schemathesis(svc.url, har, *options)
         assert result.returncode == 0, f"{who}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
         created |= created_ids(har)
-    assert created  # the token run did store jobs
+    assert created  # the runs with a token did store jobs
     assert "Traceback" not in svc.log()
 
     svc.stop()
