@@ -28,6 +28,7 @@ from service.tables import (
     jobs_table,
     measures_table,
     progress_table,
+    rules_table,
     state,
     watch,
     when,
@@ -214,6 +215,13 @@ def cancel(
         except ApiError as exc:
             raise _fail(exc) from exc
     console.print(f"job {job_id}: {state(answer['state'])}")
+
+
+@app.command()
+def rules() -> None:
+    """List every rule with its paper and its parameters (defaults, types), read from the
+    catalogue the spec validates against."""
+    console.print(rules_table())
 
 
 app.command()(run)

@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 
+from trainers import contracts
 from trainers.spec import parse_yaml
 
 __all__ = ["ApiError", "Client", "FINAL_STATES"]
 
-FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+FINAL_STATES = tuple(state.value for state in contracts.FINAL_STATES)  # as the API spells them
 
 
 class ApiError(RuntimeError):

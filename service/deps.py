@@ -4,7 +4,6 @@ path (or 404), scheduler, bearer-token auth and who it identifies."""
 from __future__ import annotations
 
 import hmac
-import re
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -18,6 +17,7 @@ from service.progress import ProgressReader
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.store import Job
+from trainers.contracts import JOB_ID
 
 __all__ = [
     "Auth",
@@ -60,9 +60,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
 ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
-
-
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def no_such_job(job_id: str) -> HTTPException:

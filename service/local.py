@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from service.tables import best_table, console, err, progress_table, results_table
+from trainers.contracts import JobResult
 
 __all__ = ["SetOpt", "overridden", "run"]
 
@@ -92,8 +93,8 @@ def run(
     console.print(
         f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}"
     )
-    failed = [c for c in result.get("children", []) if c.get("status") != "FINISHED"]
-    raise typer.Exit(1 if failed else 0)
+    parsed = JobResult.parse(result)
+    raise typer.Exit(1 if parsed is None or parsed.unfinished() else 0)
 
 
 class LocalProgress:

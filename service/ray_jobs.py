@@ -47,6 +47,7 @@ from service.scheduler import REQUEUED, Scheduler
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState
 from service.store_check import write_job_record
+from trainers.contracts import RESULT_MARKER
 from trainers.ray_setup import api_server_address
 
 __all__ = [
@@ -75,8 +76,6 @@ class RayJobsError(RuntimeError):
 
 def parse_result(logs: str) -> dict[str, Any] | None:
     """The driver's result: the JSON after the last ``BIOPROP_RESULT`` line of its log."""
-    from trainers.launch import RESULT_MARKER  # imports MLflow: not at the service's start
-
     for line in reversed(logs.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:

@@ -36,20 +36,13 @@ from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
 from service.store_check import write_job_record
+from trainers.contracts import JobResult
 from trainers.spec import ExperimentSpec
 
 __all__ = ["Scheduler"]
 
 REQUEUED = "driver lost while the service was down; re-queued to resume from its last checkpoint"
 log = logging.getLogger(__name__)
-
-
-def _result_ok(result: Any) -> bool:
-    if not isinstance(result, dict) or result.get("error"):
-        return False
-    if result.get("status") not in (None, "FINISHED"):
-        return False
-    return all(c.get("status") not in ("FAILED", "KILLED") for c in result.get("children", []))
 
 
 class Scheduler:
@@ -205,7 +198,8 @@ class Scheduler:
         ):
             log.info("job %s cancelled", job_id)
             return
-        ok = returncode == 0 if returncode is not None else _result_ok(result)
+        parsed = JobResult.parse(result)
+        ok = returncode == 0 if returncode is not None else bool(parsed and parsed.succeeded())
         if ok:
             store.transition(
                 conn=conn,
@@ -217,9 +211,8 @@ class Scheduler:
             log.info("job %s succeeded", job_id)
             return
         failed = [
-            f"{c.get('rule')}: {c.get('error') or c.get('status')}"
-            for c in (result or {}).get("children", [])
-            if c.get("status") != "FINISHED"
+            f"{c.rule}: {c.error or (c.status.value if c.status else 'no status')}"
+            for c in (parsed.unfinished() if parsed else [])
         ]
         if returncode is None:
             reason = (

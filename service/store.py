@@ -15,7 +15,6 @@ benchmark machine, through a Core ``Connection`` with prebuilt statements about 
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from trainers.contracts import FINAL_STATES, JobState
+
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
@@ -70,20 +71,8 @@ __all__ = [
 ]
 
 
-class JobState(str, enum.Enum):
-    """A job's state; the column stores the value. ``PENDING -> RUNNING -> SUCCEEDED |
-    FAILED``, ``PENDING -> CANCELLED``, ``RUNNING -> CANCELLING -> CANCELLED``."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLING = "CANCELLING"
-    CANCELLED = "CANCELLED"
-
-
+# JobState (the column stores its value) and FINAL_STATES are the driver/service contract's
 ACTIVE_STATES = (JobState.RUNNING, JobState.CANCELLING)
-FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def is_final(state: JobState) -> bool:

@@ -25,6 +25,7 @@ from service import store
 from service.processes import pid_alive
 from service.settings import Settings
 from service.store import JobState
+from trainers.contracts import JobResult
 
 __all__ = ["StoreRefused", "check_store", "job_folders", "rebuild_store", "write_job_record"]
 
@@ -139,9 +140,13 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
 
 
+def _succeeded(result: Any) -> bool:
+    parsed = JobResult.parse(result)
+    return bool(parsed and parsed.succeeded())
+
+
 def _row(folder: Path, *, ray_backend: bool) -> dict[str, Any]:
     """The store row of one job folder."""
-    from service.scheduler import _result_ok
 
     spec = _read(folder / "spec.json") or {}
     record = _read(folder / JOB_RECORD) or {}
@@ -160,7 +165,7 @@ def _row(folder: Path, *, ray_backend: bool) -> dict[str, Any]:
     if isinstance(result, dict):
         row["result"] = result
         row["mlflow_parent_run_id"] = result.get("parent_run_id")
-        row["state"] = (JobState.SUCCEEDED if _result_ok(result) else JobState.FAILED).value
+        row["state"] = (JobState.SUCCEEDED if _succeeded(result) else JobState.FAILED).value
         row["finished_at"] = _mtime(folder / "result.json")
         if row["state"] == JobState.FAILED.value:
             row["error"] = "rebuilt from its job folder: the driver's result.json reports failure"

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.client import FINAL_STATES, Client
+from trainers.catalogue import RULES, TASKS
 
 __all__ = [
     "best_table",
@@ -66,14 +67,17 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
 
 
 def _headline(task: str | None, children: list[dict[str, Any]]) -> tuple[str, str]:
-    """The metric a job is judged by and its column name: COCO ``map`` for detection (the
-    spec's task, or children that log ``map`` and no ``val_acc``), else ``val_acc``."""
-    logged = [child.get("metrics") or {} for child in children]
-    if task == "detect" or (
-        task is None and any("map" in m and "val_acc" not in m for m in logged)
-    ):
-        return "map", "mAP"
-    return "val_acc", "val accuracy"
+    """The metric a job is judged by and its column name: the task's headline metric
+    (``trainers.catalogue``; without a task, the first task whose headline every child that
+    logged metrics logged)."""
+    if task is None:
+        logged = [m for m in (child.get("metrics") or {} for child in children) if m]
+        task = next(
+            (t for t, e in TASKS.items() if logged and all(e.headline in m for m in logged)),
+            "classify",
+        )
+    entry = TASKS.get(task, TASKS["classify"])
+    return entry.headline, entry.title
 
 
 def _scores(metrics: dict[str, Any], headline: str) -> tuple[str, str]:
@@ -203,3 +207,16 @@ def watch(
             job = client.get(job_id)
             live.update(progress_table(job))
     return job
+
+
+def rules_table() -> Table:
+    """Every rule of the catalogue: its paper and its ``rule.params`` (default, type, meaning)."""
+    table = _table(
+        "rules (rule.name) and their parameters (rule.params)", ("rule", "paper", "params")
+    )
+    for name, entry in RULES.items():
+        params = "\n".join(
+            f"{key} = {p.default!r} ({p.type_name}): {p.doc}" for key, p in entry.params.items()
+        )
+        table.add_row(name, entry.paper, params or "-")
+    return table

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import check_storage
 from trainers.summary import write_summary
@@ -44,8 +44,6 @@ from trainers.trainer import build_trainer, job_storage
 __all__ = ["Terminated", "build_trainer", "main", "run_experiment", "terminated_on_sigterm"]
 
 log = logging.getLogger("bioprop.launch")
-JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-RESULT_MARKER = "BIOPROP_RESULT "
 
 
 class Terminated(Exception):
@@ -144,9 +142,10 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     result["best"] = best_per_rule(spec, children)
     record_best(uri, parent, result["best"])
     write_summary(uri, parent)  # the comparison on the parent run (also after each child)
-    ok = all(c["status"] == "FINISHED" for c in children)
-    finish_run(uri, parent, "FINISHED" if ok else "FAILED")
-    result["status"] = "FINISHED" if ok else "FAILED"
+    ok = all(c["status"] == RunStatus.FINISHED for c in children)
+    status = RunStatus.FINISHED if ok else RunStatus.FAILED
+    finish_run(uri, parent, status.value)
+    result["status"] = status.value
     return result
 
 
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with terminated_on_sigterm():
             result = run_experiment(spec, job_id=args.job_id)
-        code = 0 if result["status"] == "FINISHED" else 1
+        code = 0 if JobResult.model_validate(result).succeeded() else 1
     except Terminated:
         log.warning("terminated: MLflow runs marked KILLED")
         result, code = {"status": "KILLED"}, 143

@@ -209,7 +209,8 @@ def _search_records(spec_dict: dict[str, Any], job_id: str) -> list[dict[str, An
     """One record per trial of a searched sweep, read from its MLflow child runs: ``rule``,
     ``lr`` (the sampled ``optim.lr``), ``status`` (FINISHED only when it trained every
     epoch), ``val_acc``, ``angle``, ``epochs``."""
-    from trainers.tracking import TAG_RULE, find_job_runs
+    from trainers.contracts import TAG_RULE
+    from trainers.tracking import find_job_runs
 
     epochs = spec_dict["schedule"]["epochs"]
     _, children = find_job_runs(job_id, spec_dict["tracking"]["uri"])
@@ -299,7 +300,8 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
     """The records of every finished setting of every part written under ``workdir`` at
     ``commit_sha``, read back from each part's MLflow store: for rendering a run stopped
     before the end (settings still running or not started are left out)."""
-    from trainers.tracking import TAG_SETTING, find_job_runs
+    from trainers.contracts import TAG_SETTING
+    from trainers.tracking import find_job_runs
 
     tag = commit_sha[:10].replace("+", "")
     out: dict[str, Any] = {"sweeps": {}, "commands": {}}

@@ -31,11 +31,9 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunTag
 
+from trainers.contracts import TAG_NOTE, TAG_RULE, TAG_SETTING
 from trainers.tracking import (
     SPEC_ARTIFACT,
-    TAG_NOTE,
-    TAG_RULE,
-    TAG_SETTING,
     angle_limits,
     layer_order,
     metric_name,

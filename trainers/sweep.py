@@ -37,11 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from trainers.catalogue import headline
+from trainers.contracts import (
+    TAG_BOOKKEEPING,
+    TAG_CHECKPOINT,
+    TAG_ERROR,
+    TAG_RULE,
+    TAG_SETTING,
+    TAG_STOPPED,
+    TAG_STOPPED_AT,
+    TAG_TRIAL,
+    best_tag,
+)
 from trainers.spec import ExperimentSpec
 from trainers.summary import write_summary
 from trainers.tracking import (
-    TAG_RULE,
-    TAG_SETTING,
     find_job_runs,
     finish_run,
     log_curves,
@@ -63,12 +72,6 @@ __all__ = [
 
 log = logging.getLogger("bioprop.sweep")
 
-TAG_TRIAL = "bioprop.trial_id"
-TAG_STOPPED = "bioprop.stopped_early"
-TAG_STOPPED_AT = "bioprop.stopped_at_epoch"
-TAG_CHECKPOINT = "bioprop.checkpoint"
-TAG_ERROR = "bioprop.error"
-TAG_BOOKKEEPING = "bioprop.bookkeeping_error"
 BEST_TABLE = "best_per_rule.json"
 # the trial function only drives Ray Train; it must not take a CPU from the Train workers
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 << 20}
@@ -593,8 +596,8 @@ def record_best(uri: str, parent: str, rows: list[dict[str, Any]]) -> None:
     client = _client(uri)
     tags, metrics = [], []
     for row in rows:
-        tags.append(RunTag(f"bioprop.best.{row['rule']}.run_id", str(row["run_id"])))
-        tags.append(RunTag(f"bioprop.best.{row['rule']}.setting", row["setting"]))
+        tags.append(RunTag(best_tag(row["rule"], "run_id"), str(row["run_id"])))
+        tags.append(RunTag(best_tag(row["rule"], "setting"), row["setting"]))
         metrics.append(Metric(f"best_{row['metric']}.{row['rule']}", float(row["value"]), 0, 0))
     client.log_batch(parent, metrics=metrics, tags=tags)
     columns = ("rule", "setting", "metric", "value", "epochs", "run_id")

@@ -28,6 +28,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunStatus
 
+from trainers.contracts import TAG_JOB, TAG_LAYERS, TAG_NOTE, TAG_ROLE, TAG_RULE, TAG_SETTING
 from trainers.spec import ExperimentSpec
 
 __all__ = [
@@ -49,12 +50,6 @@ __all__ = [
     "start_parent",
 ]
 
-TAG_JOB = "bioprop.job_id"
-TAG_ROLE = "bioprop.role"
-TAG_RULE = "bioprop.rule"
-TAG_SETTING = "bioprop.setting"
-TAG_LAYERS = "bioprop.layers"
-TAG_NOTE = "mlflow.note.content"
 
 #: Per-layer statistics logged as metrics by default: what a reader compares between rules.
 LAYER_STATS = ("angle", "norm_ratio", "sign_concordance", "grad_angle")

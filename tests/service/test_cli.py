@@ -109,3 +109,15 @@ def test_demo_plumbing_with_stand_in_driver(
     result = runner.invoke(app, ["demo", "--spec", str(bad)])
     assert result.exit_code == 1
     assert "boom in the training loop" in result.output
+
+
+def test_rules_lists_every_registered_rule_with_its_parameters_and_defaults() -> None:
+    from trainers.rules import RULES
+
+    result = runner.invoke(app, ["rules"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    for name, rule in RULES.items():  # the implementations, not the catalogue printed
+        assert name in rows, name
+        for key, default in rule.defaults.items():
+            assert f"{key} = {default!r}" in result.output, (name, key)
