@@ -3,7 +3,9 @@
 ``run_experiment(spec)`` prepares the data once, opens the MLflow parent run and runs the
 settings as trials of one Ray Tune experiment (:mod:`trainers.sweep`), each trial a child run
 and a ``TorchTrainer`` built here from ``spec.scale`` (gloo on CPU, NCCL on GPU;
-``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``). It joins the Ray
+``FailureConfig(max_failures)`` and at most ``scale.start_retries`` failed start-ups, a
+failed start-up giving back its placement group (:mod:`trainers.worker_group`); checkpoints
+kept per ``spec.checkpoint``). It joins the Ray
 cluster named by ``RAY_ADDRESS`` or starts a local one.
 
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
@@ -89,10 +91,11 @@ def build_trainer(
 ):
     """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
     ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainers.worker import train_loop_per_worker
+    from trainers.worker_group import ReleaseOnFailedStart, failure_config
 
     return TorchTrainer(
         train_loop_per_worker,
@@ -106,9 +109,9 @@ def build_trainer(
         run_config=RunConfig(
             name=_trial_name(spec, setting or spec.rule.name, job_id),
             storage_path=_storage_path(spec),
-            failure_config=FailureConfig(max_failures=spec.max_failures),
+            failure_config=failure_config(spec),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), ReleaseOnFailedStart()],
         ),
     )
 
