@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+RAY_FAULTS = "tests.ray_faults.BreakDDPOfSeed13"
 
 
 @pytest.fixture
@@ -29,6 +30,13 @@ def ray_cluster(request: pytest.FixtureRequest):
         request.getfixturevalue("s3")  # before the cluster: its processes inherit AWS_*
     except pytest.skip.Exception:
         pass
+    # the injected fault of tests/ray_faults.py (settings with seed 13 only), importable
+    # by Ray's processes from the repo root
+    os.environ["RAY_TRAIN_CALLBACKS"] = RAY_FAULTS
+    root = str(Path(__file__).resolve().parents[1])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
 
     from trainers.ray_setup import init_local_ray
 

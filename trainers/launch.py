@@ -3,7 +3,9 @@
 ``run_experiment(spec)`` prepares the data once, opens the MLflow parent run and runs the
 settings as trials of one Ray Tune experiment (:mod:`trainers.sweep`), each trial a child run
 and a ``TorchTrainer`` built here from ``spec.scale`` (gloo on CPU, NCCL on GPU;
-``FailureConfig(max_failures)``; checkpoints kept per ``spec.checkpoint``). It joins the Ray
+``FailureConfig(max_failures)`` and at most ``scale.start_retries`` failed start-ups, a
+failed start-up giving back its placement group (:mod:`trainers.worker_group`); checkpoints
+kept per ``spec.checkpoint``). It joins the Ray
 cluster named by ``RAY_ADDRESS`` or starts a local one.
 
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the

@@ -130,6 +130,15 @@ class ScaleSpec(Section):
     workers: Int = Field(2, ge=1, le=10_000)
     gpu: bool = False
     cpus_per_worker: Int = Field(1, ge=1, le=1024)
+    start_retries: Int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="worker-group start-ups of a setting that may fail and be retried (each "
+        "waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, default 60 s, for its "
+        "resources) before the setting is FAILED; Ray Train's "
+        "FailureConfig(controller_failure_limit)",
+    )
 
 
 class CheckpointSpec(Section):

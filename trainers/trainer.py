@@ -36,10 +36,11 @@ def build_trainer(
 ):
     """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
     ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainers.worker import train_loop_per_worker
+    from trainers.worker_group import ReleaseOnFailedStart, failure_config
 
     return TorchTrainer(
         train_loop_per_worker,
@@ -53,8 +54,8 @@ def build_trainer(
         run_config=RunConfig(
             name=_trial_name(spec, setting or spec.rule.name, job_id),
             storage_path=job_storage(spec),
-            failure_config=FailureConfig(max_failures=spec.max_failures),
+            failure_config=failure_config(spec),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), ReleaseOnFailedStart()],
         ),
     )

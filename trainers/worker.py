@@ -48,11 +48,13 @@ __all__ = [
     "all_reduce_sum",
     "close_epoch",
     "restore_or_start",
+    "retrained_epochs",
     "train_loop_per_worker",
     "worker_env",
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+TAG_RETRAINED = "bioprop.retrained_epochs"
 
 
 def worker_env(config: dict[str, Any]) -> WorkerEnv:
@@ -76,6 +78,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_loader = env.loader("val", spec.seed)
     model = task.build(env, val_loader)
     optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
+    # epochs this run logged past its checkpoint before a failure: trained again, not logged
+    logged = retrained_epochs(uri, run_id, start_epoch) if rank == 0 else 0
     model = ray.train.torch.prepare_model(model)
     if task.channels_last and env.use_amp:
         model = model.to(memory_format=torch.channels_last)
@@ -104,7 +108,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     totals[-1] += n
                 step += 1
                 every = spec.tracking.alignment_every
-                if probe is not None and every and step % every == 0:
+                if probe is not None and every and step % every == 0 and epoch >= logged:
                     log_metrics(uri, run_id, task.probe_alignment(model, probe, env), step=step)
             elapsed = time.perf_counter() - t0
             *sums_all, count = all_reduce_sum(totals.tolist(), device)
@@ -119,7 +123,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             probe_alignment = (
                 (lambda: task.probe_alignment(model, probe, env)) if probe is not None else None
             )
-            close_epoch(env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment)
+            close_epoch(
+                env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment,
+                log_to_mlflow=epoch >= logged,
+            )  # fmt: skip
     finally:
         if monitor is not None:
             monitor.finish()
@@ -155,6 +162,28 @@ def restore_or_start(
     return optimizer, scheduler, start_epoch
 
 
+def retrained_epochs(uri: str, run_id: str, start_epoch: int) -> int:
+    """The last epoch the MLflow run has logged, when a restart from a checkpoint of
+    ``start_epoch`` epochs trains it again (else ``start_epoch``). Those epochs keep the
+    points first logged (training resumes with the checkpoint's RNG states and the same
+    data order, so the second pass repeats the first) and are listed in the run's tag
+    ``bioprop.retrained_epochs``: MLflow's history is append-only, and logging them again
+    would put two points on one step."""
+    if start_epoch == 0:
+        return 0
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    logged = int(run.data.metrics.get("epoch", 0))
+    if logged <= start_epoch:
+        return start_epoch
+    again = {int(e) for e in run.data.tags.get(TAG_RETRAINED, "").split(",") if e}
+    again.update(range(start_epoch + 1, logged + 1))
+    client.set_tag(run_id, TAG_RETRAINED, ",".join(map(str, sorted(again))))
+    return logged
+
+
 def close_epoch(
     env: WorkerEnv,
     epoch: int,
@@ -163,11 +192,14 @@ def close_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     probe_alignment: Callable[[], dict[str, float]] | None,
+    *,
+    log_to_mlflow: bool = True,
 ) -> None:
     """End an epoch whose train and val metrics are in ``epoch_metrics``: add per-layer
     weight alignment (and, unless ``tracking.alignment_every`` logs it per step, the probe's
     gradient alignment), report to Ray with the checkpoint, log everything to MLflow on
-    rank 0. Ray sees only the epoch metrics and the mean alignment angle."""
+    rank 0 (unless ``log_to_mlflow`` is false: an epoch the run logged before, trained
+    again after a restart). Ray sees only the epoch metrics and the mean alignment angle."""
     summary = dict(epoch_metrics)
     align = metrics.alignment(rules.unwrap(model))
     epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
@@ -175,7 +207,7 @@ def close_epoch(
         epoch_metrics.update(probe_alignment())
     summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
     _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
-    if env.rank == 0:
+    if env.rank == 0 and log_to_mlflow:
         weight_stats = env.spec.tracking.weight_stats
         log_epoch(env.uri, env.run_id, epoch_metrics, step=epoch + 1, weight_stats=weight_stats)
 

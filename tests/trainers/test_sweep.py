@@ -313,3 +313,29 @@ def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
     logged = [len(client.get_metric_history(c.info.run_id, "epoch")) for c in children]
     time.sleep(3)
     assert [len(client.get_metric_history(c.info.run_id, "epoch")) for c in children] == logged
+
+
+@pytest.mark.timeout(600)
+def test_setting_whose_worker_group_cannot_start_frees_its_cpus_for_the_next(workdir, ray_cluster):
+    """The first setting's DDP set-up fails while its worker group starts (its workers are
+    pointed at a network interface that does not exist: ``tests/ray_faults.py``, seed 13),
+    after its placement group took both CPUs: that setting is FAILED with the reason, its
+    CPUs are given back, and the next setting trains to the end."""
+    spec = ExperimentSpec.model_validate(
+        {
+            **DIGITS,
+            "name": "bad-start",
+            "rule": {"name": "bp"},
+            "seed": [13, 0],
+            "schedule": {"epochs": 1},
+            "scale": {"workers": 2},  # the whole cluster: one setting at a time
+        }
+    )
+    result = run_experiment(spec, job_id="bad-start")
+    assert result["status"] == "FAILED", result
+    broken, good = result["children"]
+    assert broken["setting"] == "bp seed=13" and broken["status"] == "FAILED", broken
+    assert "nonet13" in broken["error"], broken["error"]
+    assert good["setting"] == "bp seed=0" and good["status"] == "FINISHED", good
+    assert good["metrics"]["epoch"] == 1
+    _assert_cpus_released()
