@@ -131,12 +131,19 @@ def test_detection_sweep_summary_uses_map(workdir):
     assert table.loc["ss", "best_align_mean_angle"] == pytest.approx(37.0)
     assert "val_loss" not in " ".join(table.columns)
     assert "val_loss" not in run.data.tags["mlflow.note.content"]
-    assert (
-        "| `bp` | FINISHED | 3 | 0.250 | 0.375 | 0.0 | 0.0 |"
-        in (run.data.tags["mlflow.note.content"])
-    )
+    note = run.data.tags["mlflow.note.content"]
+    # the table first, ranked by final mAP; bp's float-noise angle as measured, not 0.0
+    assert note.startswith("| setting ([report](#/experiments/"), note
+    assert note.index("| `bp` | 0.250 | 0.375 | 1.0e-06 | 3 | FINISHED |") < note.index("`ss`")
     figures = {a.path for a in client.list_artifacts(parent, "summary")}
     assert "summary/map.png" in figures
+
+    # the report: self-contained (nothing fetched), each setting's values as measured
+    page = open(client.download_artifacts(parent, "sweep_report.html", str(workdir))).read()
+    assert "http://" not in page and "https://" not in page and " src=" not in page
+    assert '<td class="num" data-key="final_map" data-value="0.25"' in page
+    assert 'data-key="final_align_mean_angle" data-value="1e-06" title="1e-06">1e-06<' in page
+    assert page.count("<svg") == 3 and page.count('<tr data-setting="') == 2
     assert summary["layers"]["ss"] == [
         ("backbone.body.conv1", 37.0),
         ("head.regression_head.conv.0.0", 37.0),
