@@ -1,7 +1,8 @@
 """The ``bioprop`` command line: the root app and the commands that talk to a service.
 
-Here: ``serve`` and the HTTP commands ``submit``, ``status``, ``logs``, ``cancel`` (and
-``bench service``, which measures them). Mounted from beside what they drive:
+Here: ``serve``, the HTTP commands ``submit``, ``status``, ``logs``, ``cancel`` (and
+``bench service``, which measures them), and ``report`` (a job's comparison page, from the
+service or straight from MLflow). Mounted from beside what they drive:
 ``run`` (``service/local.py``, in-process training with a live table), ``demo``
 (``service/demo.py``), ``data ...`` (``data_pipelines/cli.py``) and ``bench rules|train``
 (``trainers/cli.py``). Tables live in ``service/tables.py``.
@@ -222,6 +223,63 @@ def rules() -> None:
     """List every rule with its paper and its parameters (defaults, types), read from the
     catalogue the spec validates against."""
     console.print(rules_table())
+
+
+@app.command()
+def report(
+    job_id: str,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="ask this control plane; default: read the MLflow store directly",
+            envvar="BIOPROP_SERVER",
+        ),
+    ] = None,
+    token: TokenOpt = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow store to read without --server (default MLFLOW_TRACKING_URI, else "
+            "./bioprop-runs/mlflow.db, as bioprop run)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write the page here (default ./report-JOB_ID.html)")
+    ] = None,
+    open_: Annotated[
+        bool, typer.Option("--open/--no-open", help="open it in a browser when there is a display")
+    ] = True,
+) -> None:
+    """Write a job's comparison report (self-contained HTML: sortable table, curves, angle
+    against depth), open it when a browser can show it, and print its path."""
+    if server:
+        with _client(server, token) as client:
+            try:
+                page = client.report(job_id)
+            except ApiError as exc:
+                raise _fail(exc) from exc
+    else:
+        from trainers.report import job_report
+
+        page = job_report(job_id, tracking_uri)
+        if page is None:
+            raise _fail(LookupError(f"no MLflow runs of job {job_id!r}"))
+    path = (out or Path(f"report-{job_id}.html")).resolve()
+    path.write_text(page, encoding="utf-8")
+    console.print(str(path), highlight=False, soft_wrap=True)
+    if open_ and _has_display():
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+
+
+def _has_display() -> bool:
+    """A browser window can open here (macOS, Windows, or an X11/Wayland session); never a
+    terminal browser taking over the shell."""
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
 
 
 app.command()(run)

@@ -52,7 +52,8 @@ def _spec_dict(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
 
 
 class Client:
-    """``Client(base_url, token=None)``: submit, get, list, cancel, logs, metrics, wait."""
+    """``Client(base_url, token=None)``: submit, get, list, cancel, logs, metrics, report,
+    wait."""
 
     def __init__(
         self,
@@ -146,6 +147,10 @@ class Client:
 
     def metrics(self, job_id: str) -> dict[str, Any]:
         return self._check(self._http.get(f"/v1/experiments/{job_id}/metrics")).json()
+
+    def report(self, job_id: str) -> str:
+        """The job's comparison report, a self-contained HTML page."""
+        return self._check(self._http.get(f"/v1/experiments/{job_id}/report")).text
 
     def wait(
         self,

@@ -165,7 +165,15 @@ class TrackingSpec(Section):
     weight_stats: bool = Field(
         False,
         description="log each layer's weight kurtosis/mean/std as metrics (default: rows of "
-        "the run's weight_stats.json table)",
+        "the run's layer_stats.json table)",
+    )
+    layer_metrics_max_layers: Int = Field(
+        8,
+        ge=0,
+        le=100_000,
+        description="log the per-layer statistics (angle/<layer>, ...) as metrics only for nets "
+        "of up to this many rule layers (0: never), so a deep net's chart view is not "
+        "hundreds of charts; every layer's statistics are always rows of layer_stats.json",
     )
 
 

@@ -11,12 +11,20 @@ end of the sweep):
   artifact ``sweep_summary.json`` (MLflow's table format, shown by the artifact viewer; not
   parent metrics, which MLflow's chart view would draw as one section per key beside the
   children's curves);
-- the run note (``mlflow.note.content``): that table in markdown and the command that
+- the run note (``mlflow.note.content``), which opens on the table: per setting the final
+  and best headline metric, the final mean angle, epochs and status, ranked by the final
+  headline metric (:func:`_markdown`; MLflow 3.17's Overview shows the first 100 px of a
+  note, a header and 3 rows, the rest behind "Show more"), then the command that
   reproduces the sweep from the parent's ``spec.yaml``;
 - figures, one line per setting on shared axes with fixed ranges (accuracy or mAP 0-1,
   angles 0-90 degrees, or 0-180 when an angle passes 90): the headline metric per epoch,
   the mean alignment angle per epoch, and the final angle per layer against depth (the
-  papers' figure): ``sweep_summary.png`` (all three) and ``summary/<name>.png`` (each alone).
+  papers' figure): ``sweep_summary.png`` (all three) and ``summary/<name>.png`` (each alone);
+- the interactive report ``sweep_report.html`` (:mod:`trainers.report`): the same, with a
+  sortable table and exact values on hover.
+
+Every setting is drawn in its rule's colour (:data:`RULE_COLOURS`, the same in the PNG and
+the report; settings of one rule differ by dash pattern).
 """
 
 from __future__ import annotations
@@ -39,13 +47,63 @@ from trainers.tracking import (
     metric_name,
 )
 
-__all__ = ["SUMMARY_FIGURE", "SUMMARY_TABLE", "summarize", "write_summary"]
+__all__ = [
+    "RULE_COLOURS",
+    "SUMMARY_FIGURE",
+    "SUMMARY_TABLE",
+    "ranked",
+    "rule_colour",
+    "setting_styles",
+    "summarize",
+    "write_summary",
+]
 
 log = logging.getLogger(__name__)
 
 SUMMARY_TABLE = "sweep_summary.json"
 SUMMARY_FIGURE = "sweep_summary.png"
 ANGLE = "align_mean_angle"
+
+#: One fixed colour per rule (``trainers.names.RULE_NAMES``), in every figure and report.
+RULE_COLOURS = {
+    "bp": "#1f77b4",
+    "fa": "#ff7f0e",
+    "ss": "#2ca02c",
+    "kp": "#d62728",
+    "wm": "#9467bd",
+    "pfa": "#8c564b",
+    "pfa_o": "#c49c94",
+    "dfa": "#e377c2",
+    "sc": "#7f7f7f",
+    "usf": "#bcbd22",
+    "brsf": "#17becf",
+    "frsf": "#393b79",
+}
+#: Dash patterns telling apart the settings of one rule: (matplotlib, SVG stroke-dasharray).
+DASHES = (("-", ""), ("--", "6 3"), (":", "2 3"), ("-.", "8 3 2 3"))
+
+
+def rule_colour(rule: str | None) -> str:
+    """The rule's colour; a rule missing from :data:`RULE_COLOURS` gets one by its name's
+    CRC, so it is still the same in every sweep."""
+    import zlib
+
+    if rule in RULE_COLOURS:
+        return RULE_COLOURS[rule]
+    palette = list(RULE_COLOURS.values())
+    return palette[zlib.crc32(str(rule).encode()) % len(palette)]
+
+
+def setting_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
+    """Per setting (in row order): its rule's colour and the index of its dash pattern
+    among the settings of that rule (0, 1, ... in row order)."""
+    seen: dict[str, int] = {}
+    styles = {}
+    for row in rows:
+        rule = row.get("rule") or row["setting"]
+        styles[row["setting"]] = (rule_colour(rule), seen.get(rule, 0))
+        seen[rule] = seen.get(rule, 0) + 1
+    return styles
 
 
 def _children(client: MlflowClient, parent: Run) -> list[Run]:
@@ -101,63 +159,88 @@ def summarize(uri: str, parent_run_id: str) -> dict[str, Any]:
 
 
 def _fmt(value: Any, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-COLUMNS = (  # (row key suffix, markdown header, digits)
-    ("{h}", "{h}", 3),
-    ("val_loss", "val_loss", 3),
-    (ANGLE, "mean angle (deg)", 1),
-)
+    """``digits`` decimals; a value that would read 0 (bp's angle) in 2 significant digits."""
+    if value is None:
+        return "-"
+    if value and abs(value) < 0.5 * 10**-digits:
+        return f"{value:.1e}"
+    return f"{value:.{digits}f}"
 
 
 NOTE_LIMIT = 8000  # MLflow's limit on a tag value
+NOTE_ROWS = 12  # rows of the note's table; the others are in the report and the table
+
+
+def ranked(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows by final headline metric, highest first (rows without one last)."""
+    key = f"final_{summary['headline']}"
+    return sorted(summary["rows"], key=lambda r: (r[key] is None, -(r[key] or 0.0)))
 
 
 def _markdown(summary: dict[str, Any], parent: Run, uri: str) -> str:
     """The note; past MLflow's 8000 characters the table keeps its first rows and says so."""
     rows = summary["rows"]
-    for keep in range(len(rows), -1, -1):
+    for keep in range(min(len(rows), NOTE_ROWS), -1, -1):
         text = _note(summary, parent, uri, keep)
         if len(text) <= NOTE_LIMIT:
             return text
     return text[:NOTE_LIMIT]
 
 
+def report_link(parent: Run) -> str:
+    """The MLflow UI's address (relative, a hash route) of the parent's report artifact."""
+    from trainers.report import REPORT_ARTIFACT
+
+    return (
+        f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+        f"/artifacts/{REPORT_ARTIFACT}"
+    )
+
+
 def _note(summary: dict[str, Any], parent: Run, uri: str, keep: int) -> str:
     headline = summary["headline"]
-    columns = [
-        (key.format(h=headline), head.format(h=headline), digits)
-        for key, head, digits in COLUMNS
-        if summary["task"] != "detect" or key != "val_loss"
+    # one-line headers (a wrapped header row would push a setting below MLflow's fold),
+    # each followed by an em space: MLflow renders cells with 1 px of padding, left-aligned
+    heads = [
+        f"setting ([report]({report_link(parent)}))",
+        f"final {headline}",
+        f"best {headline}",
+        "final angle (deg)",
+        "epochs",
+        "status",
     ]
-    header = ["setting", "status", "epochs"]
-    for _, head, _ in columns:
-        header += [f"final {head}", f"best {head}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * 3 + " ---: |" * 2 * len(columns)]
-    for row in summary["rows"][:keep]:
-        cells = [f"`{row['setting']}`", row["status"], str(row["epochs"])]
-        for key, _, digits in columns:
-            cells += [_fmt(row[f"final_{key}"], digits), _fmt(row[f"best_{key}"], digits)]
+    lines = ["| " + " | ".join(f"{h}&emsp;" for h in heads) + " |", "|" + " --- |" * 6]
+    for row in ranked(summary)[:keep]:
+        cells = [
+            f"`{row['setting']}`",
+            _fmt(row[f"final_{headline}"], 3),
+            _fmt(row[f"best_{headline}"], 3),
+            _fmt(row[f"final_{ANGLE}"], 1),
+            str(row["epochs"]),
+            row["status"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    if keep < len(summary["rows"]):
-        lines += ["", f"... and {len(summary['rows']) - keep} more rows in `{SUMMARY_TABLE}`."]
+    total = len(summary["rows"])
     run_id = parent.info.run_id
     best_word = "val_acc" if headline == "val_acc" else "mAP"
+    more = f" (the top {keep} here)" if keep < total else ""
     return "\n".join(
         [
-            f"### {parent.data.tags.get('mlflow.runName', run_id)}: "
-            f"{len(summary['rows'])} settings compared",
-            "",
             *lines,
             "",
-            f"Best: the highest {best_word} and the lowest loss and angle over epochs. Angles are "
+            f"**{parent.data.tags.get('mlflow.runName', run_id)}**: {total} settings "
+            f"compared{more}, ranked by final {headline}; every setting and column in the "
+            "interactive report `sweep_report.html` (sortable table, curves, angle against "
+            f"depth) and the table `{SUMMARY_TABLE}`.",
+            "",
+            f"Best: the highest {best_word} and the lowest angle over epochs. Angles are "
             "degrees between each layer's `W` and the matrix its backward pass uses, "
-            "averaged over layers not on BP (bp's ~1e-6 is float round-off).",
+            "averaged over layers not on BP (bp's ~1e-6 is float round-off, shown as measured).",
             "",
             f"Figures: `{SUMMARY_FIGURE}` (artifacts): {headline} and mean angle per epoch, "
-            "final angle per layer against depth, one line per setting. Compare the children "
-            "in the chart view grouped by the `bioprop.rule` tag.",
+            "final angle per layer against depth, one colour per rule. Compare the children "
+            "in the chart view grouped by the `bioprop.rule` tag; `angle_by_depth` is the "
+            "final angle per layer against depth (step = layer, 1 nearest the input).",
             "",
             "Reproduce (a new run of the same spec):",
             "",
@@ -189,18 +272,22 @@ def _figures(summary: dict[str, Any], out: Path) -> list[Path]:
     angles += [v for layers in summary["layers"].values() for _, v in layers]
     limits = angle_limits(angles)
 
+    styles = setting_styles(summary["rows"])
+
     def draw(ax, panel: str) -> None:
         for setting in summary["curves"]:
+            colour, dash = styles[setting]
+            style = {"color": colour, "linestyle": DASHES[dash % len(DASHES)][0], "marker": "o"}
             if panel == "angle_by_layer":
                 layers = summary["layers"][setting]
                 if layers:
                     x = range(1, len(layers) + 1)
-                    ax.plot(x, [v for _, v in layers], "o-", label=setting, clip_on=False)
+                    ax.plot(x, [v for _, v in layers], label=setting, clip_on=False, **style)
             else:
                 key = headline if panel != "mean_angle" else ANGLE
                 points = summary["curves"][setting].get(key, [])
                 if points:
-                    ax.plot(*zip(*points, strict=True), "o-", label=setting, clip_on=False)
+                    ax.plot(*zip(*points, strict=True), label=setting, clip_on=False, **style)
         ax.grid(alpha=0.3)
         if panel == "angle_by_layer":
             names = max(summary["layers"].values(), key=len, default=[])
@@ -275,7 +362,12 @@ def _write(uri: str, parent_run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if summary["rows"]:
+            from trainers.report import REPORT_ARTIFACT, report_html
+
             _table_file(summary["rows"], out / SUMMARY_TABLE)
             _figures(summary, out)
+            title = parent.data.tags.get("mlflow.runName", parent_run_id)
+            page = report_html(summary, title=title, parent_run_id=parent_run_id)
+            (out / REPORT_ARTIFACT).write_text(page, encoding="utf-8")
             client.log_artifacts(parent_run_id, str(out))
     return summary

@@ -21,8 +21,9 @@ per job and setting); a search restores its Tune experiment (same sampled values
 and searcher state), resuming the unfinished trials.
 
 The parent run gets, per rule, the best trial (:func:`record_best`): tags
-``bioprop.best.<rule>.run_id`` / ``.setting``, a metric ``best_<metric>.<rule>`` and the table
-artifact ``best_per_rule.json``.
+``bioprop.best.<rule>.run_id`` / ``.setting`` / ``.<metric>`` (its value) and the table
+artifact ``best_per_rule.json``; no parent metric, which MLflow's chart view would draw as
+a run of its own beside the children's curves.
 """
 
 from __future__ import annotations
@@ -587,19 +588,20 @@ def best_per_rule(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[d
 
 
 def record_best(uri: str, parent: str, rows: list[dict[str, Any]]) -> None:
-    """Put the best-per-rule rows on the parent run: tags ``bioprop.best.<rule>.run_id`` and
-    ``.setting``, metric ``best_<metric>.<rule>``, and the table ``best_per_rule.json``."""
+    """Put the best-per-rule rows on the parent run: tags ``bioprop.best.<rule>.run_id``,
+    ``.setting`` and ``.<metric>`` (the value, as measured), and the table
+    ``best_per_rule.json``."""
     if not rows:
         return
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import RunTag
 
     client = _client(uri)
-    tags, metrics = [], []
+    tags = []
     for row in rows:
         tags.append(RunTag(best_tag(row["rule"], "run_id"), str(row["run_id"])))
         tags.append(RunTag(best_tag(row["rule"], "setting"), row["setting"]))
-        metrics.append(Metric(f"best_{row['metric']}.{row['rule']}", float(row["value"]), 0, 0))
-    client.log_batch(parent, metrics=metrics, tags=tags)
+        tags.append(RunTag(best_tag(row["rule"], row["metric"]), repr(row["value"])))
+    client.log_batch(parent, tags=tags)
     columns = ("rule", "setting", "metric", "value", "epochs", "run_id")
     table = {c: [row[c] for row in rows] for c in columns}
     client.log_table(parent, data=table, artifact_file=BEST_TABLE)

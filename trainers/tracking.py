@@ -9,11 +9,17 @@ Params are the flattened resolved spec. All access goes through ``mlflow.MlflowC
 Metric names (:func:`mlflow_metrics`): whole-model metrics keep their flat names (``val_acc``,
 ``align_mean_angle``, ``galign_mean_grad_angle``); per-layer ones are ``<stat>/<layer>`` with
 the layer's module path (``angle/layer1.0.conv1``, ``grad_angle/fc``), so MLflow's chart view
-puts each statistic in its own section, one chart per layer, below the model metrics. The
-default per-layer set is :data:`LAYER_STATS` (4 keys per layer); the weight distribution
-statistics (:data:`WEIGHT_STATS`) are logged as metrics only with ``tracking.weight_stats``,
-otherwise as rows of the per-epoch table artifact ``weight_stats.json``. Values are logged as
-measured: bp's angle of about 1e-6 degrees is float round-off, not misalignment.
+puts each statistic in its own section, one chart per layer. The default per-layer set is
+:data:`LAYER_STATS` (4 keys per layer), logged as metrics only for nets of up to
+``tracking.layer_metrics_max_layers`` rule layers (8 by default: the demo's conv net has 4,
+ResNet-18 21); the weight distribution statistics (:data:`WEIGHT_STATS`) only with
+``tracking.weight_stats``. Every statistic of every layer, whatever is a metric, is a row of
+the per-epoch table artifact ``layer_stats.json`` (``epoch``, ``layer``, one column per
+statistic). At the last epoch a run also logs ``angle_by_depth``, whose step is the layer's
+depth (1 = the rule layer nearest the input, in the order of the tag ``bioprop.layers``) and
+whose value is that layer's angle, so MLflow's chart view draws the angle against depth
+(the papers' figure) per run. Values are logged as measured: bp's angle of about 1e-6
+degrees is float round-off, not misalignment.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from trainers.contracts import TAG_JOB, TAG_LAYERS, TAG_NOTE, TAG_ROLE, TAG_RULE
 from trainers.spec import ExperimentSpec
 
 __all__ = [
+    "ANGLE_BY_DEPTH",
+    "LAYER_STATS_TABLE",
     "LAYER_STATS",
     "WEIGHT_STATS",
     "default_tracking_uri",
@@ -42,6 +50,7 @@ __all__ = [
     "log_curves",
     "log_epoch",
     "log_metrics",
+    "log_metrics_of",
     "metric_name",
     "mlflow_metrics",
     "model_metrics",
@@ -55,7 +64,9 @@ __all__ = [
 LAYER_STATS = ("angle", "norm_ratio", "sign_concordance", "grad_angle")
 #: Weight distribution statistics: metrics only with ``tracking.weight_stats``.
 WEIGHT_STATS = ("kurtosis", "mean", "std")
-WEIGHT_STATS_TABLE = "weight_stats.json"
+LAYER_STATS_TABLE = "layer_stats.json"
+#: Metric whose step is the layer's depth (1-based, model order) and value its final angle.
+ANGLE_BY_DEPTH = "angle_by_depth"
 # the loop's names: align_<layer>.<stat> (trainers.metrics.alignment), galign_<layer>.grad_angle
 _LAYER_KEY = re.compile(
     r"^g?align_(?P<layer>.+)\.(?P<stat>" + "|".join((*LAYER_STATS, *WEIGHT_STATS)) + r")$"
@@ -71,19 +82,20 @@ def metric_name(name: str) -> str:
 
 
 def mlflow_metrics(
-    metrics: dict[str, float], *, weight_stats: bool = False
+    metrics: dict[str, float], *, weight_stats: bool = False, max_layers: int | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
-    """Split a loop's metrics into what MLflow logs: ``(metrics, weight_rows, layers)``.
+    """Split a loop's metrics into what MLflow logs: ``(metrics, layer_rows, layers)``.
 
-    ``align_<layer>.<stat>`` and ``galign_<layer>.grad_angle`` become ``<stat>/<layer>``;
-    the :data:`WEIGHT_STATS` of each layer (and ``align_mean_kurtosis``) go to
-    ``weight_rows`` (one ``{"layer", "kurtosis", "mean", "std"}`` per layer) unless
-    ``weight_stats``; ``layers`` lists the layers in the order met (model order, since
+    ``align_<layer>.<stat>`` and ``galign_<layer>.grad_angle`` become ``<stat>/<layer>``
+    metrics, the :data:`WEIGHT_STATS` (and ``align_mean_kurtosis``) only with
+    ``weight_stats``, and none when the net has more than ``max_layers`` layers (None: no
+    limit). ``layer_rows`` holds every statistic, one ``{"layer", <stat>: value, ...}`` per
+    layer; ``layers`` lists the layers in the order met (model order, since
     :func:`trainers.metrics.alignment` walks ``named_modules``). Other keys pass unchanged.
     """
     out: dict[str, float] = {}
+    per_layer: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
-    layers: list[str] = []
     for key, value in metrics.items():
         found = _LAYER_KEY.match(key)
         if found is None:
@@ -92,15 +104,12 @@ def mlflow_metrics(
             out[metric_name(key)] = value
             continue
         layer, stat = found["layer"], found["stat"]
-        if layer not in rows:
-            rows[layer] = {"layer": layer}
-            layers.append(layer)
-        if stat in WEIGHT_STATS and not weight_stats:
-            rows[layer][stat] = value
-        else:
-            out[metric_name(f"{stat}/{layer}")] = value
-    weight_rows = [r for r in rows.values() if len(r) > 1] if not weight_stats else []
-    return out, weight_rows, layers
+        rows.setdefault(layer, {"layer": layer})[stat] = value
+        if stat not in WEIGHT_STATS or weight_stats:
+            per_layer[metric_name(f"{stat}/{layer}")] = value
+    if max_layers is None or len(rows) <= max_layers:
+        out.update(per_layer)
+    return out, list(rows.values()), list(rows)
 
 
 def model_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -222,7 +231,15 @@ def start_child(
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) -> None:
     """Log a dict of scalar metrics at ``step`` in batch calls, named by :func:`mlflow_metrics`
     (every statistic kept)."""
-    _log_batch(MlflowClient(uri), run_id, mlflow_metrics(metrics, weight_stats=True)[0], step)
+    log_metrics_of(uri, run_id, metrics, step=step)
+
+
+def log_metrics_of(
+    uri: str, run_id: str, metrics: dict[str, float], *, step: int, max_layers: int | None = None
+) -> None:
+    """:func:`log_metrics` with per-layer keys only for nets of up to ``max_layers`` layers."""
+    named = mlflow_metrics(metrics, weight_stats=True, max_layers=max_layers)[0]
+    _log_batch(MlflowClient(uri), run_id, named, step)
 
 
 def _log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -233,24 +250,40 @@ def _log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float], ste
 
 
 def log_epoch(
-    uri: str, run_id: str, metrics: dict[str, float], *, step: int, weight_stats: bool = False
+    uri: str,
+    run_id: str,
+    metrics: dict[str, float],
+    *,
+    step: int,
+    weight_stats: bool = False,
+    max_layers: int | None = 8,
+    final: bool = False,
 ) -> None:
     """Log one epoch's metrics (rank 0): the MLflow names of :func:`mlflow_metrics`, the
-    layer order as tag ``bioprop.layers`` and, unless ``weight_stats``, the weight
-    distribution statistics as rows (``epoch``, ``layer``, ``kurtosis``, ``mean``, ``std``)
-    appended to the table artifact ``weight_stats.json``."""
+    layer order as tag ``bioprop.layers``, every layer's statistics as rows (``epoch``,
+    ``layer``, one column per statistic) appended to the table artifact
+    ``layer_stats.json`` and, at the ``final`` epoch, ``angle_by_depth`` (step = depth)."""
     from mlflow.entities import RunTag
 
     client = MlflowClient(uri)
-    named, rows, layers = mlflow_metrics(metrics, weight_stats=weight_stats)
+    named, rows, layers = mlflow_metrics(metrics, weight_stats=weight_stats, max_layers=max_layers)
     _log_batch(client, run_id, named, step)
     if layers:
         client.log_batch(run_id, tags=[RunTag(TAG_LAYERS, json.dumps(layers)[:8000])])
+    if final:
+        now = int(time.time() * 1000)
+        depth = [
+            Metric(ANGLE_BY_DEPTH, float(row["angle"]), now, i)
+            for i, row in enumerate(rows, start=1)
+            if "angle" in row
+        ]
+        for i in range(0, len(depth), 500):
+            client.log_batch(run_id, metrics=depth[i : i + 500])
     if rows:
         import pandas as pd
 
         table = pd.DataFrame([{"epoch": step, **row} for row in rows])
-        client.log_table(run_id, table, WEIGHT_STATS_TABLE)
+        client.log_table(run_id, table, LAYER_STATS_TABLE)
 
 
 CURVES = (("train_loss", "val_loss"), ("train_acc", "val_acc", "map"), ("align_mean_angle",))

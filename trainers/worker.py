@@ -39,7 +39,7 @@ from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
 from trainers.tasks import get_task
 from trainers.tasks.base import Task, WorkerEnv, all_reduce_sum
-from trainers.tracking import log_epoch, log_metrics
+from trainers.tracking import log_epoch, log_metrics, log_metrics_of
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -109,7 +109,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 step += 1
                 every = spec.tracking.alignment_every
                 if probe is not None and every and step % every == 0 and epoch >= logged:
-                    log_metrics(uri, run_id, task.probe_alignment(model, probe, env), step=step)
+                    found = task.probe_alignment(model, probe, env)
+                    cap = spec.tracking.layer_metrics_max_layers
+                    log_metrics_of(uri, run_id, found, step=step, max_layers=cap)
             elapsed = time.perf_counter() - t0
             *sums_all, count = all_reduce_sum(totals.tolist(), device)
             epoch_metrics = {"epoch": epoch + 1}
@@ -208,8 +210,16 @@ def close_epoch(
     summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
     _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
     if env.rank == 0 and log_to_mlflow:
-        weight_stats = env.spec.tracking.weight_stats
-        log_epoch(env.uri, env.run_id, epoch_metrics, step=epoch + 1, weight_stats=weight_stats)
+        tracking = env.spec.tracking
+        log_epoch(
+            env.uri,
+            env.run_id,
+            epoch_metrics,
+            step=epoch + 1,
+            weight_stats=tracking.weight_stats,
+            max_layers=tracking.layer_metrics_max_layers,
+            final=epoch + 1 == env.spec.schedule.epochs,
+        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -227,11 +237,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _system_metrics(uri: str, run_id: str):
-    """MLflow's system-metrics monitor (CPU, memory, GPU) on the child run, from rank 0."""
+    """MLflow's system-metrics monitor (CPU, memory, GPU) on the child run, from rank 0: a
+    sample every 10 s, and at the end the samples not yet logged (MLflow's own monitor drops
+    them, so a run shorter than 10 s had no ``system/*`` metric at all)."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
+        class Monitor(SystemMetricsMonitor):
+            def finish(self) -> None:
+                running = self._process is not None
+                super().finish()
+                try:
+                    if running and any(m.metrics for m in self.monitors):
+                        self.publish_metrics(self.aggregate_metrics())
+                        self.mlflow_logger.flush()
+                except Exception:  # the run may be closed already
+                    pass
+
+        monitor = Monitor(run_id, sampling_interval=10, tracking_uri=uri)
         monitor.start()
         return monitor
     except Exception:  # system metrics are a convenience; never fail a run over them

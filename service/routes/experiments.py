@@ -1,4 +1,4 @@
-"""``/v1/experiments``: submit, list, get, cancel, logs and metrics of experiment jobs.
+"""``/v1/experiments``: submit, list, get, cancel, logs, metrics and report of experiment jobs.
 
 Handlers only: admission policy is :mod:`service.admission`, log reading
 :mod:`service.logstream`, and every job-store access goes through
@@ -27,7 +27,7 @@ from fastapi import (
 )
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
@@ -409,3 +409,29 @@ async def get_metrics(job: JobDep, progress: ProgressDep) -> Metrics:
         parent_run_id=summary.get("parent_run_id") or job.mlflow_parent_run_id,
         children=summary.get("children", []),
     )
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="The sweep's comparison report, read from MLflow now (a self-contained HTML page)",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {"example": "<!doctype html><html>...</html>"}}},
+        **responses(404),
+        409: {**responses(409)[409], "description": "The job has no runs in MLflow yet"},
+    },
+)
+async def get_report(job: JobDep, progress: ProgressDep) -> HTMLResponse:
+    """The page ``trainers.report`` writes as the parent run's ``sweep_report.html``: the
+    per-setting table (sortable), headline metric and mean angle per epoch, angle against
+    depth."""
+    from trainers.report import job_report
+
+    page = None
+    if job.started_at and await run_in_threadpool(progress.read, job.id, final=False):
+        page = await run_in_threadpool(job_report, job.id, progress.tracking_uri)
+    if page is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job.id} has no runs in MLflow yet ({job.state.value})"
+        )
+    return HTMLResponse(page)

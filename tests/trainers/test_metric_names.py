@@ -1,5 +1,6 @@
-"""MLflow names of the loop's metrics, the per-epoch weight-statistics table, and the sweep
-summary of a detection sweep, on a real sqlite store without Ray (values logged by hand)."""
+"""MLflow names of the loop's metrics, the per-epoch layer-statistics table, angle against
+depth, and the sweep summary of a detection sweep, on a real sqlite store without Ray (values
+logged by hand)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,22 @@ def test_layer_metrics_are_stat_slash_module_path_and_lean_by_default():
         "grad_angle/fc",
     }
     assert named["angle/layer1.0.conv1"] == 40.0 and named["grad_angle/fc"] == 10.0
-    assert rows == [
-        {"layer": "layer1.0.conv1", "kurtosis": 0.25, "mean": 0.0, "std": 0.125},
-        {"layer": "fc", "kurtosis": 0.25, "mean": 0.0, "std": 0.125},
+    stats = {"norm_ratio": 1.5, "sign_concordance": 0.75, "kurtosis": 0.25, "mean": 0.0}
+    assert rows == [  # every statistic, whatever is a metric
+        {"layer": "layer1.0.conv1", "angle": 40.0, **stats, "std": 0.125, "grad_angle": 20.0},
+        {"layer": "fc", "angle": 20.0, **stats, "std": 0.125, "grad_angle": 10.0},
     ]
-    full, rows, _ = mlflow_metrics(epoch, weight_stats=True)
-    assert rows == [] and full["kurtosis/fc"] == 0.25 and full["align_mean_kurtosis"] == 0.25
-    assert len(full) == len(named) + 3 * 2 + 1
+    full, rows_again, _ = mlflow_metrics(epoch, weight_stats=True)
+    assert rows_again == rows and full["kurtosis/fc"] == 0.25
+    assert full["align_mean_kurtosis"] == 0.25 and len(full) == len(named) + 3 * 2 + 1
+
+
+def test_a_net_deeper_than_the_cap_logs_no_per_layer_metric():
+    epoch = _epoch({f"l{i}": 10.0 * i for i in range(3)}, val_acc=0.5)
+    capped, rows, layers = mlflow_metrics(epoch, max_layers=2)
+    assert set(capped) == {"val_acc", "align_mean_angle"} and layers == ["l0", "l1", "l2"]
+    assert [row["angle"] for row in rows] == [0.0, 10.0, 20.0]  # still in the table
+    assert set(mlflow_metrics(epoch, max_layers=3)[0]) > set(capped)
 
 
 def test_metric_name_keeps_what_mlflow_accepts():
@@ -63,26 +73,30 @@ def test_metric_name_keeps_what_mlflow_accepts():
     assert metric_name("angle//a/../b[0]") == "angle/a/b_0_"
 
 
-def test_weight_stats_option_and_table(workdir):
+def test_weight_stats_option_layer_table_and_angle_by_depth(workdir):
     uri = default_tracking_uri()
     client = MlflowClient(uri)
+    layers = {"conv": 50.0, "fc": 30.0}
     for weight_stats in (False, True):
         spec = ExperimentSpec.model_validate(
             {"data": {"kind": "digits"}, "tracking": {"weight_stats": weight_stats}}
         )
         child = start_child(spec, uri=uri, parent_run_id=start_parent(spec, uri=uri))
         for step in (1, 2):
-            log_epoch(uri, child, _epoch({"fc": 30.0}), step=step, weight_stats=weight_stats)
+            epoch = _epoch({k: v + step for k, v in layers.items()})
+            log_epoch(uri, child, epoch, step=step, weight_stats=weight_stats, final=step == 2)
         logged = client.get_run(child).data.metrics
-        artifacts = [a.path for a in client.list_artifacts(child)]
         if weight_stats:
-            assert logged["std/fc"] == 0.125 and "weight_stats.json" not in artifacts
+            assert logged["std/fc"] == 0.125
         else:
             assert "std/fc" not in logged and "align_mean_kurtosis" not in logged
-            path = client.download_artifacts(child, "weight_stats.json", str(workdir))
-            table = pd.read_json(path, orient="split")
-            assert list(table["epoch"]) == [1, 2] and list(table["layer"]) == ["fc", "fc"]
-            assert list(table["kurtosis"]) == [0.25, 0.25]
+        path = client.download_artifacts(child, "layer_stats.json", str(workdir))
+        table = pd.read_json(path, orient="split")
+        assert list(table["epoch"]) == [1, 1, 2, 2] and list(table["layer"]) == ["conv", "fc"] * 2
+        assert list(table["kurtosis"]) == [0.25] * 4 and list(table["angle"]) == [51, 31, 52, 32]
+        # the final epoch's angle per layer, step = depth from the input
+        depth = client.get_metric_history(child, "angle_by_depth")
+        assert sorted((m.step, m.value) for m in depth) == [(1, 52.0), (2, 32.0)]
         (dataset,) = client.get_run(child).inputs.dataset_inputs
         assert dataset.dataset.name == "digits" and '"train": 1437' in dataset.dataset.profile
 
@@ -117,12 +131,19 @@ def test_detection_sweep_summary_uses_map(workdir):
     assert table.loc["ss", "best_align_mean_angle"] == pytest.approx(37.0)
     assert "val_loss" not in " ".join(table.columns)
     assert "val_loss" not in run.data.tags["mlflow.note.content"]
-    assert (
-        "| `bp` | FINISHED | 3 | 0.250 | 0.375 | 0.0 | 0.0 |"
-        in (run.data.tags["mlflow.note.content"])
-    )
+    note = run.data.tags["mlflow.note.content"]
+    # the table first, ranked by final mAP; bp's float-noise angle as measured, not 0.0
+    assert note.startswith("| setting ([report](#/experiments/"), note
+    assert note.index("| `bp` | 0.250 | 0.375 | 1.0e-06 | 3 | FINISHED |") < note.index("`ss`")
     figures = {a.path for a in client.list_artifacts(parent, "summary")}
     assert "summary/map.png" in figures
+
+    # the report: self-contained (nothing fetched), each setting's values as measured
+    page = open(client.download_artifacts(parent, "sweep_report.html", str(workdir))).read()
+    assert "http://" not in page and "https://" not in page and " src=" not in page
+    assert '<td class="num" data-key="final_map" data-value="0.25"' in page
+    assert 'data-key="final_align_mean_angle" data-value="1e-06" title="1e-06">1e-06<' in page
+    assert page.count("<svg") == 3 and page.count('<tr data-setting="') == 2
     assert summary["layers"]["ss"] == [
         ("backbone.body.conv1", 37.0),
         ("head.regression_head.conv.0.0", 37.0),

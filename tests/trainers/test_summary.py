@@ -70,9 +70,10 @@ def test_parent_holds_the_sweep_summary(rule_sweep, tmp_path):
         assert row["best_align_mean_angle"] == pytest.approx(min(angle))
 
     note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("| setting ([report](#/experiments/"), note  # the table first
     for rule in RULES:
         final, best = (f"{table.loc[rule][k]:.3f}" for k in ("final_val_acc", "best_val_acc"))
-        assert f"| `{rule}` | FINISHED | 3 | {final} | {best} |" in note, note
+        assert f"| `{rule}` | {final} | {best} | " in note and "| 3 | FINISHED |" in note, note
     assert f"mlflow artifacts download -r {parent_id} -a spec.yaml" in note
     assert "bioprop run spec.yaml" in note
     spec_path = client.download_artifacts(parent_id, "spec.yaml", str(tmp_path))
@@ -94,16 +95,26 @@ def test_children_log_module_path_layers_lean_metrics_note_and_dataset(rule_swee
         run = client.get_run(child["run_id"])
         keys = {k for k in run.data.metrics if not k.startswith("system/")}
         expected = MODEL_METRICS | {f"{s}/{layer}" for s in PER_LAYER for layer in LAYERS}
-        assert keys == expected and len(keys) == DEFAULT_COUNT == 30, sorted(keys ^ expected)
+        expected.add("angle_by_depth")
+        assert keys == expected and len(keys) == DEFAULT_COUNT + 1 == 31, sorted(keys ^ expected)
         assert json.loads(run.data.tags["bioprop.layers"]) == LAYERS  # input to output
         if child["rule"] == "bp":  # float noise logged as measured, never above it
             assert all(0 <= run.data.metrics[f"angle/{n}"] < 1e-3 for n in LAYERS)
+        # MLflow's system metrics, even for a run shorter than their 10 s period
+        assert "system/cpu_utilization_percentage" in run.data.metrics
 
-        # the distribution statistics moved to a per-epoch table
-        path = client.download_artifacts(run.info.run_id, "weight_stats.json", str(tmp_path))
+        # the final angle per layer with step = depth: MLflow's chart of it is angle vs depth
+        depth = client.get_metric_history(run.info.run_id, "angle_by_depth")
+        final = [run.data.metrics[f"angle/{n}"] for n in LAYERS]
+        assert sorted((m.step, m.value) for m in depth) == list(enumerate(final, start=1))
+
+        # every layer statistic per epoch, the distribution statistics only there
+        path = client.download_artifacts(run.info.run_id, "layer_stats.json", str(tmp_path))
         stats = pd.read_json(path, orient="split")
-        assert {"epoch", "layer", "kurtosis", "mean", "std"} <= set(stats.columns)
+        assert {"epoch", "layer", "kurtosis", "mean", "std", *PER_LAYER} <= set(stats.columns)
         assert sorted(stats["epoch"].unique()) == [1, 2, 3] and len(stats) == 3 * len(LAYERS)
+        last = stats[stats["epoch"] == 3]
+        assert list(last["layer"]) == LAYERS and list(last["angle"]) == pytest.approx(final)
 
         note = run.data.tags["mlflow.note.content"]
         assert f"`{child['rule']}`" in note and papers[child["rule"]] in note
