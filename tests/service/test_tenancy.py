@@ -409,3 +409,34 @@ def test_errors_never_repeat_the_mlflow_password(
         assert other.status_code == 422
         assert "hunter2" not in other.text and ":pw@" not in other.text
         assert "lab:***@127.0.0.1:9" in other.text
+
+
+def test_a_data_root_symlink_re_pointed_after_admission_fails_at_driver_start(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    (data / "link").symlink_to(data / "real")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    svc = ServeProcess(tmp_path / "runs", DATA_DIRS=str(data), MAX_CONCURRENT_JOBS=1).start()
+    try:
+        with client(svc, {}) as http:
+            blocker = http.post("/v1/experiments", json=spec("hang")).json()
+            wait_state(http, blocker["id"], ("RUNNING",))
+            linked = {"kind": "synthetic", "root": str(data / "link")}
+            job = http.post("/v1/experiments", json=spec("ok", data=linked)).json()
+            assert job["state"] == "PENDING"
+            (data / "link").unlink()
+            (data / "link").symlink_to(elsewhere)  # re-pointed while the job waits
+            http.post(f"/v1/experiments/{blocker['id']}/cancel")
+            failed = wait_state(http, job["id"])
+            assert failed["state"] == "FAILED"
+            assert f"now resolves to {str(elsewhere)!r}" in failed["error"]
+            assert f"not to {str(data / 'real')!r} as when the job was admitted" in failed["error"]
+            (data / "link").unlink()
+            (data / "link").symlink_to(data / "real")  # as admitted: it runs
+            again = http.post("/v1/experiments", json=spec("ok", data=linked)).json()
+            assert wait_state(http, again["id"])["state"] == "SUCCEEDED"
+    finally:
+        svc.stop()
