@@ -440,3 +440,23 @@ def test_a_data_root_symlink_re_pointed_after_admission_fails_at_driver_start(
             assert wait_state(http, again["id"])["state"] == "SUCCEEDED"
     finally:
         svc.stop()
+
+
+def test_a_kept_alive_connection_that_stalls_in_its_next_request_gets_408(
+    bounded: ServeProcess,
+) -> None:
+    async def stall() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bounded.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b'"capacity_from"'), 10)
+        await asyncio.sleep(0.1)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert first.startswith(b"HTTP/1.1 200")
+        return rest
+
+    rest = asyncio.run(stall())
+    assert b"HTTP/1.1 408" in rest
