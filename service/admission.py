@@ -249,10 +249,12 @@ CHECKS = (
 )
 
 
-def admit(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
-    """Run every check; 422 with all their errors, or the spec to store: its
+def admit(spec: ExperimentSpec, settings: Settings) -> tuple[ExperimentSpec, str | None]:
+    """Run every check; 422 with all their errors, or what to store: the spec, its
     ``storage_path`` in the canonical form that was checked (a local one an absolute,
-    normalised path; no escapes left for a later layer to decode)."""
+    normalised path; no escapes left for a later layer to decode), and ``data.root`` as it
+    resolved now, which the driver checks again before reading (a symlink re-pointed
+    meanwhile fails there, :func:`trainers.storage.check_data_root`)."""
     errors = [error for check in CHECKS for error in check(spec, settings)]
     if errors:
         raise RequestValidationError(errors)
@@ -260,4 +262,10 @@ def admit(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
         location, _ = _storage(spec.storage_path)
         assert location is not None
         spec = spec.model_copy(update={"storage_path": location.canonical})
-    return spec
+    data_root = None
+    if spec.data.root is not None:
+        root, error = _resolve(str(spec.data.root), ("data", "root"))
+        if error is not None:
+            raise RequestValidationError([error])
+        data_root = str(root)
+    return spec, data_root

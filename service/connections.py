@@ -111,7 +111,14 @@ def bounded_protocol(settings: Settings) -> type[H11Protocol]:
             if self.transport.is_closing():
                 return
             cycle = self.cycle
-            if cycle is None or not cycle.response_started:
+            # a response already on the wire for this request (or, while headers of a next
+            # request trickle in, for the one before) is not interrupted by a 408
+            answered = (
+                cycle is not None
+                and cycle.response_started
+                and (phase == "body" or not cycle.response_complete)
+            )
+            if not answered:
                 limit, name = (
                     (header_s, "HEADER_TIMEOUT_S")
                     if phase == "headers"

@@ -17,11 +17,11 @@ import os
 from collections.abc import Mapping
 
 from service.settings import Settings
+from trainers.storage import ENV_DATA_DIRS, ENV_DATA_ROOT
 
 __all__ = ["ALLOWED_NAMES", "ALLOWED_PREFIXES", "OWNER_ENV", "driver_env", "job_env"]
 
 OWNER_ENV = "BIOPROP_USER"  # the driver's MLflow runs carry it as mlflow.user
-DATA_DIRS_ENV = "BIOPROP_DATA_DIRS"
 
 ALLOWED_NAMES = frozenset(
     {
@@ -43,9 +43,17 @@ ALLOWED_NAMES = frozenset(
 ALLOWED_PREFIXES = ("LC_", "RAY_", "CUDA_", "NCCL_", "NVIDIA_", "OMP_", "MKL_", "GLOO_", "DALI_")
 
 
-def job_env(settings: Settings, *, owner: str | None = None) -> dict[str, str]:
-    """What every driver gets from the service's settings, local or a Ray job."""
+def job_env(
+    settings: Settings, *, owner: str | None = None, data_root: str | None = None
+) -> dict[str, str]:
+    """What every driver gets from the service's settings, local or a Ray job; with
+    ``data_root`` (data.root as admitted) also it and ``DATA_DIRS``, which the driver checks
+    again before reading (:func:`trainers.storage.check_data_root`)."""
     env = {"MLFLOW_TRACKING_URI": settings.MLFLOW_URI}
+    if data_root:
+        env[ENV_DATA_ROOT] = data_root
+        if settings.DATA_DIRS:
+            env[ENV_DATA_DIRS] = os.pathsep.join(str(d) for d in settings.DATA_DIRS)
     if settings.STORAGE_PATH:
         env["BIOPROP_STORAGE_PATH"] = settings.STORAGE_PATH
     if settings.DATA_CACHE:
@@ -56,7 +64,11 @@ def job_env(settings: Settings, *, owner: str | None = None) -> dict[str, str]:
 
 
 def driver_env(
-    settings: Settings, *, owner: str | None = None, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    *,
+    owner: str | None = None,
+    data_root: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """A local driver subprocess's whole environment: the allow-listed part of ``environ``
     (default the service's own) and :func:`job_env`."""
@@ -69,4 +81,4 @@ def driver_env(
     }
     if settings.RAY_ADDRESS:
         env["RAY_ADDRESS"] = settings.RAY_ADDRESS
-    return env | job_env(settings, owner=owner)
+    return env | job_env(settings, owner=owner, data_root=data_root)

@@ -141,14 +141,23 @@ class RayJobs:
         cmd = [*self.settings.DRIVER_CMD, "--spec-env", SPEC_ENV, "--job-id", job_id]
         return shlex.join([*cmd, "--result", "-"])
 
-    def env_vars(self, spec: dict[str, Any], *, owner: str | None = None) -> dict[str, str]:
+    def env_vars(
+        self, spec: dict[str, Any], *, owner: str | None = None, data_root: str | None = None
+    ) -> dict[str, str]:
         """The driver's ``runtime_env.env_vars``: :func:`service.driver_env.job_env` (the
         same builder as a local driver's), the spec and the cancel grace."""
         grace = max(1, math.ceil(self.settings.CANCEL_GRACE_S))
         env = {SPEC_ENV: json.dumps(spec), "RAY_JOB_STOP_WAIT_TIME_S": str(grace)}
-        return env | job_env(self.settings, owner=owner)
+        return env | job_env(self.settings, owner=owner, data_root=data_root)
 
-    def submit(self, job_id: str, spec: dict[str, Any], *, owner: str | None = None) -> None:
+    def submit(
+        self,
+        job_id: str,
+        spec: dict[str, Any],
+        *,
+        owner: str | None = None,
+        data_root: str | None = None,
+    ) -> None:
         """Submit the job's driver with submission id ``job_id``; a job already there under
         that id (a retried submit) is left as it is."""
         client = self.client()
@@ -156,7 +165,7 @@ class RayJobs:
             client.submit_job(
                 entrypoint=self.entrypoint(job_id),
                 submission_id=job_id,
-                runtime_env={"env_vars": self.env_vars(spec, owner=owner)},
+                runtime_env={"env_vars": self.env_vars(spec, owner=owner, data_root=data_root)},
                 metadata={"bioprop_job_id": job_id, "name": str(spec.get("name", ""))[:200]},
             )
         except RuntimeError as exc:
@@ -356,7 +365,7 @@ class RayJobsScheduler(Scheduler):
         (job_dir / "result.json").unlink(missing_ok=True)
         write_job_record(job_dir, job, pid=None)  # what --rebuild-store reads back
         try:
-            self.ray.submit(job.id, job.spec, owner=job.owner)
+            self.ray.submit(job.id, job.spec, owner=job.owner, data_root=job.data_root)
         except RayJobsError as exc:
             log.error("could not submit job %s: %s", job.id, exc)
             store.transition(

@@ -373,7 +373,7 @@ class Scheduler:
             spec_path = job_dir / "spec.json"
             spec_path.write_text(json.dumps(job.spec, indent=2))
             (job_dir / "result.json").unlink(missing_ok=True)
-            env = driver_env(self.settings, owner=job.owner)
+            env = driver_env(self.settings, owner=job.owner, data_root=job.data_root)
             cmd = [
                 *self.settings.DRIVER_CMD,
                 str(spec_path),

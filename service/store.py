@@ -103,7 +103,9 @@ jobs = Table(
     Column("body_hash", String(64)),
     Column("mlflow_parent_run_id", String(64)),
     Column("result", JSON),
-    Column("owner", String(200), index=True),  # added by migrate(); NULL on older rows
+    # added by migrate() to older stores (NULL on their rows)
+    Column("owner", String(200), index=True),
+    Column("data_root", Text),  # data.root as resolved at admission
 )
 
 
@@ -125,6 +127,7 @@ class Job:
     mlflow_parent_run_id: str | None = None
     result: dict[str, Any] | None = None
     owner: str | None = None
+    data_root: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -144,6 +147,7 @@ _INSERT_COLUMNS = (
     "idempotency_key",
     "body_hash",
     "owner",
+    "data_root",
 )
 _INSERT_JOB = insert(jobs)
 _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -192,20 +196,27 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) ->
     return engine
 
 
+ADDED_COLUMNS = ("owner", "data_root")  # nullable columns newer than the first table
+
+
 def migrate(engine: Engine) -> None:
-    """Bring a store written by an older version up to this table: add the ``owner``
-    column (and its index) when it is missing. Additive only, one transaction, safe to run
-    on every start and from several replicas at once (SQLite and PostgreSQL)."""
-    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
-    if "owner" in columns:
+    """Bring a store written by an older version up to this table: add the columns of
+    :data:`ADDED_COLUMNS` it lacks (and the owner index). Additive only, one transaction,
+    safe to run on every start and from several replicas at once (SQLite and PostgreSQL)."""
+    have = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    missing = [name for name in ADDED_COLUMNS if name not in have]
+    if not missing:
         return
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN owner VARCHAR(200)")
+            for name in missing:
+                kind = jobs.c[name].type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
             conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_jobs_owner ON jobs (owner)")
     except (OperationalError, ProgrammingError):
-        # another replica added it first
-        if "owner" not in {c["name"] for c in inspect(engine).get_columns("jobs")}:
+        # another replica added them first
+        have = {c["name"] for c in inspect(engine).get_columns("jobs")}
+        if not set(ADDED_COLUMNS) <= have:
             raise
 
 
@@ -230,6 +241,7 @@ class NewJob(NamedTuple):
     idempotency_key: str | None = None
     body_hash: str | None = None
     owner: str | None = None
+    data_root: str | None = None
 
 
 def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -266,6 +278,7 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
             idempotency_key=n.idempotency_key,
             body_hash=n.body_hash,
             owner=n.owner,
+            data_root=n.data_root,
         )
         if n.idempotency_key is not None:
             keyed[n.idempotency_key] = job

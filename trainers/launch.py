@@ -32,7 +32,7 @@ from typing import Any
 
 from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
 from trainers.spec import ExperimentSpec, load_spec
-from trainers.storage import check_storage
+from trainers.storage import StorageError, check_data_root, check_storage
 from trainers.summary import write_summary
 from trainers.tracking import (
     default_tracking_uri,
@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     spec = load_spec(os.environ[args.spec_env] if args.spec_env else args.spec)
+    try:
+        check_data_root(spec.data.root)  # the folder the service admitted, still
+    except StorageError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         with terminated_on_sigterm():
             result = run_experiment(spec, job_id=args.job_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -29,6 +30,7 @@ __all__ = [
     "SCHEMES",
     "StorageError",
     "StorageLocation",
+    "check_data_root",
     "check_storage",
     "checkpoint_uri",
     "is_uri",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 ENV_STORAGE_PATH = "BIOPROP_STORAGE_PATH"
+ENV_DATA_ROOT = "BIOPROP_DATA_ROOT"  # data.root as the service resolved it at admission
+ENV_DATA_DIRS = "BIOPROP_DATA_DIRS"  # the service's DATA_DIRS, os.pathsep-separated
 # schemes pyarrow.fs resolves from a URI (Ray Train's storage_path goes through it)
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file", "local")
 LOCAL_SCHEMES = ("file", "local")
@@ -175,6 +179,27 @@ def resolve_storage(path: str | os.PathLike[str] | None) -> str:
     if location.local is not None:
         location.local.mkdir(parents=True, exist_ok=True)
     return location.canonical
+
+
+def check_data_root(
+    root: str | os.PathLike[str] | None, environ: Mapping[str, str] = os.environ
+) -> None:
+    """Before a driver reads ``data.root``: it must still resolve to the folder the service
+    admitted (``BIOPROP_DATA_ROOT``) and lie under ``BIOPROP_DATA_DIRS``; a symlink
+    re-pointed since the job was submitted raises :class:`StorageError`. No-op outside the
+    service (neither variable set)."""
+    admitted = environ.get(ENV_DATA_ROOT)
+    if root is None or not admitted:
+        return
+    now = Path(root).expanduser().resolve()
+    if str(now) != admitted:
+        raise StorageError(
+            f"data.root {str(root)!r} now resolves to {str(now)!r}, not to {admitted!r} as "
+            "when the job was admitted (a symlink re-pointed?); refusing to read it"
+        )
+    dirs = [Path(d) for d in environ.get(ENV_DATA_DIRS, "").split(os.pathsep) if d]
+    if dirs and not any(now == d or now.is_relative_to(d) for d in dirs):
+        raise StorageError(f"data.root {str(now)!r} is not under the service's DATA_DIRS")
 
 
 def check_storage(uri: str) -> None:

@@ -173,12 +173,12 @@ async def submit(
         ),
     ] = None,
 ) -> Response:
-    spec = admit(spec, settings)
+    spec, data_root = admit(spec, settings)
     spec_json = spec.model_dump(mode="json")
     key = scoped_key(principal.scope, idempotency_key) if idempotency_key is not None else None
     # the hash only serves to compare a replay with the first body
     digest = body_hash(spec_json) if key is not None else None
-    new = store.NewJob(spec.name, spec_json, key, digest, owner=principal.name)
+    new = store.NewJob(spec.name, spec_json, key, digest, principal.name, data_root)
     job, created = await writer.create_job(new)
     headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:

@@ -3,7 +3,8 @@ own: same command line and exit contract, behaviour chosen by the spec's name pr
 
 ``ok*``: a few log lines, result.json, exit 0. ``sleep-S*``: the same after S seconds.
 ``fail*``: exit 3 with an error line. ``partial*``: result.json with one FAILED setting, exit 1. ``hang*``: runs until SIGTERM (then exits 143).
-``stubborn*``: ignores SIGTERM (needs SIGKILL).
+``stubborn*``: ignores SIGTERM (needs SIGKILL). Every one first checks ``data.root`` against the
+folder the service admitted, as ``trainers.launch`` does (exit 2 when it was re-pointed).
 """
 
 import argparse
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> int:
@@ -24,6 +26,14 @@ def main() -> int:
         spec = json.load(fh)
     name = spec["name"]
     print(f"fake driver job={args.job_id} name={name}", flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, for trainers
+    from trainers.storage import StorageError, check_data_root  # as trainers.launch does
+
+    try:
+        check_data_root(spec.get("data", {}).get("root"))
+    except StorageError as exc:
+        print(f"StorageError: {exc}", flush=True)
+        return 2
     if name.startswith("fail"):
         print("RuntimeError: boom in the training loop", flush=True)
         return 3

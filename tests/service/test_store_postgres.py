@@ -137,3 +137,52 @@ def test_a_locked_store_answers_503_instead_of_hanging(
     assert len(refused) == 8 and all(took < 6 and after == "1" for _, took, after in refused)
     assert sorted(code for code, _, _ in answers if code != 503) == [200, 200]
     assert httpx.get(f"{svc.url}/v1/experiments/{job_id}", timeout=10).status_code == 200
+
+
+def test_an_older_postgres_store_is_migrated_and_an_emptied_one_refused(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A store from before owners gains its columns in place; a store emptied beside job
+    folders stops the start, naming the database (password masked); --rebuild-store
+    restores the jobs from their folders."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as conn:  # the table as the first versions made it, one job in it
+        conn.exec_driver_sql(
+            "CREATE TABLE jobs (id VARCHAR(32) PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+            "state VARCHAR(16) NOT NULL, spec JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL, "
+            "started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, pid INTEGER, error TEXT, "
+            "idempotency_key VARCHAR(255) UNIQUE, body_hash VARCHAR(64), "
+            "mlflow_parent_run_id VARCHAR(64), result JSON)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO jobs (id, name, state, spec, created_at) VALUES "
+            "('oldjob', 'ok', 'CANCELLED', '{}', now())"
+        )
+    run_dir = tmp_path / "runs"
+    folder = run_dir / "jobs" / "donejob"
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text('{"name": "ok", "rule": {"name": "bp"}}')
+    (folder / "result.json").write_text('{"parent_run_id": "p", "children": []}')
+    tokens = "ann:ann-secret,root:admin:root-secret"
+    admin = {"Authorization": "Bearer root-secret"}
+    svc = ServeProcess(run_dir, DB_URL=pg_url, API_TOKENS=tokens, MAX_CONCURRENT_JOBS=0).start()
+    with httpx.Client(base_url=svc.url, headers=admin) as http:
+        assert http.get("/v1/experiments/oldjob").json()["owner"] is None
+        ann = {"Authorization": "Bearer ann-secret"}
+        assert http.post("/v1/experiments", json=spec(), headers=ann).json()["owner"] == "ann"
+    svc.stop()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM jobs")
+    with pytest.raises(RuntimeError, match="did not start"):
+        ServeProcess(run_dir, DB_URL=pg_url, API_TOKENS=tokens).start()
+    assert "holds no jobs but there are 1 job folders" in (run_dir / "serve.log").read_text()
+    again = ServeProcess(run_dir, DB_URL=pg_url, API_TOKENS=tokens, MAX_CONCURRENT_JOBS=0)
+    again.start(60.0, "--rebuild-store")
+    try:
+        with httpx.Client(base_url=again.url, headers=admin) as http:
+            assert http.get("/v1/experiments/donejob").json()["state"] == "SUCCEEDED"
+    finally:
+        again.stop()
+        engine.dispose()

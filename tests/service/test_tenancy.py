@@ -409,3 +409,54 @@ def test_errors_never_repeat_the_mlflow_password(
         assert other.status_code == 422
         assert "hunter2" not in other.text and ":pw@" not in other.text
         assert "lab:***@127.0.0.1:9" in other.text
+
+
+def test_a_data_root_symlink_re_pointed_after_admission_fails_at_driver_start(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    (data / "link").symlink_to(data / "real")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    svc = ServeProcess(tmp_path / "runs", DATA_DIRS=str(data), MAX_CONCURRENT_JOBS=1).start()
+    try:
+        with client(svc, {}) as http:
+            blocker = http.post("/v1/experiments", json=spec("hang")).json()
+            wait_state(http, blocker["id"], ("RUNNING",))
+            linked = {"kind": "synthetic", "root": str(data / "link")}
+            job = http.post("/v1/experiments", json=spec("ok", data=linked)).json()
+            assert job["state"] == "PENDING"
+            (data / "link").unlink()
+            (data / "link").symlink_to(elsewhere)  # re-pointed while the job waits
+            http.post(f"/v1/experiments/{blocker['id']}/cancel")
+            failed = wait_state(http, job["id"])
+            assert failed["state"] == "FAILED"
+            assert f"now resolves to {str(elsewhere)!r}" in failed["error"]
+            assert f"not to {str(data / 'real')!r} as when the job was admitted" in failed["error"]
+            (data / "link").unlink()
+            (data / "link").symlink_to(data / "real")  # as admitted: it runs
+            again = http.post("/v1/experiments", json=spec("ok", data=linked)).json()
+            assert wait_state(http, again["id"])["state"] == "SUCCEEDED"
+    finally:
+        svc.stop()
+
+
+def test_a_kept_alive_connection_that_stalls_in_its_next_request_gets_408(
+    bounded: ServeProcess,
+) -> None:
+    async def stall() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bounded.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b'"capacity_from"'), 10)
+        await asyncio.sleep(0.1)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert first.startswith(b"HTTP/1.1 200")
+        return rest
+
+    rest = asyncio.run(stall())
+    assert b"HTTP/1.1 408" in rest

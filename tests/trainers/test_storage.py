@@ -11,7 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from trainers.spec import ExperimentSpec
-from trainers.storage import StorageError, check_storage, checkpoint_uri, resolve_storage
+from trainers.storage import (
+    StorageError,
+    check_data_root,
+    check_storage,
+    checkpoint_uri,
+    parse_storage,
+    resolve_storage,
+)
 
 
 def test_spec_takes_uris_and_paths_and_names_a_bad_scheme(tmp_path: Path) -> None:
@@ -94,3 +101,27 @@ def test_checkpoint_path_reported_without_scheme_gets_it_back() -> None:
     assert checkpoint_uri("s3://ckpt/runs", "s3://ckpt/runs/x") == "s3://ckpt/runs/x"
     assert checkpoint_uri("/shared/runs", "/shared/runs/x") == "/shared/runs/x"
     assert checkpoint_uri("file:///shared/runs", "/shared/runs/x") == "file:///shared/runs/x"
+
+
+def test_storage_paths_are_decoded_once_and_normalised(tmp_path: Path) -> None:
+    assert parse_storage(f"file://{tmp_path}/a/%2e%2e/b").canonical == str(tmp_path / "b")
+    assert parse_storage(f"local://{tmp_path}/a/..%2fc").canonical == str(tmp_path / "c")
+    assert parse_storage("s3://ckpt/runs/%6aob").canonical == "s3://ckpt/runs/job"
+    assert parse_storage("s3://ckpt/x?endpoint_override=h:1").query == "endpoint_override=h:1"
+    for bad in ("s3:///x", "s3://../../etc", "s3://b/a/%2e%2e/c", "s3://k:s@b/x", "file://h/x"):
+        with pytest.raises(ValueError):
+            parse_storage(bad)
+    with pytest.raises(ValueError, match="'%'"):
+        parse_storage(f"file://{tmp_path}/%252e%252e")  # no second decoding downstream
+
+
+def test_data_root_is_checked_again_before_reading(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    env = {"BIOPROP_DATA_ROOT": str(tmp_path / "real"), "BIOPROP_DATA_DIRS": str(tmp_path)}
+    check_data_root(tmp_path / "link", env)  # as admitted
+    check_data_root(tmp_path / "link", {})  # outside the service: nothing to compare
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(StorageError, match="now resolves to '/etc'"):
+        check_data_root(tmp_path / "link", env)
