@@ -3,7 +3,7 @@
 Per kind: whether ``data.root`` is required, the train-time augmentations it takes and its
 default, and the tasks it serves. ``data_pipelines.spec.DataSpec`` validates against it and
 ``data_pipelines.kinds.register_kind`` refuses a kind not listed here; adding a kind is its
-``DataKind`` class plus its descriptor. ``tests/data_pipelines/test_catalogue.py`` ties the
+``DataKind`` class plus its descriptor. ``tests/data_pipelines/test_kind_catalogue.py`` ties the
 two together.
 """
 
