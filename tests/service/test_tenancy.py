@@ -332,20 +332,20 @@ async def _slow_client(port: int, request: bytes, pause: float) -> bytes:
     """Send ``request`` one byte every ``pause`` seconds; what the server answered before
     it closed the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
     try:
         for i in range(len(request)):
-            if reader.at_eof():
-                break
             try:
                 writer.write(request[i : i + 1])
                 await writer.drain()
             except ConnectionError:
                 break
-            try:
-                return await asyncio.wait_for(reader.read(), pause) + await reader.read()
+            try:  # read(n) returns what has come; a timeout loses nothing of it
+                answer = await asyncio.wait_for(reader.read(65536), pause)
+                break
             except TimeoutError:
                 continue
-        return await asyncio.wait_for(reader.read(), 10)
+        return answer + await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
 
