@@ -117,6 +117,9 @@ def submit(
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header")] = None,
+    priority: Annotated[
+        int, typer.Option(help="order among your own PENDING jobs, -100..100, higher first")
+    ] = 0,
     wait: Annotated[bool, typer.Option(help="wait for the job to finish")] = False,
     set_: SetOpt = None,
 ) -> None:
@@ -124,7 +127,7 @@ def submit(
     body: Path | dict = overridden(spec, set_) if set_ else spec
     with _client(server, token) as client:
         try:
-            job = client.submit(body, idempotency_key=idempotency_key)
+            job = client.submit(body, idempotency_key=idempotency_key, priority=priority)
         except (ApiError, OSError, ValueError) as exc:
             raise _fail(exc) from exc
         console.print(f"submitted job [bold]{job['id']}[/] ({job['name']}): {state(job['state'])}")

@@ -88,12 +88,20 @@ class Client:
         return self._check(self._http.get("/healthz")).json()
 
     def submit(
-        self, spec: dict[str, Any] | str | Path, *, idempotency_key: str | None = None
+        self,
+        spec: dict[str, Any] | str | Path,
+        *,
+        idempotency_key: str | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
-        """Submit a spec (dict, YAML/JSON file path or text); returns the job."""
+        """Submit a spec (dict, YAML/JSON file path or text); returns the job. ``priority``
+        orders it among the caller's own PENDING jobs (higher first)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        params = {"priority": priority} if priority else {}
         return self._check(
-            self._http.post("/v1/experiments", json=_spec_dict(spec), headers=headers)
+            self._http.post(
+                "/v1/experiments", json=_spec_dict(spec), headers=headers, params=params
+            )
         ).json()
 
     def get(self, job_id: str, *, progress: bool = True) -> dict[str, Any]:

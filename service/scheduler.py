@@ -258,7 +258,7 @@ class Scheduler:
         jobs hold the least (GPUs, then CPUs, then jobs; ties to the owner served longest
         ago, then the oldest job), so one
         principal's burst of submissions delays another's single job by one slot at most;
-        first come, first served within an owner. An owner at its quota (``QUOTA_*``,
+        within an owner, higher ``priority`` first, then first come, first served. An owner at its quota (``QUOTA_*``,
         ``QUOTAS``) is passed over, its jobs PENDING with the reason. A job that does not fit
         the free resources holds back the rest of the pass, so a large job is not starved by
         a stream of small ones."""
@@ -292,7 +292,7 @@ class Scheduler:
                         use[o].cpus,
                         count[o],
                         self._last_start.get(o, 0.0),
-                        queues[o][0].created_at,
+                        queues[o][0].created_at,  # (the head: the owner's highest priority)
                     ),
                 )
                 job = queues[owner][0]

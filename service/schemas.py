@@ -47,6 +47,7 @@ class JobPublic(BaseModel):
     owner: str | None = Field(
         None, description="the principal that submitted it (null: stored before owners)"
     )
+    priority: int = Field(0, description="order among its owner's PENDING jobs, higher first")
     spec: dict[str, Any] | None = Field(
         None, description="the submitted spec; in lists only with include=spec"
     )
@@ -111,6 +112,7 @@ class JobPublic(BaseModel):
             name=job.name,
             state=job.state,
             owner=job.owner,
+            priority=job.priority or 0,
             spec=job.spec,
             created_at=_utc(job.created_at),
             started_at=_utc(job.started_at),

@@ -106,6 +106,7 @@ jobs = Table(
     # added by migrate() to older stores (NULL on their rows)
     Column("owner", String(200), index=True),
     Column("data_root", Text),  # data.root as resolved at admission
+    Column("priority", Integer),  # within its owner's queue, higher first; NULL = 0
 )
 
 
@@ -128,6 +129,7 @@ class Job:
     result: dict[str, Any] | None = None
     owner: str | None = None
     data_root: str | None = None
+    priority: int | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -148,6 +150,7 @@ _INSERT_COLUMNS = (
     "body_hash",
     "owner",
     "data_root",
+    "priority",
 )
 _INSERT_JOB = insert(jobs)
 _BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -196,7 +199,7 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) ->
     return engine
 
 
-ADDED_COLUMNS = ("owner", "data_root")  # nullable columns newer than the first table
+ADDED_COLUMNS = ("owner", "data_root", "priority")  # nullable columns newer than the first table
 
 
 def migrate(engine: Engine) -> None:
@@ -242,6 +245,7 @@ class NewJob(NamedTuple):
     body_hash: str | None = None
     owner: str | None = None
     data_root: str | None = None
+    priority: int = 0
 
 
 def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -279,6 +283,7 @@ def create_jobs(*, conn: Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
             body_hash=n.body_hash,
             owner=n.owner,
             data_root=n.data_root,
+            priority=n.priority,
         )
         if n.idempotency_key is not None:
             keyed[n.idempotency_key] = job
@@ -388,18 +393,17 @@ def oldest_pending(*, conn: Connection, limit: int) -> list[Job]:
 
 
 def pending_heads(*, conn: Connection, per_owner: int) -> list[Job]:
-    """The oldest ``per_owner`` PENDING jobs of every owner, oldest first: what the
-    scheduler's fair share chooses from (one query, a window over the owners' queues)."""
-    rank = (
-        func.row_number()
-        .over(partition_by=jobs.c.owner, order_by=(jobs.c.created_at.asc(), jobs.c.id.asc()))
-        .label("rank")
-    )
+    """The first ``per_owner`` PENDING jobs of every owner's queue (highest ``priority``
+    first, then oldest), in that order within each owner: what the scheduler's fair share
+    chooses from (one query, a window over the owners' queues)."""
+    priority = func.coalesce(jobs.c.priority, 0)
+    order = (priority.desc(), jobs.c.created_at.asc(), jobs.c.id.asc())
+    rank = func.row_number().over(partition_by=jobs.c.owner, order_by=order).label("rank")
     queue = select(jobs, rank).where(jobs.c.state == JobState.PENDING.value).subquery()
     query = (
         select(*[queue.c[c.name] for c in jobs.c])
         .where(queue.c.rank <= per_owner)
-        .order_by(queue.c.created_at.asc(), queue.c.id.asc())
+        .order_by(queue.c.rank.asc(), queue.c.created_at.asc(), queue.c.id.asc())
     )
     return [Job.from_row(row) for row in conn.execute(query)]
 

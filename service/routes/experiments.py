@@ -161,6 +161,15 @@ async def submit(
     writer: GroupCommitDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    priority: Annotated[
+        int,
+        Query(
+            ge=-100,
+            le=100,
+            description="order among the caller's own PENDING jobs (higher first; equal: "
+            "oldest first); never ahead of another principal's fair share",
+        ),
+    ] = 0,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -178,7 +187,7 @@ async def submit(
     key = scoped_key(principal.scope, idempotency_key) if idempotency_key is not None else None
     # the hash only serves to compare a replay with the first body
     digest = body_hash(spec_json) if key is not None else None
-    new = store.NewJob(spec.name, spec_json, key, digest, principal.name, data_root)
+    new = store.NewJob(spec.name, spec_json, key, digest, principal.name, data_root, priority)
     job, created = await writer.create_job(new)
     headers = {"Location": f"/v1/experiments/{job.id}"}
     if not created:

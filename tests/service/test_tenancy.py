@@ -332,20 +332,20 @@ async def _slow_client(port: int, request: bytes, pause: float) -> bytes:
     """Send ``request`` one byte every ``pause`` seconds; what the server answered before
     it closed the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
     try:
         for i in range(len(request)):
-            if reader.at_eof():
-                break
             try:
                 writer.write(request[i : i + 1])
                 await writer.drain()
             except ConnectionError:
                 break
-            try:
-                return await asyncio.wait_for(reader.read(), pause) + await reader.read()
+            try:  # read(n) returns what has come; a timeout loses nothing of it
+                answer = await asyncio.wait_for(reader.read(65536), pause)
+                break
             except TimeoutError:
                 continue
-        return await asyncio.wait_for(reader.read(), 10)
+        return answer + await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
 
@@ -460,3 +460,23 @@ def test_a_kept_alive_connection_that_stalls_in_its_next_request_gets_408(
 
     rest = asyncio.run(stall())
     assert b"HTTP/1.1 408" in rest
+
+
+def test_priority_orders_a_principals_own_queue(tmp_path: Path) -> None:
+    svc = ServeProcess(tmp_path / "runs", API_TOKENS="ann:ann-secret", MAX_CONCURRENT_JOBS=1)
+    svc.start()
+    try:
+        with client(svc, ANN) as http:
+            blocker = http.post("/v1/experiments", json=spec("hang")).json()
+            wait_state(http, blocker["id"], ("RUNNING",))
+            low = http.post("/v1/experiments", json=spec("ok-low")).json()
+            high = http.post("/v1/experiments", json=spec("ok-high"), params={"priority": 5})
+            assert high.json()["priority"] == 5 and low["priority"] == 0
+            too_high = http.post("/v1/experiments", json=spec(), params={"priority": 101})
+            assert refused(too_high) == ["priority"]
+            http.post(f"/v1/experiments/{blocker['id']}/cancel")
+            first = wait_state(http, high.json()["id"], ("SUCCEEDED",))
+            second = wait_state(http, low["id"], ("SUCCEEDED",))
+            assert first["started_at"] < second["started_at"]  # submitted later, ran first
+    finally:
+        svc.stop()

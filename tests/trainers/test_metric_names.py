@@ -161,3 +161,15 @@ def test_coco_evaluation_prints_nothing(capfd):
     assert found["map"] == pytest.approx(1.0)
     out, _ = capfd.readouterr()
     assert out == ""
+
+
+def test_runs_carry_the_jobs_owner_as_mlflow_user(workdir, monkeypatch):
+    """The service hands a driver its job's owner as ``BIOPROP_USER``
+    (``service.driver_env``): the parent and child runs show it as MLflow's user."""
+    monkeypatch.setenv("BIOPROP_USER", "ann")
+    uri = default_tracking_uri()
+    spec = ExperimentSpec.model_validate({"data": {"kind": "digits"}})
+    parent = start_parent(spec, uri=uri, job_id="job-of-ann")
+    child = start_child(spec, uri=uri, parent_run_id=parent, job_id="job-of-ann")
+    client = MlflowClient(uri)
+    assert {client.get_run(r).data.tags["mlflow.user"] for r in (parent, child)} == {"ann"}
