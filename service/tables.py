@@ -77,7 +77,7 @@ def _headline(task: str | None, children: list[dict[str, Any]]) -> tuple[str, st
             "classify",
         )
     entry = TASKS.get(task, TASKS["classify"])
-    return entry.headline, entry.title
+    return entry.headline, entry.label
 
 
 def _scores(metrics: dict[str, Any], headline: str) -> tuple[str, str]:

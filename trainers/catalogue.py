@@ -121,7 +121,8 @@ class TaskEntry:
 
     headline: str
     mode: str  # "max" or "min"
-    title: str
+    title: str  # a figure's title
+    label: str  # a table column's
     metrics: tuple[str, ...]
     curves: tuple[tuple[str, ...], ...]
 
@@ -131,6 +132,7 @@ TASKS: dict[str, TaskEntry] = {
         headline="val_acc",
         mode="max",
         title="validation accuracy",
+        label="val accuracy",
         metrics=("val_acc", "val_loss", "val_top5", "train_acc", "train_loss"),
         curves=(("train_loss", "val_loss"), ("train_acc", "val_acc"), ("align_mean_angle",)),
     ),
@@ -138,6 +140,7 @@ TASKS: dict[str, TaskEntry] = {
         headline="map",
         mode="max",
         title="mAP (val)",
+        label="mAP",
         metrics=("map", "map_50", "map_75", "train_loss"),
         curves=(("train_loss",), ("map",), ("align_mean_angle",)),
     ),

@@ -200,23 +200,30 @@ def test_former_server_errors_are_422s(http: httpx.Client) -> None:
 
 # 5 -------------------------------------------------------------------------------------
 def test_a_sweep_of_ten_billion_settings_is_refused_naming_its_axes(http: httpx.Client) -> None:
-    params = {f"p{i}": list(range(100)) for i in range(5)}
+    hundred = [i / 100 for i in range(1, 101)]
+    grid = {
+        "model": "mlp",
+        "rule": {"name": "sc", "params": {"p": hundred}},
+        "model_params": {"hidden": list(range(1, 101)), "depth": list(range(1, 101))},
+        "optim": {"lr": hundred},
+        "seed": list(range(100)),
+    }
     before = total(http)
-    ((loc, msg),) = errors(
-        http.post("/v1/experiments", json=spec(rule={"name": "sc", "params": params}))
-    )
+    ((loc, msg),) = errors(http.post("/v1/experiments", json=spec(**grid)))
     assert loc == ["body"]
     assert "10000000000 settings" in msg and "MAX_SWEEP_SETTINGS=1000" in msg
-    assert all(f"rule.params.p{i} (100)" in msg for i in range(5))
+    axes = ("rule.params.p", "model_params.hidden", "model_params.depth", "optim.lr", "seed")
+    assert all(f"{axis} (100)" in msg for axis in axes), msg
     assert total(http) == before
 
 
 # 6 -------------------------------------------------------------------------------------
 def test_lists_are_light_and_do_not_hold_the_loop(svc: ServeProcess, http: httpx.Client) -> None:
-    pad = {"pad": ["x" * 4000 for _ in range(200)]}  # ~0.8 MB a spec, a sweep of 200
+    # a 1,000-setting learning-rate sweep: about 20 kB a spec, 16 of them over 300 kB
+    lrs = [0.012345678901234 + i * 1e-9 for i in range(1000)]
     for i in range(16):
         response = http.post(
-            "/v1/experiments", json=spec(f"big-{i}", rule={"name": "bp", "params": pad})
+            "/v1/experiments", json=spec(f"big-{i}", rule={"name": "bp"}, optim={"lr": lrs})
         )
         assert response.status_code == 201, response.text[:300]
 
@@ -238,7 +245,7 @@ def test_lists_are_light_and_do_not_hold_the_loop(svc: ServeProcess, http: httpx
     page = http.get("/v1/experiments", params={"limit": 500, "include": "spec"}).json()
     assert page["limit"] == 20 and len(page["items"]) == min(20, page["total"])
     assert all(
-        item["spec"]["rule"]["params"] == pad
+        item["spec"]["optim"]["lr"] == lrs
         for item in page["items"]
         if item["name"].startswith("big-")
     )
