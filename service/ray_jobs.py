@@ -37,23 +37,22 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
-from sqlalchemy import Connection
 
 from service import store
+from service.backends import Adopted, Backend, LocalProcesses, Lost, Unavailable
 from service.driver_env import job_env
 from service.logstream import heartbeats
 from service.resources import Resources
-from service.scheduler import REQUEUED, Scheduler
+from service.scheduler import Scheduler
 from service.settings import Settings
-from service.store import ACTIVE_STATES, JobState
-from service.store_check import write_job_record
+from service.store import is_final
 from trainers.contracts import RESULT_MARKER
 from trainers.ray_setup import api_server_address
 
 __all__ = [
     "RayJobs",
     "RayJobsError",
-    "RayJobsScheduler",
+    "RayJobsBackend",
     "TERMINAL",
     "logs_response",
     "make_scheduler",
@@ -243,6 +242,11 @@ class RayJobs:
                 raise
 
     # capacity --------------------------------------------------------------------------
+    def last_capacity(self) -> Resources | None:
+        """The totals of the last :meth:`capacity` read, None before the first."""
+        cached = self._capacity
+        return None if cached is None else cached[1]
+
     def capacity(self) -> Resources:
         """CPUs and GPUs of the cluster's alive nodes now (cached ``CAPACITY_TTL_S``)."""
         now = time.monotonic()
@@ -261,12 +265,13 @@ class RayJobs:
         return total
 
 
-class RayJobsScheduler(Scheduler):
-    """The scheduler with drivers as Ray jobs: the same queue, slots, resources and states;
-    starting, following, reconciling and stopping a driver go through :class:`RayJobs`."""
+class RayJobsBackend(Backend):
+    """Drivers as Ray jobs (:class:`RayJobs`): submitted, followed, stopped and read back
+    through Ray's job API; the capacity from Ray's alive nodes with ``RAY_CAPACITY``.
+    ``handle``: :data:`RAY` (the submission id is the job id)."""
 
-    def __init__(self, settings: Settings, engine: Any) -> None:
-        super().__init__(settings, engine)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.ray = RayJobs(settings)
         self._unreachable_logged = 0.0
 
@@ -280,8 +285,8 @@ class RayJobsScheduler(Scheduler):
             live = self.ray.capacity()
         except Exception as exc:  # nothing starts while Ray cannot say what it has
             self._unreachable(exc)
-            cached = self.ray._capacity
-            live = cached[1] if cached is not None else Resources(0.0, 0.0)
+            cached = self.ray.last_capacity()
+            live = cached if cached is not None else Resources(0.0, 0.0)
         return self._merged(static, live)
 
     def _merged(self, static: Resources, live: Resources) -> Resources:
@@ -293,10 +298,10 @@ class RayJobsScheduler(Scheduler):
     def known_capacity(self) -> tuple[Resources, str]:
         """Ray's alive nodes as last read (``ray``; settings still win where set), before
         the first read what the settings say."""
-        cached = self.ray._capacity
+        cached = self.ray.last_capacity()
         if not self.settings.RAY_CAPACITY or cached is None:
             return super().known_capacity()
-        return self._merged(self.settings.cluster(), cached[1]), "ray"
+        return self._merged(self.settings.cluster(), cached), "ray"
 
     def _unreachable(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -304,100 +309,60 @@ class RayJobsScheduler(Scheduler):
             log.warning("Ray Jobs API at %s unreachable: %s", self.ray.url, exc)
             self._unreachable_logged = now
 
-    # reconciliation --------------------------------------------------------------------
-    def reconcile(self) -> None:
-        """Ask Ray about every RUNNING/CANCELLING job by its submission id: followed again
-        when running, finished when ended, back to PENDING when Ray never saw it."""
-        with self._lock, self.engine.connect() as conn:
-            for job in store.active_jobs(conn=conn):
-                if job.id in self._procs:
-                    continue
-                try:
-                    status = self.ray.status(job.id)
-                except Exception as exc:
-                    # Ray unreachable: follow it anyway; _poll finishes it once Ray answers
-                    self._unreachable(exc)
-                    self._procs[job.id] = RAY
-                    continue
-                if status is None:  # claimed, never submitted: it may run now
-                    store.unclaim(conn=conn, job_id=job.id)
-                elif status in TERMINAL:
-                    self._collect_and_finish(conn, job.id)
-                else:
-                    log.info("following Ray job %s again (%s)", job.id, status)
-                    self._procs[job.id] = RAY
-                    if job.state is JobState.CANCELLING:
-                        self.ray.stop(job.id)
-
-    # following -------------------------------------------------------------------------
-    def _poll(self) -> None:
-        with self.engine.connect() as conn:
-            for job_id in list(self._procs):
-                try:
-                    status = self.ray.status(job_id)
-                except Exception as exc:
-                    self._unreachable(exc)
-                    return
-                if status is not None and status not in TERMINAL:
-                    continue
-                self._procs.pop(job_id, None)
-                try:
-                    self._collect_and_finish(conn, job_id)
-                except Exception as exc:  # one job's trouble must not stop the others'
-                    self._fail(conn, job_id, f"could not record the driver's end: {exc!r}")
-
-    def _collect_and_finish(self, conn: Connection, job_id: str) -> None:
-        returncode = self.ray.collect(job_id, self.job_dir(job_id))
-        if returncode is None:  # Ray lost the job (head restarted without its GCS state)
-            log.warning("Ray no longer knows job %s; re-queued", job_id)
-            store.unclaim(conn=conn, job_id=job_id, error=REQUEUED)
-            return
-        self._finish(conn, job_id, returncode=returncode)
-
-    def _escalate(self) -> None:
-        """Ray escalates a stop to SIGKILL itself after the job's ``RAY_JOB_STOP_WAIT_TIME_S``."""
-
-    # starting --------------------------------------------------------------------------
-    def _spawn(self, conn: Connection, job: store.Job) -> None:
-        job_dir = self.job_dir(job.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / "spec.json").write_text(json.dumps(job.spec, indent=2))
-        (job_dir / "result.json").unlink(missing_ok=True)
-        write_job_record(job_dir, job, pid=None)  # what --rebuild-store reads back
+    def start(self, job: store.Job, job_dir: Path) -> tuple[Any, int | None]:
         try:
             self.ray.submit(job.id, job.spec, owner=job.owner, data_root=job.data_root)
         except RayJobsError as exc:
             log.error("could not submit job %s: %s", job.id, exc)
-            store.transition(
-                conn=conn,
-                job_id=job.id,
-                from_states=ACTIVE_STATES,
-                to_state=JobState.FAILED,
-                error=f"could not submit the driver as a Ray job: {exc}",
-            )
-            return
+            raise RuntimeError(f"Ray refused the driver: {exc}") from exc
         except Exception as exc:  # connection refused or timed out: never started
             self._unreachable(exc)
-            store.unclaim(conn=conn, job_id=job.id)
-            self._blocked = (job.id, f"waiting for the Ray cluster at {self.ray.url}: {exc}")
-            return
-        self._procs[job.id] = RAY
+            raise Unavailable(f"waiting for the Ray cluster at {self.ray.url}: {exc}") from exc
         log.info("job %s submitted as Ray job %s", job.id, job.id)
-        fresh = store.get_job(conn=conn, job_id=job.id)
-        if fresh is not None and fresh.state is JobState.CANCELLING:
-            self.ray.stop(job.id)
+        return RAY, None
 
-    # cancelling ------------------------------------------------------------------------
-    def cancel(self, job_id: str, *, force: bool = False) -> JobState | None:
-        """As the local scheduler; a running job's Ray job is stopped (Ray sends SIGTERM,
-        then SIGKILL after ``CANCEL_GRACE_S``; ``force`` cannot shorten a grace Ray holds)."""
-        state = super().cancel(job_id, force=force)
-        if state is JobState.CANCELLING:
-            with self._lock:
-                self.ray.stop(job_id)
-                self._procs.setdefault(job_id, RAY)
-                self._wake.set()
-        return state
+    def adopt(self, job: store.Job, *, has_result: bool) -> Adopted:
+        """Ask Ray about the job by its submission id: followed again when running (or when
+        Ray cannot answer: the poll finishes it once Ray does), finished when ended, back
+        to the queue when Ray never saw it."""
+        try:
+            status = self.ray.status(job.id)
+        except Exception as exc:
+            self._unreachable(exc)
+            return Adopted("follow", RAY)
+        if status is None:
+            return Adopted("unclaim")
+        return Adopted("finish" if status in TERMINAL else "follow", RAY)
+
+    def handle_of(self, job: store.Job) -> tuple[Any, bool]:
+        return RAY, True
+
+    def ended(self, job_id: str, handle: Any) -> bool:
+        try:
+            status = self.ray.status(job_id)
+        except Exception as exc:
+            self._unreachable(exc)
+            raise Unavailable(str(exc)) from exc
+        return status is None or status in TERMINAL
+
+    def returncode(self, job_id: str, handle: Any, job_dir: Path) -> int | None:
+        returncode = self.ray.collect(job_id, job_dir)
+        if returncode is None:  # Ray lost the job (head restarted without its GCS state)
+            raise Lost(job_id)
+        return returncode
+
+    def stop(self, job_id: str, handle: Any, *, force: bool = False) -> None:
+        """Ray sends SIGTERM, then SIGKILL after the job's ``RAY_JOB_STOP_WAIT_TIME_S``
+        (``CANCEL_GRACE_S``); ``force`` cannot shorten a grace Ray holds."""
+        self.ray.stop(job_id)
+
+    def logs(
+        self, job: store.Job, *, tail: int | None, follow: bool, heartbeat_s: float, idle_s: float
+    ) -> Response | None:
+        """From Ray while the job runs; once it ended, ``driver.log`` as collected."""
+        if not job.started_at or is_final(job.state):
+            return None
+        return logs_response(self.ray, job.id, tail, follow, heartbeat_s=heartbeat_s, idle_s=idle_s)
 
 
 def logs_response(
@@ -442,7 +407,7 @@ def logs_response(
 
 
 def make_scheduler(settings: Settings, engine: Any) -> Scheduler:
-    """The scheduler the settings ask for: Ray jobs with ``RAY_JOBS_URL``, else local."""
-    return (
-        RayJobsScheduler(settings, engine) if settings.RAY_JOBS_URL else Scheduler(settings, engine)
-    )
+    """The scheduler with the backend the settings ask for: Ray jobs with ``RAY_JOBS_URL``,
+    else local driver subprocesses."""
+    backend = RayJobsBackend(settings) if settings.RAY_JOBS_URL else LocalProcesses(settings)
+    return Scheduler(settings, engine, backend)

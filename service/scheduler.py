@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,8 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from service import store
-from service.driver_env import driver_env
-from service.processes import Driver, exit_status, log_tail, pid_alive, pid_of, signal_group, spawn
+from service.backends import Backend, LocalProcesses, Lost, Unavailable
+from service.processes import log_tail
 from service.resources import Resources, demand, held
 from service.settings import Settings
 from service.store import ACTIVE_STATES, JobState, is_final
@@ -48,10 +47,11 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Starts, follows and cancels driver subprocesses; keeps the job store in step."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, backend: Backend | None = None) -> None:
         self.settings = settings
         self.engine = engine
-        self._procs: dict[str, Driver] = {}
+        self.backend = backend or LocalProcesses(settings)
+        self._procs: dict[str, Any] = {}  # job id -> the backend's handle of its driver
         self._kill_at: dict[str, float] = {}
         # what held the queue at the last pass: (head job id or None for all, reason)
         self._blocked: tuple[str | None, str] | None = None
@@ -112,25 +112,25 @@ class Scheduler:
         return (self.job_dir(job_id) / "result.json").exists()
 
     def reconcile(self) -> None:
-        """Match every RUNNING/CANCELLING job in the store with its driver process."""
+        """Match every RUNNING/CANCELLING job in the store with its driver, as the backend
+        finds it (:meth:`Backend.adopt`): followed again, back to the queue, or finished."""
         with self._lock, self.engine.connect() as conn:
             for job in store.active_jobs(conn=conn):
                 if job.id in self._procs:
                     continue
-                if job.pid is None:
-                    # claimed but never spawned: it never ran, so it may run now
+                adopted = self.backend.adopt(job, has_result=self._has_result(job.id))
+                if adopted.action == "unclaim":  # claimed but never started: it may run now
                     store.unclaim(conn=conn, job_id=job.id)
-                elif pid_alive(job.pid, job.id):
-                    log.info("following job %s again (pid %d)", job.id, job.pid)
-                    self._procs[job.id] = job.pid
+                elif adopted.action == "follow":
+                    log.info("following job %s again", job.id)
+                    self._procs[job.id] = adopted.handle
                     if job.state is JobState.CANCELLING:
-                        signal_group(job.pid, signal.SIGTERM)
-                        self._kill_at[job.id] = time.monotonic() + self.settings.CANCEL_GRACE_S
-                elif job.state is JobState.RUNNING and not self._has_result(job.id):
+                        self._terminate(job.id, adopted.handle)
+                elif adopted.action == "requeue":
                     # the driver died while no service watched it: run the job again; the
                     # driver resumes each setting from its last checkpoint into the same
                     # MLflow runs, so the work already done is kept
-                    log.warning("job %s lost its driver (pid %d); re-queued", job.id, job.pid)
+                    log.warning("job %s lost its driver (pid %s); re-queued", job.id, job.pid)
                     store.transition(
                         conn=conn,
                         job_id=job.id,
@@ -140,23 +140,35 @@ class Scheduler:
                         error=REQUEUED,
                     )
                 else:
-                    self._finish(conn, job.id, returncode=None)
+                    self._finish_gone(conn, job.id, adopted.handle)
 
     # process watching ------------------------------------------------------------------
     def _poll(self) -> None:
         with self.engine.connect() as conn:
-            for job_id, driver in list(self._procs.items()):
+            for job_id, handle in list(self._procs.items()):
                 try:
-                    gone, returncode = exit_status(driver, job_id)
-                    if not gone:
+                    if not self.backend.ended(job_id, handle):
                         continue
                     self._procs.pop(job_id, None)
                     self._kill_at.pop(job_id, None)
-                    self._finish(conn, job_id, returncode=returncode)
+                    self._finish_gone(conn, job_id, handle)
+                except Unavailable:
+                    return  # the backend cannot tell now: the next pass asks again
                 except Exception as exc:  # one job's trouble must not stop the others'
                     self._procs.pop(job_id, None)
                     self._kill_at.pop(job_id, None)
                     self._fail(conn, job_id, f"could not record the driver's end: {exc!r}")
+
+    def _finish_gone(self, conn: Connection, job_id: str, handle: Any) -> None:
+        """Finish a job whose driver ended, from the exit status the backend reads; a
+        driver the backend lost goes back to the queue (it resumes from its checkpoints)."""
+        try:
+            returncode = self.backend.returncode(job_id, handle, self.job_dir(job_id))
+        except Lost:
+            log.warning("the backend no longer knows job %s; re-queued", job_id)
+            store.unclaim(conn=conn, job_id=job_id, error=REQUEUED)
+            return
+        self._finish(conn, job_id, returncode=returncode)
 
     def _fail(
         self,
@@ -243,10 +255,9 @@ class Scheduler:
         now = time.monotonic()
         for job_id, deadline in list(self._kill_at.items()):
             if now >= deadline:
-                driver = self._procs.get(job_id)
-                if driver is not None:
-                    log.warning("job %s did not stop in time; SIGKILL", job_id)
-                    signal_group(pid_of(driver), signal.SIGKILL)
+                handle = self._procs.get(job_id)
+                if handle is not None:
+                    self.backend.overdue(job_id, handle)
                 self._kill_at.pop(job_id, None)
 
     # starting --------------------------------------------------------------------------
@@ -356,33 +367,24 @@ class Scheduler:
         return None
 
     def capacity(self) -> Resources:
-        """What the running jobs may hold together (``CLUSTER_CPUS``/``CLUSTER_GPUS``)."""
-        return self.settings.cluster()
+        """What the running jobs may hold together, as the backend reads it."""
+        return self.backend.capacity()
 
     def known_capacity(self) -> tuple[Resources, str]:
-        """The capacity the queue last used, without asking anyone (for ``/healthz``), and
-        where it came from: ``settings`` or ``unlimited``."""
-        total = self.settings.cluster()
-        unset = self.settings.CLUSTER_CPUS is None and self.settings.CLUSTER_GPUS is None
-        return total, "unlimited" if unset else "settings"
+        """The capacity the queue last used, without asking anyone (for ``/healthz``)."""
+        return self.backend.known_capacity()
 
     def _spawn(self, conn: Connection, job: store.Job) -> None:
         job_dir = self.job_dir(job.id)
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
-            spec_path = job_dir / "spec.json"
-            spec_path.write_text(json.dumps(job.spec, indent=2))
+            (job_dir / "spec.json").write_text(json.dumps(job.spec, indent=2))
             (job_dir / "result.json").unlink(missing_ok=True)
-            env = driver_env(self.settings, owner=job.owner, data_root=job.data_root)
-            cmd = [
-                *self.settings.DRIVER_CMD,
-                str(spec_path),
-                "--job-id",
-                job.id,
-                "--result",
-                str(job_dir / "result.json"),
-            ]
-            proc = spawn(cmd, env=env, log_path=job_dir / "driver.log")
+            handle, pid = self.backend.start(job, job_dir)
+        except Unavailable as exc:  # nothing started: back to the queue, the reason shown
+            store.unclaim(conn=conn, job_id=job.id)
+            self._blocked = (job.id, str(exc))
+            return
         except Exception as exc:
             log.exception("could not start job %s", job.id)
             store.transition(
@@ -393,16 +395,17 @@ class Scheduler:
                 error=f"could not start the driver: {exc}",
             )
             return
-        self._procs[job.id] = proc
-        store.update_job(conn=conn, job_id=job.id, pid=proc.pid)
+        self._procs[job.id] = handle
+        if pid is not None:
+            store.update_job(conn=conn, job_id=job.id, pid=pid)
         try:
-            write_job_record(job_dir, job, pid=proc.pid)  # what --rebuild-store reads back
+            write_job_record(job_dir, job, pid=pid)  # what --rebuild-store reads back
         except OSError:
             log.exception("could not write job.json of job %s", job.id)
-        log.info("job %s started (pid %d)", job.id, proc.pid)
+        log.info("job %s started (%s)", job.id, f"pid {pid}" if pid else "submitted")
         fresh = store.get_job(conn=conn, job_id=job.id)
         if fresh is not None and fresh.state is JobState.CANCELLING:
-            self._terminate(job.id, proc.pid)
+            self._terminate(job.id, handle)
 
     def pending_reason(self, job_id: str, *, owner: str | None = None) -> str | None:
         """Why the PENDING job ``job_id`` did not start at the last pass (None: it starts at
@@ -419,8 +422,8 @@ class Scheduler:
         return f"queued behind job {head}, which is {reason}"
 
     # cancelling ------------------------------------------------------------------------
-    def _terminate(self, job_id: str, pid: int, *, force: bool = False) -> None:
-        signal_group(pid, signal.SIGKILL if force else signal.SIGTERM)
+    def _terminate(self, job_id: str, handle: Any, *, force: bool = False) -> None:
+        self.backend.stop(job_id, handle, force=force)
         grace = 0.0 if force else self.settings.CANCEL_GRACE_S
         self._kill_at.setdefault(job_id, time.monotonic() + grace)
         self._wake.set()
@@ -451,10 +454,13 @@ class Scheduler:
             job = store.get_job(conn=conn, job_id=job_id)
             if job is None:
                 return None
-            if job.state is JobState.CANCELLING and job.pid:
-                if force:
-                    self._kill_at.pop(job_id, None)
-                self._terminate(job_id, job.pid, force=force)
-                if job_id not in self._procs and pid_alive(job.pid, job_id):
-                    self._procs[job_id] = job.pid  # owned by another replica: follow it too
+            if job.state is JobState.CANCELLING:
+                stored, follow = self.backend.handle_of(job)
+                handle = self._procs.get(job_id, stored)
+                if handle is not None:
+                    if force:
+                        self._kill_at.pop(job_id, None)
+                    self._terminate(job_id, handle, force=force)
+                    if follow:  # started by another replica: follow it too
+                        self._procs.setdefault(job_id, handle)
             return job.state

@@ -108,3 +108,16 @@ def test_the_walk_sees_function_level_imports() -> None:
     assert "trainers.worker" in graph["trainers.trainer"]  # imported inside build_trainer
     toy = {"a": {"b"}, "b": {"a"}, "c": set()}
     assert _cycles(toy) == [["a", "b"]]
+
+
+def test_routes_never_ask_which_backend_runs() -> None:
+    """The control plane's routes talk to the scheduler only; which backend runs the drivers
+    (local processes, Ray jobs) is the scheduler's business."""
+    graph = _graph()
+    routes = [m for m in graph if m.startswith("service.routes")]
+    assert routes
+    backends = {"service.backends", "service.ray_jobs", "service.processes"}
+    assert {m: sorted(graph[m] & backends) for m in routes if graph[m] & backends} == {}
+    for path in (ROOT / "service").rglob("*.py"):
+        if path.name not in ("scheduler.py", "backends.py", "ray_jobs.py"):
+            assert "Backend)" not in path.read_text(), path  # no isinstance on a backend

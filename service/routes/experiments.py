@@ -44,7 +44,6 @@ from service.deps import (
     StoreDep,
     no_such_job,
 )
-from service.ray_jobs import RayJobsScheduler, logs_response
 from service.schemas import (
     DEMO_SPEC_EXAMPLE,
     CancelResult,
@@ -350,19 +349,20 @@ async def get_logs(
         ),
     ] = False,
 ) -> Response:
-    if isinstance(scheduler, RayJobsScheduler) and job.started_at and not is_final(job.state):
-        # from Ray while it runs; Ray's HTTP API is read in a worker thread
-        return await run_in_threadpool(
-            functools.partial(
-                logs_response,
-                heartbeat_s=settings.FOLLOW_HEARTBEAT_S,
-                idle_s=settings.FOLLOW_IDLE_S,
-            ),
-            scheduler.ray,
-            job.id,
-            tail,
-            follow,
+    # the backend's own log while it serves one (a running Ray job's, read in a worker
+    # thread); else the driver.log on this host
+    served = await run_in_threadpool(
+        functools.partial(
+            scheduler.backend.logs,
+            job,
+            tail=tail,
+            follow=follow,
+            heartbeat_s=settings.FOLLOW_HEARTBEAT_S,
+            idle_s=settings.FOLLOW_IDLE_S,
         )
+    )
+    if served is not None:
+        return served
     path = scheduler.job_dir(job.id) / "driver.log"
     size = await run_in_threadpool(logstream.size_of, path)  # follow from here: nothing lost
     head = await run_in_threadpool(logstream.tail_text, path, tail) if tail is not None else None
