@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "MODELS",
+    "ModelEntry",
     "Param",
     "RuleEntry",
     "RULES",
     "TaskEntry",
     "TASKS",
+    "check_model_params",
     "check_rule_params",
     "headline",
     "search_metrics",
@@ -147,6 +150,43 @@ TASKS: dict[str, TaskEntry] = {
 }
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model: the task it serves, what it is, and its ``model_params`` (each builder's
+    keyword options with their defaults)."""
+
+    task: str
+    about: str
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+#: model name -> descriptor (``trainers.models.MODELS`` holds the builders)
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(
+        "classify",
+        "a multilayer perceptron on flattened pixels",
+        {
+            "hidden": Param(256, (int,), "units per hidden layer"),
+            "depth": Param(2, (int,), "hidden layers"),
+            "bn": Param(False, (bool,), "Linear-BN-ReLU blocks"),
+        },
+    ),
+    "convnet": ModelEntry(
+        "classify",
+        "a small conv net (3 conv-BN-ReLU blocks)",
+        {"width": Param(16, (int,), "channels of the first block")},
+    ),
+    "resnet20": ModelEntry(
+        "classify",
+        "He et al.'s CIFAR ResNet (6n+2 layers)",
+        {"blocks": Param(3, (int,), "residual blocks per stage (3: ResNet-20, 1: ResNet-8)")},
+    ),
+    "resnet18": ModelEntry("classify", "torchvision's ResNet-18"),
+    "alexnet_bn": ModelEntry("classify", "AlexNet with BatchNorm (Xiao et al. 2018)"),
+    "retinanet_resnet18_fpn": ModelEntry("detect", "torchvision's RetinaNet, ResNet-18 FPN"),
+}
+
+
 def headline(task: str) -> tuple[str, str]:
     """``(metric, "max" | "min")``: the metric a task's runs are compared by."""
     entry = TASKS[task]
@@ -158,22 +198,28 @@ def search_metrics() -> tuple[str, ...]:
     return tuple(dict.fromkeys(m for entry in TASKS.values() for m in entry.metrics))
 
 
+def _check_params(field: str, what: str, known: dict[str, Param], params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key not in known:
+            valid = ", ".join(known) or "none"
+            raise ValueError(
+                f"{field}.{key}: {what} has no parameter {key!r}; its parameters: {valid}"
+            )
+        for item in value if isinstance(value, list) else [value]:
+            if not known[key].accepts(item):
+                raise ValueError(
+                    f"{field}.{key}: {item!r} is not a {known[key].type_name} ({what})"
+                )
+
+
 def check_rule_params(rules: list[str], params: dict[str, Any]) -> None:
     """Refuse a ``rule.params`` key that one of ``rules`` does not take, or a value of the
     wrong type (each value of a sweep list is checked). The message names the key, the
     rule and its valid keys."""
     for rule in rules:
-        known = RULES[rule].params
-        for key, value in params.items():
-            if key not in known:
-                valid = ", ".join(known) or "none"
-                raise ValueError(
-                    f"rule.params.{key}: rule {rule!r} has no parameter {key!r}; "
-                    f"its parameters: {valid}"
-                )
-            for item in value if isinstance(value, list) else [value]:
-                if not known[key].accepts(item):
-                    raise ValueError(
-                        f"rule.params.{key}: {item!r} is not a {known[key].type_name} "
-                        f"(rule {rule!r})"
-                    )
+        _check_params("rule.params", f"rule {rule!r}", RULES[rule].params, params)
+
+
+def check_model_params(model: str, params: dict[str, Any]) -> None:
+    """The same for ``model_params`` of ``model``."""
+    _check_params("model_params", f"model {model!r}", MODELS[model].params, params)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from data_pipelines.catalogue import DATA_KINDS
 from data_pipelines.registry import InstanceRegistry, check_name
-from trainers.catalogue import RULES, TASKS
+from trainers.catalogue import MODELS, RULES, TASKS
 
 __all__ = [
     "DATA_KINDS",
@@ -33,15 +33,8 @@ RULE_NAMES = tuple(RULES)
 #: ``trainers.worker.TASKS``: what a model is trained for (``trainers.catalogue.TASKS``).
 TASK_NAMES = tuple(TASKS)
 
-#: ``trainers.models.MODELS``: model name -> the task it serves.
-MODEL_TASKS = {
-    "mlp": "classify",
-    "convnet": "classify",
-    "resnet20": "classify",
-    "resnet18": "classify",
-    "alexnet_bn": "classify",
-    "retinanet_resnet18_fpn": "detect",
-}
+#: ``trainers.models.MODELS``: model name -> the task it serves (``trainers.catalogue.MODELS``).
+MODEL_TASKS = {name: entry.task for name, entry in MODELS.items()}
 MODEL_NAMES = tuple(MODEL_TASKS)
 
 #: ``trainers.optim.OPTIMIZERS``.

@@ -28,7 +28,7 @@ from pydantic import (
 from data_pipelines.catalogue import KIND_INFO
 from data_pipelines.spec import DataSpec, SynthSpec
 from data_pipelines.spec_types import Float, Int, Name, Params, PathText, Section
-from trainers.catalogue import TASKS, check_rule_params
+from trainers.catalogue import MODELS, TASKS, check_model_params, check_rule_params
 from trainers.names import (
     MODEL_NAMES,
     MODEL_TASKS,
@@ -56,12 +56,6 @@ __all__ = [
 ]
 
 SWEEPABLE = ("rule.name", "rule.last_layer", "optim.lr", "optim.manhattan", "seed")
-# options each model builder takes through ``model_params`` (trainers/models.py)
-MODEL_PARAMS = {
-    "mlp": ("hidden", "depth", "bn"),
-    "convnet": ("width",),
-    "resnet20": ("blocks",),
-}
 PRODUCT_RULES = ("pfa", "pfa_o")  # feedback R B aligns only under plain gradient steps
 
 
@@ -183,8 +177,9 @@ class ExperimentSpec(Section):
     model: str = "convnet"
     model_params: Params = Field(
         default_factory=dict,
-        description="model options (mlp: hidden, depth, bn; convnet: width; resnet20: blocks "
-        "per stage); a list value sweeps that option",
+        description="model options ("
+        + "; ".join(f"{m}: {', '.join(e.params)}" for m, e in MODELS.items() if e.params)
+        + "); a list value sweeps that option",
     )
     data: DataSpec = Field(default_factory=DataSpec)
     rule: RuleSpec = Field(default_factory=RuleSpec)
@@ -225,13 +220,7 @@ class ExperimentSpec(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
-        allowed = MODEL_PARAMS.get(self.model, ())
-        unknown = sorted(set(self.model_params) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"model_params {unknown} are not options of model {self.model!r}; "
-                f"valid: {', '.join(allowed) or 'none'}"
-            )
+        check_model_params(self.model, self.model_params)
         if MODEL_TASKS[self.model] != self.task:
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
         if self.task not in KIND_INFO[self.data.kind].tasks:

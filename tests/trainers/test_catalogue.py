@@ -31,6 +31,27 @@ def test_rule_init_feedback_takes_exactly_its_described_params(rule: str) -> Non
     assert takes_any or set(catalogue.RULES[rule].params) <= named
 
 
+@pytest.mark.parametrize("model", list(catalogue.MODELS))
+def test_model_params_are_the_builder_options_with_their_defaults(model: str) -> None:
+    from trainers.models import MODELS
+
+    builder = MODELS[model]
+    assert builder.task == catalogue.MODELS[model].task
+    options = {
+        name: p.default
+        for name, p in inspect.signature(builder).parameters.items()
+        if name not in ("num_classes", "image_size", "in_channels")
+    }
+    assert options == {k: p.default for k, p in catalogue.MODELS[model].params.items()}
+
+
+def test_model_params_are_checked_by_name_and_type() -> None:
+    with pytest.raises(ValidationError, match=r"model_params.widht: model 'convnet' .* width"):
+        ExperimentSpec.model_validate({"model": "convnet", "model_params": {"widht": 8}})
+    with pytest.raises(ValidationError, match=r"model_params.depth: 2.5 is not a int"):
+        ExperimentSpec.model_validate({"model": "mlp", "model_params": {"depth": [2, 2.5]}})
+
+
 def test_unknown_and_mistyped_rule_params_name_the_key_and_the_valid_ones() -> None:
     with pytest.raises(ValidationError, match=r"rule.params.dceay: rule 'kp' .* decay"):
         ExperimentSpec.model_validate({"rule": {"name": "kp", "params": {"dceay": 0.1}}})

@@ -199,5 +199,5 @@ def test_augment_defaults_by_kind_and_refusals():
 def test_model_params_are_checked_and_sweep():
     spec = ExperimentSpec(model="mlp", model_params={"depth": [2, 6], "bn": True})
     assert [label for label, _ in spec.settings()] == ["bp depth=2", "bp depth=6"]
-    with pytest.raises(ValidationError, match=r"model_params \['depht'\] are not options"):
+    with pytest.raises(ValidationError, match=r"model_params.depht: model 'mlp' has no parameter"):
         ExperimentSpec.model_validate({"model": "mlp", "model_params": {"depht": 3}})
