@@ -89,7 +89,8 @@ def serve(
     problems = preflight(settings)
     if problems:
         for problem in problems:
-            err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False)
+            # one line per problem, however wide: never wrapped to the terminal
+            err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     run_server(settings, host=host, port=port, access_log=access_log)
 
