@@ -32,7 +32,7 @@ from service.tables import (
     watch,
     when,
 )
-from trainers.cli import BENCHMARKS
+from trainers.cli import BENCHMARKS, preflight_cmd
 
 app = typer.Typer(
     name="bioprop",
@@ -195,6 +195,7 @@ def cancel(
 
 app.command()(run)
 app.command()(demo)
+app.command("preflight")(preflight_cmd)
 for _name, _command in BENCHMARKS.items():
     bench_app.command(_name)(_command)
 
