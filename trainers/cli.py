@@ -96,6 +96,10 @@ def preflight_cmd(
         typer.Option(help="storage location to check (default: BIOPROP_STORAGE_PATH)"),
     ] = None,
     ddp: Annotated[bool, typer.Option(help="check DDP between two nodes that train")] = True,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="comma-separated addresses of the nodes that must have joined"),
+    ] = None,
 ) -> None:
     """Check every node of the Ray cluster (RAY_ADDRESS): bioprop imports, DALI loads, the
     storage is reachable, the Ray token and the DDP interface are set, and two nodes can
@@ -109,7 +113,8 @@ def preflight_cmd(
 
     storage = storage or os.environ.get("BIOPROP_STORAGE_PATH") or None
     ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
-    ok, problems = check_cluster(storage, ddp=ddp)
+    expected = [ip.strip() for ip in (expect or "").split(",") if ip.strip()]
+    ok, problems = check_cluster(storage, ddp=ddp, expect=expected)
     for line in ok:
         console.print(f"[green]ok[/] {line}", highlight=False, soft_wrap=True)
     for line in problems:

@@ -157,14 +157,27 @@ def _ddp_pair(a: dict, b: dict, timeout_s: float) -> str | None:
 
 
 def check_cluster(
-    storage: str | None = None, *, ddp: bool = True, timeout_s: float = TIMEOUT_S
+    storage: str | None = None,
+    *,
+    ddp: bool = True,
+    expect: list[str] = (),
+    timeout_s: float = TIMEOUT_S,
 ) -> tuple[list[str], list[str]]:
     """``(ok lines, problem lines)`` for every alive node of the Ray cluster this process is
-    connected to (:func:`ray.init` first)."""
+    connected to (:func:`ray.init` first); ``expect``: node addresses that must be among
+    them (a node whose ``ray start`` failed, e.g. without the cluster's Ray token, never
+    joins, so only a list of the expected ones can name it)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
+    joined = {n["NodeManagerAddress"] for n in nodes}
+    missing = [
+        f"{ip}: not a node of this cluster (did `ray start` fail there? a node without the "
+        "cluster's RAY_AUTH_TOKEN cannot join)"
+        for ip in expect
+        if ip not in joined
+    ]
     digest = _token_digest() if os.environ.get("RAY_AUTH_MODE") == "token" else None
     check = ray.remote(num_cpus=0)(check_node)
     refs = {
@@ -173,7 +186,7 @@ def check_cluster(
         ).remote(storage, digest, len(nodes) > 1)
         for n in nodes
     }
-    ok, problems = [], []
+    ok, problems = [], missing
     for node in nodes:
         try:
             report = ray.get(refs[node["NodeID"]], timeout=timeout_s)

@@ -22,7 +22,10 @@ def test_node_passes_and_a_missing_bucket_is_one_line_naming_it(ray_cluster, s3)
     assert ok[0].startswith(f"{ip} (") and ok[0].endswith("DDP interface)"), ok
     assert ok[1].startswith("DDP: not checked (1 node(s)"), ok
 
-    ok, problems = check_cluster("s3://no-such-bucket/runs")
-    (problem,) = problems
-    assert problem.startswith(f"{ip} (") and "bucket 'no-such-bucket' does not exist" in problem
-    assert "\n" not in problem
+    # a bucket that does not exist, and a node expected that never joined (198.51.100.99 is
+    # TEST-NET-2: no host has it)
+    ok, problems = check_cluster("s3://no-such-bucket/runs", ddp=False, expect=["198.51.100.99"])
+    absent, bucket = problems
+    assert absent.startswith("198.51.100.99: not a node of this cluster"), absent
+    assert bucket.startswith(f"{ip} (") and "bucket 'no-such-bucket' does not exist" in bucket
+    assert all("\n" not in p for p in problems)
