@@ -34,7 +34,7 @@ from service.tables import (
     watch,
     when,
 )
-from trainers.cli import BENCHMARKS
+from trainers.cli import BENCHMARKS, preflight_cmd
 
 app = typer.Typer(
     name="bioprop",
@@ -98,7 +98,8 @@ def serve(
     problems = preflight(settings)
     if problems:
         for problem in problems:
-            err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False)
+            # one line per problem, however wide: never wrapped to the terminal
+            err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     from service.store_check import StoreRefused
 
@@ -287,6 +288,7 @@ def _has_display() -> bool:
 
 app.command()(run)
 app.command()(demo)
+app.command("preflight")(preflight_cmd)
 for _name, _command in BENCHMARKS.items():
     bench_app.command(_name)(_command)
 

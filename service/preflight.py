@@ -14,7 +14,7 @@ import httpx
 
 from service.settings import Settings
 
-__all__ = ["check_mlflow", "preflight"]
+__all__ = ["check_mlflow", "one_line", "preflight"]
 
 TIMEOUT_S = 10.0
 
@@ -61,4 +61,9 @@ def preflight(settings: Settings) -> list[str]:
             check_storage(settings.STORAGE_PATH)
         except StorageError as exc:
             problems.append(f"BIOPROP_STORAGE_PATH: {exc}")
-    return problems
+    return [one_line(p) for p in problems]
+
+
+def one_line(problem: str) -> str:
+    """``problem`` on one line: the messages of Ray, httpx and pyarrow span several."""
+    return " ".join(problem.split())

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["BENCHMARKS", "bench_rules_cmd", "bench_train_cmd"]
+__all__ = ["BENCHMARKS", "bench_rules_cmd", "bench_train_cmd", "preflight_cmd"]
 
 console = Console()
 
@@ -88,3 +88,36 @@ def bench_train_cmd(
 
 
 BENCHMARKS = {"rules": bench_rules_cmd, "train": bench_train_cmd}
+
+
+def preflight_cmd(
+    storage: Annotated[
+        str | None,
+        typer.Option(help="storage location to check (default: BIOPROP_STORAGE_PATH)"),
+    ] = None,
+    ddp: Annotated[bool, typer.Option(help="check DDP between two nodes that train")] = True,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="comma-separated addresses of the nodes that must have joined"),
+    ] = None,
+) -> None:
+    """Check every node of the Ray cluster (RAY_ADDRESS): bioprop imports, DALI loads, the
+    storage is reachable, the Ray token and the DDP interface are set, and two nodes can
+    set up DDP. One line per node that passed, one per problem naming the node; exit 1 on
+    a problem."""
+    import os
+
+    import ray
+
+    from trainers.preflight import check_cluster
+
+    storage = storage or os.environ.get("BIOPROP_STORAGE_PATH") or None
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
+    expected = [ip.strip() for ip in (expect or "").split(",") if ip.strip()]
+    ok, problems = check_cluster(storage, ddp=ddp, expect=expected)
+    for line in ok:
+        console.print(f"[green]ok[/] {line}", highlight=False, soft_wrap=True)
+    for line in problems:
+        console.print(f"[red]problem[/] {line}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)

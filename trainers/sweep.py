@@ -332,11 +332,12 @@ def _per_point_asha(search, epochs: int, uri: str, job_id: str):
             decision = self._sub(trial).on_trial_result(tune_controller, trial, result)
             epoch = int(result.get("epoch") or 0)
             if decision == TrialScheduler.STOP and epoch < epochs:
-                run = _find_child(uri, job_id, trial_id=trial.trial_id, label=None)
-                if run is not None:
-                    client = _client(uri)
-                    client.set_tag(run.info.run_id, TAG_STOPPED, "true")
-                    client.set_tag(run.info.run_id, TAG_STOPPED_AT, str(epoch))
+                with _quiet():  # an MLflow error must not end the experiment
+                    run = _find_child(uri, job_id, trial_id=trial.trial_id, label=None)
+                    if run is not None:
+                        client = _client(uri)
+                        client.set_tag(run.info.run_id, TAG_STOPPED, "true")
+                        client.set_tag(run.info.run_id, TAG_STOPPED_AT, str(epoch))
                 log.info("trial %s stopped early at epoch %d", trial.trial_id, epoch)
             return decision
 

@@ -9,7 +9,10 @@ server holds the parent run, both children, their metrics and checkpoints, and `
 gives the driver's output; a control-plane restart mid-run neither loses nor restarts the
 job; a cancel stops the Ray job, marks the MLflow runs KILLED and frees the job's share of
 the cluster; losing a worker node mid-run (SIGKILL to its raylet and workers) restarts the
-worker group on the nodes left, from the last checkpoint in the bucket, and the job SUCCEEDS.
+worker group on the nodes left, from the last checkpoint in the bucket, and the job SUCCEEDS
+with one MLflow point per epoch; a setting whose DDP set-up fails while its worker group
+starts is FAILED and frees its CPUs for the next. The control plane runs from an interpreter
+path no Ray host has (the driver is the head's ``python``).
 
 Skipped, with the reason, where network namespaces cannot be created (not root, no
 iproute2), PostgreSQL's socket is missing, or moto is not installed. Tests share one
@@ -21,12 +24,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from cluster_helpers import ray_job
+from cluster_helpers import BIN, ray_job
 from topology import API_TOKEN, PG_SOCKET_DIR, Topology, can_make_netns, s3_keys, s3_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -205,7 +209,9 @@ def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> N
 
     ray = cluster.user(ray_job, cluster.dashboard, job_id)
     assert ray["submission_id"] == job_id and ray["status"] == "SUCCEEDED"
-    assert "trainers.launch" in ray["entrypoint"]
+    # the control plane's interpreter (cp-venv) exists on no host: the driver is the head's
+    assert ray["entrypoint"].startswith("python -m trainers.launch "), ray["entrypoint"]
+    assert not cluster.control_plane_python().exists()
 
     parent, children = _runs(cluster, job_id)
     assert parent is not None and parent.info.status == "FINISHED"
@@ -264,6 +270,32 @@ def test_cancel_stops_the_ray_job_and_kills_the_mlflow_runs(cluster: Topology) -
         raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
 
 
+def test_setting_that_cannot_start_ddp_frees_its_cpus_and_the_next_trains(
+    cluster: Topology,
+) -> None:
+    """The first setting's workers are pointed at a DDP interface no host has
+    (``tests/ray_faults.py``: seed 13) after its placement group took both worker CPUs: it
+    is FAILED with that reason, and the second setting gets the CPUs and trains across both
+    worker nodes; nothing is left reserved."""
+    spec = {**SWEEP, "name": "cluster-bad-start", "rule": {"name": "bp"}, "seed": [13, 0]}
+    job_id = _submit(cluster, spec)
+    job = _wait(cluster, job_id, timeout=400)
+    assert job["state"] == "FAILED", job  # one setting failed: the job says so
+    _, children = _runs(cluster, job_id)
+    runs = {c.data.tags["bioprop.setting"]: c for c in children}
+    broken, good = runs["bp seed=13"], runs["bp seed=0"]
+    assert broken.info.status == "FAILED"
+    assert "nonet13" in broken.data.tags["bioprop.error"]
+    assert good.info.status == "FINISHED", good.data.tags.get("bioprop.error")
+    assert good.data.metrics["ddp_nodes"] == 2 and good.data.metrics["epoch"] == 1
+    from cluster_helpers import wait_until
+
+    try:
+        wait_until(lambda: not _live_placement_groups(cluster), "placement groups removed", 60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(cluster)}") from None
+
+
 def _hosts_of(topo: Topology, class_name: str) -> list[str]:
     """The hosts whose Ray node runs a live actor of ``class_name`` (Ray's state API)."""
     host_of = {ip: host for host, ip in topo.ip.items()}
@@ -316,5 +348,38 @@ def test_losing_a_worker_node_resumes_from_the_bucket_and_succeeds(cluster: Topo
     client = MlflowClient(cluster.mlflow)
     resumed = cluster.user(client.get_metric_history, child.info.run_id, "resumed_from_epoch")
     assert resumed and resumed[-1].value >= 1, resumed  # from a checkpoint, not from scratch
-    epochs = cluster.user(client.get_metric_history, child.info.run_id, "epoch")
-    assert max(m.value for m in epochs) == 20
+    for name in ("epoch", "train_loss", "val_acc"):  # one point per epoch, retrained or not
+        history = cluster.user(client.get_metric_history, child.info.run_id, name)
+        assert sorted(m.step for m in history) == list(range(1, 21)), (name, history)
+
+
+def _preflight(topo: Topology, host: str) -> subprocess.CompletedProcess:
+    """``bioprop preflight`` run on ``host`` as its user would, in the node's environment."""
+    cmd = ["ip", "netns", "exec", topo.ns(host), str(BIN / "bioprop"), "preflight",
+           "--storage", "s3://ckpt/runs"]  # fmt: skip
+    return subprocess.run(
+        cmd, env=topo.ray_node_env(), capture_output=True, text=True, timeout=400, cwd=topo.root
+    )
+
+
+def test_preflight_reports_every_node_and_names_the_broken_one(cluster: Topology) -> None:
+    """One run over the cluster plus a worker (w4) whose DDP interface does not exist:
+    every other node is reported ok, each problem is one line naming w4, exit 1."""
+    alive = sorted(
+        n["node_ip"] for n in cluster.user(cluster.ray_state, "nodes") if n["state"] == "ALIVE"
+    )
+    cluster.start_ray_worker("w4", nodes=len(alive) + 1, GLOO_SOCKET_IFNAME="nonet0")
+    done = _preflight(cluster, "head")
+    report = done.stdout + done.stderr
+    assert done.returncode == 1, report
+    lines = done.stdout.splitlines()
+    for ip in alive:  # the head and the worker nodes: one ok line each
+        assert any(line.startswith(f"ok {ip} (") for line in lines), report
+    problems = [line for line in lines if line.startswith("problem ")]
+    w4 = cluster.ip["w4"]
+    assert problems and all(w4 in line for line in problems), report
+    assert any(
+        line.startswith(f"problem {w4} (") and "GLOO_SOCKET_IFNAME=nonet0" in line
+        for line in problems
+    ), report
+    assert any(line.startswith("problem DDP ") for line in problems), report  # w4's pair

@@ -8,6 +8,7 @@
     w1   10.13.0.3 --+  Ray worker node (1 CPU)
     w2   10.13.0.4 --+  Ray worker node (1 CPU)
     w3   10.13.0.9 --+  Ray worker node (1 CPU), started by the node-loss test: the spare
+    w4   10.13.0.10 -+  Ray worker node (1 CPU) without a usable DDP interface (preflight test)
                      bridge in a namespace of its own (``sw``)
 
 Every address lives inside a namespace this module creates; the host's own namespaces are
@@ -47,7 +48,7 @@ from cluster_helpers import (
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.13.0"
-HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8, "w3": 9}
+HOSTS = {"head": 2, "w1": 3, "w2": 4, "cp": 5, "ml": 6, "s3": 7, "user": 8, "w3": 9, "w4": 10}
 PG_SOCKET_DIR = "/var/run/postgresql"
 API_TOKEN = "cluster-test-token"
 AWS = {
@@ -238,6 +239,8 @@ class Topology:
             RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="300",
             # Ray's OOM killer reads the memory of the whole machine, shared with other work
             RAY_memory_monitor_refresh_ms="0",
+            # the injected fault of tests/ray_faults.py: DDP of settings with seed 13 only
+            RAY_TRAIN_CALLBACKS="tests.ray_faults.BreakDDPOfSeed13",
             **AWS,
         )
 
@@ -255,14 +258,16 @@ class Topology:
             [self.procs["ray-head"]],
         )  # fmt: skip
 
-    def start_ray_worker(self, host: str, nodes: int) -> None:
-        """Start a worker node and wait until the cluster has ``nodes`` alive. Ray gives a
-        raylet 30 s to register (fixed in Ray); on a loaded machine that can pass, so a node
-        that gave up is started once more."""
+    def start_ray_worker(self, host: str, nodes: int, **env: str) -> None:
+        """Start a worker node (``env`` added to its environment) and wait until the cluster
+        has ``nodes`` alive. Ray gives a raylet 30 s to register (fixed in Ray); on a loaded
+        machine that can pass, so a node that gave up is started once more."""
         args = [*RAY_WORKER_ARGS, *SMALL_OBJECT_STORE, "--address", f"{self.ip['head']}:6379",
                 "--node-ip-address", self.ip[host], "--temp-dir", str(self.temp / host)]  # fmt: skip
         for attempt in range(3):
-            proc = self.start(f"ray-{host}", host, ray_start_cmd(*args), self.ray_node_env())
+            proc = self.start(
+                f"ray-{host}", host, ray_start_cmd(*args), {**self.ray_node_env(), **env}
+            )
             try:
                 # `ray start` says so once its raylet registered (a lost node of the same
                 # address may still count as alive, so the node count alone proves nothing)
@@ -307,10 +312,30 @@ class Topology:
         env.update({k: v.format(**values) for k, v in CONTROL_PLANE_ENV.items()})
         return env
 
+    def control_plane_python(self) -> Path:
+        """An interpreter path that only the control plane's host has, as on a real cluster
+        where the control plane's image lays its Python out differently from the Ray
+        head's: a virtual environment of its own (``cp-venv``: pyvenv.cfg and a ``python``
+        link beside the test's environment's packages) whose ``python`` is removed once the
+        control plane runs (:meth:`start_control_plane`)."""
+        venv = self.root / "cp-venv"
+        if not venv.exists():
+            (venv / "bin").mkdir(parents=True)
+            real = Path(sys.prefix)
+            shutil.copy(real / "pyvenv.cfg", venv / "pyvenv.cfg")
+            (venv / "lib").symlink_to(real / "lib")
+        return venv / "bin" / "python"
+
     def start_control_plane(self, env: dict[str, str], name: str = "control-plane") -> Proc:
-        cmd = [str(BIN / "bioprop"), "serve", "--host", "0.0.0.0", "--port", "8000"]
-        proc = self.start(name, "cp", cmd, env)
-        self.user(wait_until, lambda: http_ok(f"{self.api}/healthz"), name, 120, [proc])
+        python = self.control_plane_python()
+        python.unlink(missing_ok=True)
+        python.symlink_to(Path(sys.executable).resolve())
+        cmd = [str(python), "-m", "service.cli", "serve", "--host", "0.0.0.0", "--port", "8000"]
+        try:
+            proc = self.start(name, "cp", cmd, env)
+            self.user(wait_until, lambda: http_ok(f"{self.api}/healthz"), name, 120, [proc])
+        finally:
+            python.unlink()  # the Ray head (and every other host) lacks this interpreter
         return proc
 
     # teardown --------------------------------------------------------------------------

@@ -48,8 +48,13 @@ def test_missing_bucket_refuses_serve(s3, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("BIOPROP_STORAGE_PATH", "s3://no-such-bucket/runs")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("BIOPROP_RAY_JOBS_URL", raising=False)
+    from service.tables import err
+
+    monkeypatch.setattr(err, "width", 60)  # a terminal narrower than the message
     result = CliRunner().invoke(app, ["serve", "--port", str(_closed_port())])
     assert result.exit_code == 2, result.output
     assert "cannot start" in result.output
     assert "bucket 'no-such-bucket' does not exist" in result.output
+    # one line per problem, never wrapped to the terminal
+    assert len(result.output.strip().splitlines()) == 1, result.output
     assert list(tmp_path.iterdir()) == []  # nothing created, nothing lost
