@@ -586,13 +586,64 @@ def test_pfa_path_equals_r_trained_by_hand_in_float64(rule: str, kind: str) -> N
     torch.testing.assert_close(layer.backward_weight().detach(), bw, rtol=1e-10, atol=1e-12)
 
 
-def test_bench_rules_smoke() -> None:
+def test_bench_rules_times_every_rule_beside_bp_per_image_size() -> None:
     from trainers.bench import bench_rules, format_table
 
-    rows = bench_rules(("mlp",), ["fa"], steps=2, warmup=0, batch_size=2, image_size=8)
-    assert [r["rule"] for r in rows] == ["bp", "fa"]
-    assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
-    assert "| fa |" in format_table(rows)
+    rows = bench_rules(
+        ("mlp",), ["fa", "wm"], image_sizes=(8, 12), steps=2, warmup=0, batch_size=2,
+        num_classes=10, world=4,
+    )  # fmt: skip
+    assert [(r["image_size"], r["rule"]) for r in rows] == [
+        (8, "bp"), (8, "fa"), (8, "wm"), (12, "bp"), (12, "fa"), (12, "wm"),
+    ]  # fmt: skip
+    assert all(r["device"] == "cpu" and not r["amp"] and r["world"] == 4 for r in rows)
+    for r in rows:
+        assert r["median_ms"] > 0 and 0 <= r["update_share"] < 1
+        assert r["ratio"] == 1.0 or r["rule"] != "bp"
+    table = format_table(rows)
+    assert "| wm |" in table and "mlp 12px median (x bp)" in table and "update share" in table
+
+
+def test_wm_tradeoff_angle_follows_the_estimator_variance() -> None:
+    """Steady-state angle ``atan(sqrt(rate / (2 - rate)))`` at mirror batch = fan-in, and
+    ``K`` times the rate per iteration for ``K`` times fewer noise samples per step."""
+    from trainers.bench import bench_mirror_tradeoff
+
+    rows = bench_mirror_tradeoff((32, 128), (1, 4), n_out=16, mirror_lr=0.1)
+    assert [(r["fan_in"], r["every"]) for r in rows] == [(32, 1), (32, 4), (128, 1), (128, 4)]
+    for r in rows:
+        expected = math.degrees(math.atan(math.sqrt(r["rate"] / (2 - r["rate"]))))
+        assert r["predicted"] == pytest.approx(expected)
+        assert abs(r["angle"] - expected) < 0.1 * expected, r
+        assert r["noise_per_step"] == r["fan_in"] / r["every"]
+    assert rows[1]["angle"] > rows[0]["angle"] and rows[3]["angle"] > rows[2]["angle"]
+
+
+def test_bench_rules_defaults_are_one_worker_of_the_shipped_imagenet_specs() -> None:
+    """224 px, per-worker batch = batch_size / scale.workers, wm's share 1 / workers."""
+    from pathlib import Path
+
+    from trainers.bench import DEFAULTS
+    from trainers.spec import parse_yaml
+
+    root = Path(__file__).resolve().parents[2] / "specs"
+    specs = [parse_yaml(p.read_text()) for p in sorted(root.glob("*resnet18*.yaml"))]
+    assert len(specs) >= 3
+    for spec in specs:
+        assert spec["data"]["image_size"] in DEFAULTS["image_sizes"]
+        assert spec["batch_size"] // spec["scale"]["workers"] == DEFAULTS["batch_size"]
+        assert spec["scale"]["workers"] == DEFAULTS["world"]
+    assert DEFAULTS["models"] == ("resnet18",)
+
+
+def test_bench_rules_cli_names_a_bad_image_size_list() -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "rules", "--image-sizes", "224,big"])
+    assert result.exit_code != 0
+    assert "--image-sizes" in result.output and "224,big" in result.output
 
 
 @pytest.mark.parametrize("rule", ["fa", "dfa", "kp"])
