@@ -19,24 +19,45 @@ console = Console()
 
 
 def bench_rules_cmd(
-    models: Annotated[str, typer.Option(help="comma-separated models")] = "mlp,resnet18",
+    models: Annotated[str, typer.Option(help="comma-separated models")] = "resnet18",
     rules: Annotated[str | None, typer.Option(help="comma-separated rules (default: all)")] = None,
-    steps: Annotated[int, typer.Option(help="timed steps per rule")] = 20,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 32,
-    image_size: Annotated[int, typer.Option(help="image side, pixels")] = 64,
+    image_sizes: Annotated[
+        str, typer.Option(help="comma-separated image sides, pixels, timed side by side")
+    ] = "224",
+    batch_size: Annotated[int, typer.Option(help="per-worker batch")] = 32,
+    world: Annotated[
+        int, typer.Option(help="DDP workers whose share of wm's mirror noise one rank draws")
+    ] = 8,
+    steps: Annotated[int, typer.Option(help="timed rounds (one step of every rule each)")] = 20,
+    warmup: Annotated[int, typer.Option(help="untimed rounds first")] = 3,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
+    amp: Annotated[
+        bool | None, typer.Option(help="bfloat16 autocast + channels-last (default: on CUDA)")
+    ] = None,
 ) -> None:
-    """Median step time of each rule and its ratio to BP (trainers.bench.bench_rules)."""
+    """Median step time of each rule and its ratio to BP, side by side (trainers.bench).
+
+    Defaults: what one worker of the shipped ImageNet specs runs (ResNet-18, 224 px, batch
+    256 over 8 workers)."""
     from trainers.bench import bench_rules, format_table
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        sizes = [int(s) for s in image_sizes.split(",") if s]
+    except ValueError:
+        raise typer.BadParameter(
+            f"not a comma-separated list of integers: {image_sizes!r}", param_hint="--image-sizes"
+        ) from None
     rows = bench_rules(
         [m for m in models.split(",") if m],
         rules=[r for r in rules.split(",") if r] if rules else None,
-        steps=steps,
+        image_sizes=sizes,
         batch_size=batch_size,
-        image_size=image_size,
+        world=world,
+        steps=steps,
+        warmup=warmup,
         device=device,
+        amp=amp,
     )
     console.print(format_table(rows), markup=False, highlight=False)
 

@@ -242,20 +242,38 @@ def test_dfa_conv_and_last_layer_bp() -> None:
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
 def test_kp_and_pfa_feedback_gradients(kind: str) -> None:
-    """kp: ``dB = dW``;  pfa: ``dR^T = B dW``."""
+    """kp: ``dB = dW``;  pfa: the path ``P = B^T R^T`` gets ``B^T (B dW)``, R's gradient
+    ``dR^T = B dW`` seen through ``B^T``; pfa_o: ``B^T B = I``, so ``dP = dW``."""
     torch.manual_seed(0)
     base = nn.Linear(6, 4) if kind == "linear" else nn.Conv2d(3, 4, 3)
     x = torch.randn(2, 6) if kind == "linear" else torch.randn(2, 3, 5, 5)
     kp = RULES["kp"].from_layer(base)
     kp(x).square().sum().backward()
     torch.testing.assert_close(kp.feedback.grad, kp.weight.grad)
-    base.weight.grad = None
-    pfa = RULES["pfa"].from_layer(base, expansion=2)
-    assert pfa.feedback_r.shape == (8, *base.weight.shape[1:])
-    pfa(x).square().sum().backward()
-    b = pfa.feedback_expand
-    expected = (b @ pfa.weight.grad.flatten(1)).view_as(pfa.feedback_r)
-    torch.testing.assert_close(pfa.feedback_r.grad, expected)
+    for rule in ("pfa", "pfa_o"):
+        base.weight.grad = None
+        pfa = RULES[rule].from_layer(base, expansion=2, seed=5, name="l")
+        b, r_t = _pfa_initial_b_and_r(pfa, expansion=2, seed=5, name="l")
+        assert b.shape == (8, 4) and pfa.feedback_path.shape == base.weight.shape
+        torch.testing.assert_close(pfa.backward_weight(), (b.t() @ r_t).view_as(base.weight))
+        pfa(x).square().sum().backward()
+        expected = (b.t() @ b @ pfa.weight.grad.flatten(1)).view_as(pfa.weight)
+        torch.testing.assert_close(pfa.feedback_path.grad, expected, atol=1e-5, rtol=1e-4)
+
+
+def _pfa_initial_b_and_r(
+    layer: nn.Module, *, expansion: float, seed: int, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's ``B`` (``E x n_out``) and initial ``R^T`` (``E x fan_in``), drawn again
+    from the layer's seed as the paper's rule holds them."""
+    from trainers.rules.base import draw_normal, init_scale, layer_seed
+
+    gen = torch.Generator().manual_seed(layer_seed(seed, name))
+    w = layer.weight
+    n_expand = round(expansion * w.shape[0])
+    b = layer.draw_expansion(n_expand, gen)
+    r_t = draw_normal((n_expand, *w.shape[1:]), gen, w, init_scale(w))
+    return b, r_t.flatten(1)
 
 
 def _teacher_problem(rule: str, steps: int, **params) -> nn.Module:
@@ -436,16 +454,18 @@ def test_pfa_path_alignment_improves_with_expansion_and_fits_prediction() -> Non
     angles = []
     for r in (1, 4, 16):
         layer = RULES["pfa"].from_layer(base, expansion=r, seed=r)
-        with torch.no_grad():
-            layer.feedback_r.copy_(layer.feedback_expand @ layer.weight)
+        b, _ = _pfa_initial_b_and_r(layer, expansion=r, seed=r, name="")
+        with torch.no_grad():  # R^T = B W, so the path B^T R^T is B^T B W
+            layer.feedback_path.copy_(b.t() @ b @ layer.weight)
         a = _path_angle(layer.weight, layer.backward_weight())
         predicted = math.degrees(math.acos(math.sqrt(r / (1 + r))))
         assert abs(a - predicted) < 3.0, (r, a, predicted)
         angles.append(a)
     assert angles[0] > angles[1] > angles[2]
     ortho = RULES["pfa_o"].from_layer(base)
-    with torch.no_grad():
-        ortho.feedback_r.copy_(ortho.feedback_expand @ ortho.weight)
+    b, _ = _pfa_initial_b_and_r(ortho, expansion=1, seed=0, name="")
+    with torch.no_grad():  # orthonormal B: B^T B W = W
+        ortho.feedback_path.copy_(b.t() @ (b @ ortho.weight))
     assert _path_angle(ortho.weight, ortho.backward_weight()) < 0.1
 
 
@@ -521,37 +541,109 @@ def test_convert_torchvision_retinanet() -> None:
     assert det.head.classification_head.cls_logits.weight.grad is not None
 
 
-@pytest.mark.parametrize(
-    "base,shape",
-    [
-        (nn.Linear(16, 8), (2, 16)),  # few rows: through the expanded population
-        (nn.Linear(16, 8), (400, 16)),  # many rows: by forming B^T R^T
-        (nn.Conv2d(4, 8, 3, padding=1), (1, 4, 2, 2)),
-        (nn.Conv2d(4, 8, 3, padding=1), (64, 4, 16, 16)),
-    ],
-    ids=["linear-expanded", "linear-product", "conv-expanded", "conv-product"],
-)
-def test_pfa_both_backward_paths_follow_formula(base: nn.Module, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("rule", ["pfa", "pfa_o"])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_pfa_path_equals_r_trained_by_hand_in_float64(rule: str, kind: str) -> None:
+    """The rule as papers.md states it, in float64: backward ``delta_x = R B delta``; ``R``
+    learns by ``dR^T = B dW`` with SGD (momentum 0.9, weight decay) and the ``decay`` param
+    shrinks ``W`` and ``R`` after each step. The layer, which keeps only ``P = B^T R^T``,
+    uses the same backward matrix at every step."""
     torch.manual_seed(0)
-    layer = RULES["pfa"].from_layer(base, expansion=2)
-    x = torch.randn(*shape, requires_grad=True)
-    y = layer(x)
-    g = torch.randn_like(y)
-    y.backward(g)
-    bw = layer.backward_weight().detach()
-    ref = g @ bw if x.dim() == 2 else torch.nn.grad.conv2d_input(x.shape, bw, g, 1, 1)
-    torch.testing.assert_close(x.grad, ref, atol=1e-5, rtol=1e-4)
-    dr = (layer.feedback_expand @ layer.weight.grad.flatten(1)).view_as(layer.feedback_r)
-    torch.testing.assert_close(layer.feedback_r.grad, dr, atol=1e-4, rtol=1e-4)
+    base = (nn.Linear(7, 5) if kind == "linear" else nn.Conv2d(3, 5, 3, padding=1)).double()
+    expansion = 3 if rule == "pfa" else 1
+    layer = RULES[rule].from_layer(base, expansion=expansion, decay=0.01, seed=4, name="l")
+    b, r_t = _pfa_initial_b_and_r(layer, expansion=expansion, seed=4, name="l")
+    w, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    lr, mom, wd, decay = 0.1, 0.9, 1e-3, 0.01
+    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    vel = {"w": torch.zeros_like(w), "b": torch.zeros_like(bias), "r": torch.zeros_like(r_t)}
+    shape = (4, 7) if kind == "linear" else (2, 3, 6, 6)
+    args = (1, 1, 1, 1)  # conv stride, padding, dilation, groups
+    for _ in range(6):
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        y = layer(x)
+        g = torch.randn_like(y)
+        y.backward(g)
+        bw = (b.t() @ r_t).view_as(w)  # by hand: B^T R^T
+        if kind == "linear":
+            torch.testing.assert_close(x.grad, g @ bw, rtol=1e-10, atol=1e-12)
+            dw, db = g.t() @ x.detach(), g.sum(0)
+        else:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, bw, g, *args)
+            torch.testing.assert_close(x.grad, grad_x, rtol=1e-10, atol=1e-12)
+            dw, db = torch.nn.grad.conv2d_weight(x.detach(), w.shape, g, *args), g.sum((0, 2, 3))
+        opt.step()
+        opt.zero_grad()
+        rules.after_step(layer)
+        with torch.no_grad():  # SGD by hand: v <- mu v + (grad + wd p); p <- p - lr v
+            for key, p, grad in (("w", w, dw), ("b", bias, db), ("r", r_t, b @ dw.flatten(1))):
+                vel[key].mul_(mom).add_(grad + wd * p)
+                p.sub_(lr * vel[key])
+            w.mul_(1 - decay)
+            r_t.mul_(1 - decay)
+    torch.testing.assert_close(layer.weight.detach(), w, rtol=1e-10, atol=1e-12)
+    bw = (b.t() @ r_t).view_as(w)
+    torch.testing.assert_close(layer.backward_weight().detach(), bw, rtol=1e-10, atol=1e-12)
 
 
-def test_bench_rules_smoke() -> None:
+def test_bench_rules_times_every_rule_beside_bp_per_image_size() -> None:
     from trainers.bench import bench_rules, format_table
 
-    rows = bench_rules(("mlp",), ["fa"], steps=2, warmup=0, batch_size=2, image_size=8)
-    assert [r["rule"] for r in rows] == ["bp", "fa"]
-    assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
-    assert "| fa |" in format_table(rows)
+    rows = bench_rules(
+        ("mlp",), ["fa", "wm"], image_sizes=(8, 12), steps=2, warmup=0, batch_size=2,
+        num_classes=10, world=4,
+    )  # fmt: skip
+    assert [(r["image_size"], r["rule"]) for r in rows] == [
+        (8, "bp"), (8, "fa"), (8, "wm"), (12, "bp"), (12, "fa"), (12, "wm"),
+    ]  # fmt: skip
+    assert all(r["device"] == "cpu" and not r["amp"] and r["world"] == 4 for r in rows)
+    for r in rows:
+        assert r["median_ms"] > 0 and 0 <= r["update_share"] < 1
+        assert r["ratio"] == 1.0 or r["rule"] != "bp"
+    table = format_table(rows)
+    assert "| wm |" in table and "mlp 12px median (x bp)" in table and "update share" in table
+
+
+def test_wm_tradeoff_angle_follows_the_estimator_variance() -> None:
+    """Steady-state angle ``atan(sqrt(rate / (2 - rate)))`` at mirror batch = fan-in, and
+    ``K`` times the rate per iteration for ``K`` times fewer noise samples per step."""
+    from trainers.bench import bench_mirror_tradeoff
+
+    rows = bench_mirror_tradeoff((32, 128), (1, 4), n_out=16, mirror_lr=0.1)
+    assert [(r["fan_in"], r["every"]) for r in rows] == [(32, 1), (32, 4), (128, 1), (128, 4)]
+    for r in rows:
+        expected = math.degrees(math.atan(math.sqrt(r["rate"] / (2 - r["rate"]))))
+        assert r["predicted"] == pytest.approx(expected)
+        assert abs(r["angle"] - expected) < 0.1 * expected, r
+        assert r["noise_per_step"] == r["fan_in"] / r["every"]
+    assert rows[1]["angle"] > rows[0]["angle"] and rows[3]["angle"] > rows[2]["angle"]
+
+
+def test_bench_rules_defaults_are_one_worker_of_the_shipped_imagenet_specs() -> None:
+    """224 px, per-worker batch = batch_size / scale.workers, wm's share 1 / workers."""
+    from pathlib import Path
+
+    from trainers.bench import DEFAULTS
+    from trainers.spec import parse_yaml
+
+    root = Path(__file__).resolve().parents[2] / "specs"
+    specs = [parse_yaml(p.read_text()) for p in sorted(root.glob("*resnet18*.yaml"))]
+    assert len(specs) >= 3
+    for spec in specs:
+        assert spec["data"]["image_size"] in DEFAULTS["image_sizes"]
+        assert spec["batch_size"] // spec["scale"]["workers"] == DEFAULTS["batch_size"]
+        assert spec["scale"]["workers"] == DEFAULTS["world"]
+    assert DEFAULTS["models"] == ("resnet18",)
+
+
+def test_bench_rules_cli_names_a_bad_image_size_list() -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "rules", "--image-sizes", "224,big"])
+    assert result.exit_code != 0
+    assert "--image-sizes" in result.output and "224,big" in result.output
 
 
 @pytest.mark.parametrize("rule", ["fa", "dfa", "kp"])
@@ -563,3 +655,16 @@ def test_convert_bare_layer(rule: str) -> None:
     assert x.grad is not None
     kept, counts = convert(nn.Linear(3, 2), rule, last_layer="bp")
     assert kept.rule_name == "bp" and counts == {"Linear": 0, "Conv2d": 0}
+
+
+def test_pfa_loads_a_checkpoint_of_the_former_r_layout() -> None:
+    """A state_dict holding ``B`` (``feedback_expand``) and ``R^T`` (``feedback_r``), as pfa
+    layers saved them before the path was kept, loads with the path ``B^T R^T``."""
+    torch.manual_seed(0)
+    layer = RULES["pfa"].from_layer(nn.Conv2d(2, 3, 3), expansion=2)
+    b, r_t = torch.randn(6, 3), torch.randn(6, 2, 3, 3)
+    old = {"weight": layer.weight.detach(), "bias": layer.bias.detach()}
+    layer.load_state_dict({**old, "feedback_expand": b, "feedback_r": r_t})
+    expected = (b.t() @ r_t.flatten(1)).view_as(layer.weight)
+    torch.testing.assert_close(layer.backward_weight().detach(), expected)
+    torch.testing.assert_close(layer.feedback_gram, b.t() @ b)

@@ -13,10 +13,11 @@ Public names:
   ``optimizer.step()``** (on the unwrapped or DDP-wrapped model, on every rank). It runs each
   layer's plastic-feedback update that is not a gradient step: Kolen-Pollack's and PFA's
   ``decay``, the weight-mirror phase of ``wm``. Updates that are gradient steps (``kp``'s
-  ``B``, ``pfa``'s ``R``) happen inside ``optimizer.step()``: they are parameters whose
-  gradient DDP all-reduces like any other, so every rank stays identical. Random draws
-  (``brsf``'s per-batch magnitudes, ``wm``'s mirror noise) come from generators seeded by
-  (seed, layer name, step counter), identical on every rank.
+  ``B``, ``pfa``'s path ``B^T R^T``) happen inside ``optimizer.step()``: they are
+  parameters whose gradient DDP all-reduces like any other, so every rank stays identical.
+  Random draws come from generators seeded by (seed, layer name, step counter): ``brsf``'s
+  per-batch magnitudes are identical on every rank; ``wm``'s mirror noise is split over the
+  ranks (each seeds its share by its rank too) and one all-reduce sums the estimates.
 - ``exact_backprop(model)``: context manager running every rule layer as exact BP.
 - ``feedback_layers(model)``: ``(name, layer)`` for every rule layer (DDP unwrapped).
 - ``BatchManhattan``: see :mod:`trainers.optim`.

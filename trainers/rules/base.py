@@ -172,8 +172,8 @@ class SignFeedback(FeedbackLayer):
 
 class DecayingFeedback(FeedbackLayer):
     """With ``self.decay > 0``, ``W`` and the plastic feedback named by
-    :attr:`plastic_feedback` (``kp``'s ``B``, ``pfa``'s ``R``; none for ``bp``, its matched
-    baseline) shrink after every optimizer step: ``W <- (1-decay) W``, ``F <- (1-decay) F``."""
+    :attr:`plastic_feedback` (``kp``'s ``B``, ``pfa``'s path ``B^T R^T``; none for ``bp``,
+    its matched baseline) shrink after every optimizer step: ``W <- (1-decay) W``, ``F <- (1-decay) F``."""
 
     plastic_feedback: ClassVar[str | None] = "feedback"
     decay: float = 0.0
