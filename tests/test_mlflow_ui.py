@@ -239,6 +239,14 @@ def test_the_comparison_in_few_clicks(page, rule_sweep, mlflow_server, tmp_path)
         cell = frame.locator(f'tr[data-setting="{rule}"] td[data-key="final_val_acc"]')
         assert float(cell.get_attribute("data-value")) == final  # as measured
         assert cell.inner_text() == f"{final:.4g}"
+    settings = frame.locator("#settings tbody tr")
+    header = frame.locator('#settings th[data-key="final_val_acc"]')
+    header.click()  # sortable: ascending, then descending
+    order = "rs => rs.map(r => r.dataset.setting)"
+    assert [finals[r] for r in settings.evaluate_all(order)] == sorted(finals.values())
+    header.click()
+    descending = sorted(finals.values(), reverse=True)
+    assert [finals[r] for r in settings.evaluate_all(order)] == descending
     depth = frame.locator("svg#depth g.series")
     assert sorted(depth.evaluate_all("gs => gs.map(g => g.dataset.setting)")) == sorted(finals)
     close = report.get_by_role("button", name="Close")

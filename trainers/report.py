@@ -132,6 +132,7 @@ def _chart(
     if x_ticks is None:
         step = max(1, math.ceil((x1 - x0) / 8))
         x_ticks = [(float(x), f"{x:g}") for x in range(math.ceil(x0), math.floor(x1) + 1, step)]
+    names = dict(x_ticks)  # the tooltip names a point by its tick (a layer's module path)
     for x, label in x_ticks:
         out.append(
             f'<text transform="translate({px(x):.1f},{H - BOTTOM + 14}) rotate(-30)" '
@@ -153,7 +154,7 @@ def _chart(
             f'stroke="{colour}" stroke-dasharray="{dasharray}" fill="none" stroke-width="2"/>'
         )
         for x, y in points:
-            label = x_ticks[int(x) - 1][1] if chart_id == "depth" and x_ticks else f"{x:g}"
+            label = names.get(x, f"{x:g}")
             out.append(
                 f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}">'
                 f"<title>{name} {html.escape(label)}: {y!r}</title></circle>"
