@@ -79,6 +79,11 @@ def _table(summary: dict[str, Any], styles: dict[str, tuple[str, int]]) -> str:
                     f'<td class="num" data-key="{key}" data-value="{value!r}" '
                     f'title="{value!r}">{_num(value)}</td>'
                 )
+            elif key == "run_id" and value:
+                cells.append(
+                    f'<td data-key="run_id" data-value="{html.escape(value)}" '
+                    f'title="{html.escape(value)}"><code>{html.escape(value[:8])}</code></td>'
+                )
             else:
                 text = "-" if value is None else str(value)
                 cells.append(
@@ -169,13 +174,14 @@ body{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:18px;margin:0 0 4px}
 p.sub{color:#555;margin:0 0 12px}
 table{border-collapse:collapse;margin:8px 0 16px}
-th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;white-space:nowrap}
-th{cursor:pointer;background:#f4f4f4;user-select:none}
+th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;white-space:nowrap}
+th{cursor:pointer;background:#f4f4f4;user-select:none;white-space:normal;vertical-align:bottom}
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
-.charts{display:flex;flex-wrap:wrap;gap:12px}
-svg{width:440px;height:300px;background:#fff;overflow:visible}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px 28px;
+max-width:1400px;padding-left:12px}
+svg{width:100%;height:auto;background:#fff;overflow:visible}
 svg .title{font-size:13px;text-anchor:middle;font-weight:600}
 svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#999}
 svg .ylab{font-size:10px;text-anchor:end}svg .xlab{font-size:10px;text-anchor:end}
