@@ -107,12 +107,12 @@ def page():
         pw.stop()
 
 
-def _shot(page, tmp_path: Path, name: str) -> None:
+def _shot(page, tmp_path: Path, name: str, *, close: bool = True) -> None:
     out = Path(os.environ.get("BIOPROP_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    close = page.get_by_role("button", name="Close")  # MLflow's assistant panel
-    if close.count():
-        close.first.click()
+    button = page.get_by_role("button", name="Close")  # MLflow's assistant panel
+    if close and button.count():
+        button.first.click()
     page.screenshot(path=str(out / f"mlflow-{name}.png"))
 
 
@@ -249,12 +249,7 @@ def test_the_comparison_in_few_clicks(page, rule_sweep, mlflow_server, tmp_path)
     assert [finals[r] for r in settings.evaluate_all(order)] == descending
     depth = frame.locator("svg#depth g.series")
     assert sorted(depth.evaluate_all("gs => gs.map(g => g.dataset.setting)")) == sorted(finals)
-    close = report.get_by_role("button", name="Close")
-    if close.count():
-        close.first.click()
-    report.screenshot(
-        path=str(Path(os.environ.get("BIOPROP_SCREENSHOTS") or tmp_path) / "mlflow-report.png")
-    )
+    _shot(report, tmp_path, "report")
     report.close()
 
     # run list -> chart view -> the children -> angle_by_depth: MLflow's own angle vs depth
@@ -271,7 +266,8 @@ def test_the_comparison_in_few_clicks(page, rule_sweep, mlflow_server, tmp_path)
     assert clicks.count <= 3 and _chart_titles(page) == ["angle_by_depth"]
     for rule in finals:
         page.get_by_text(f"tiny {rule} (angle_by_depth)").first.wait_for()
-    _shot(page, tmp_path, "angle-by-depth")
+    page.wait_for_timeout(1000)  # the lines are drawn after the legend
+    _shot(page, tmp_path, "angle-by-depth", close=False)  # "Close" would clear the search
 
     # searching val_acc: the children's val_acc chart only, no chart of the parent's numbers
     search.fill("val_acc")
