@@ -79,6 +79,11 @@ def _table(summary: dict[str, Any], styles: dict[str, tuple[str, int]]) -> str:
                     f'<td class="num" data-key="{key}" data-value="{value!r}" '
                     f'title="{value!r}">{_num(value)}</td>'
                 )
+            elif key == "run_id" and value:
+                cells.append(
+                    f'<td data-key="run_id" data-value="{html.escape(value)}" '
+                    f'title="{html.escape(value)}"><code>{html.escape(value[:8])}</code></td>'
+                )
             else:
                 text = "-" if value is None else str(value)
                 cells.append(
@@ -132,6 +137,7 @@ def _chart(
     if x_ticks is None:
         step = max(1, math.ceil((x1 - x0) / 8))
         x_ticks = [(float(x), f"{x:g}") for x in range(math.ceil(x0), math.floor(x1) + 1, step)]
+    names = dict(x_ticks)  # the tooltip names a point by its tick (a layer's module path)
     for x, label in x_ticks:
         out.append(
             f'<text transform="translate({px(x):.1f},{H - BOTTOM + 14}) rotate(-30)" '
@@ -153,7 +159,7 @@ def _chart(
             f'stroke="{colour}" stroke-dasharray="{dasharray}" fill="none" stroke-width="2"/>'
         )
         for x, y in points:
-            label = x_ticks[int(x) - 1][1] if chart_id == "depth" and x_ticks else f"{x:g}"
+            label = names.get(x, f"{x:g}")
             out.append(
                 f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}">'
                 f"<title>{name} {html.escape(label)}: {y!r}</title></circle>"
@@ -168,13 +174,14 @@ body{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:18px;margin:0 0 4px}
 p.sub{color:#555;margin:0 0 12px}
 table{border-collapse:collapse;margin:8px 0 16px}
-th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;white-space:nowrap}
-th{cursor:pointer;background:#f4f4f4;user-select:none}
+th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;white-space:nowrap}
+th{cursor:pointer;background:#f4f4f4;user-select:none;white-space:normal;vertical-align:bottom}
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
-.charts{display:flex;flex-wrap:wrap;gap:12px}
-svg{width:440px;height:300px;background:#fff;overflow:visible}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px 28px;
+max-width:1400px;padding-left:12px}
+svg{width:100%;height:auto;background:#fff;overflow:visible}
 svg .title{font-size:13px;text-anchor:middle;font-weight:600}
 svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#999}
 svg .ylab{font-size:10px;text-anchor:end}svg .xlab{font-size:10px;text-anchor:end}

@@ -174,8 +174,10 @@ def child_note(spec: ExperimentSpec, setting: str, sizes: dict[str, int] | None 
     return (
         f"### {spec.name}: setting `{setting}`\n\n| | |\n| --- | --- |\n{table}\n\n"
         "Metrics: `val_acc`/`map`, `val_loss`, `align_mean_angle` (degrees between each layer's "
-        "`W` and the matrix its backward pass uses, averaged over layers not on BP); per layer "
-        "`angle/<layer>`, `norm_ratio/<layer>`, `sign_concordance/<layer>`, "
-        "`grad_angle/<layer>` (rule vs exact-BP weight gradient). Values are as measured: "
-        "bp's angle of about 1e-6 degrees is float round-off.\n"
+        "`W` and the matrix its backward pass uses, averaged over layers not on BP); "
+        "`angle_by_depth` (step = layer from the input, at the last epoch); per layer, for nets "
+        f"of up to {spec.tracking.layer_metrics_max_layers} rule layers, `angle/<layer>`, "
+        "`norm_ratio/<layer>`, `sign_concordance/<layer>`, `grad_angle/<layer>` (rule vs "
+        "exact-BP weight gradient); every layer per epoch in `layer_stats.json`. Values are as "
+        "measured: bp's angle of about 1e-6 degrees is float round-off.\n"
     )

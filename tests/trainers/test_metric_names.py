@@ -173,3 +173,21 @@ def test_runs_carry_the_jobs_owner_as_mlflow_user(workdir, monkeypatch):
     child = start_child(spec, uri=uri, parent_run_id=parent, job_id="job-of-ann")
     client = MlflowClient(uri)
     assert {client.get_run(r).data.tags["mlflow.user"] for r in (parent, child)} == {"ann"}
+
+
+def test_a_long_sweeps_note_holds_its_top_rows(workdir):
+    from trainers.summary import NOTE_ROWS, _markdown
+
+    uri = default_tracking_uri()
+    spec = ExperimentSpec.model_validate({"data": {"kind": "digits"}})
+    parent = MlflowClient(uri).get_run(start_parent(spec, uri=uri))
+    rows = [
+        {"setting": f"sc p={i}", "rule": "sc", "status": "FINISHED", "epochs": 3}
+        | {"final_val_acc": i / 20, "best_val_acc": i / 20, "final_align_mean_angle": 40.0}
+        for i in range(NOTE_ROWS + 2)
+    ]
+    note = _markdown({"task": "classify", "headline": "val_acc", "rows": rows}, parent, uri)
+    table = [line for line in note.splitlines() if line.startswith("| `")]
+    # the 12 highest final val_acc, highest first; the 2 lowest only in the report
+    assert [line.split("`")[1] for line in table] == [f"sc p={i}" for i in range(13, 1, -1)]
+    assert "14 settings compared (the top 12 here)" in note
