@@ -264,7 +264,7 @@ def report(
             except ApiError as exc:
                 raise _fail(exc) from exc
     else:
-        from trainers.report import job_report
+        from trainers.summary import job_report
 
         page = job_report(job_id, tracking_uri)
         if page is None:

@@ -127,7 +127,8 @@ class TaskEntry:
     title: str  # a figure's title
     label: str  # a table column's
     metrics: tuple[str, ...]
-    curves: tuple[tuple[str, ...], ...]
+    summary: tuple[str, ...]  # compared per setting on a sweep's parent run, headline first
+    curves: tuple[tuple[str, ...], ...]  # a child run's curves.png: one panel per group
 
 
 TASKS: dict[str, TaskEntry] = {
@@ -137,6 +138,7 @@ TASKS: dict[str, TaskEntry] = {
         title="validation accuracy",
         label="val accuracy",
         metrics=("val_acc", "val_loss", "val_top5", "train_acc", "train_loss"),
+        summary=("val_acc", "val_loss"),
         curves=(("train_loss", "val_loss"), ("train_acc", "val_acc"), ("align_mean_angle",)),
     ),
     "detect": TaskEntry(
@@ -145,6 +147,7 @@ TASKS: dict[str, TaskEntry] = {
         title="mAP (val)",
         label="mAP",
         metrics=("map", "map_50", "map_75", "train_loss"),
+        summary=("map",),
         curves=(("train_loss",), ("map",), ("align_mean_angle",)),
     ),
 }

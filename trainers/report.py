@@ -11,7 +11,7 @@ What it shows, from :func:`trainers.summary.summarize` (the children's metrics a
   alignment angle per epoch, and the final angle per layer against depth (input to output,
   the papers' figure); angles on a fixed 0-90 degree axis (0-180 when one passes 90).
 
-Every setting keeps one colour, that of its rule (:func:`trainers.summary.setting_styles`,
+Every setting keeps one colour, that of its rule (:func:`trainers.styles.setting_styles`,
 the same as in ``sweep_summary.png``); settings of one rule differ by dash pattern. Values
 are shown as measured (4 significant digits, the full value on hover): bp's angle of about
 1e-6 degrees reads ``1e-06``, not 0.
@@ -24,10 +24,11 @@ import json
 import math
 from typing import Any
 
-from trainers.summary import ANGLE, DASHES, setting_styles, summarize
-from trainers.tracking import angle_limits, default_tracking_uri, find_job_runs
+from trainers.catalogue import TASKS
+from trainers.styles import ANGLE, DASHES, setting_styles
+from trainers.tracking import angle_limits
 
-__all__ = ["REPORT_ARTIFACT", "job_report", "report_html"]
+__all__ = ["REPORT_ARTIFACT", "report_html"]
 
 REPORT_ARTIFACT = "sweep_report.html"
 
@@ -47,11 +48,9 @@ def _num(value: Any) -> str:
 
 def _columns(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(row key, header) of the table, in order."""
-    h = summary["headline"]
     cols = [("setting", "setting"), ("rule", "rule"), ("status", "status"), ("epochs", "epochs")]
-    cols += [(f"final_{h}", f"final {h}"), (f"best_{h}", f"best {h}")]
-    if summary["task"] != "detect":
-        cols += [("final_val_loss", "final val_loss"), ("best_val_loss", "best val_loss")]
+    for m in TASKS.get(summary["task"], TASKS["classify"]).summary:  # the headline first
+        cols += [(f"final_{m}", f"final {m}"), (f"best_{m}", f"best {m}")]
     cols += [(f"final_{ANGLE}", "final mean angle (deg)"), (f"best_{ANGLE}", "best mean angle")]
     return [*cols, ("run_id", "child run")]
 
@@ -270,14 +269,3 @@ def report_html(summary: dict[str, Any], *, title: str, parent_run_id: str = "")
         f"<script type='application/json' id='data'>{data}</script>"
         f"<script>{SCRIPT}</script></body></html>"
     )
-
-
-def job_report(job_id: str, tracking_uri: str | None = None) -> str | None:
-    """The report of a job's sweep, read from MLflow now; None when it has no runs yet."""
-    uri = default_tracking_uri(tracking_uri)
-    parent, _ = find_job_runs(job_id, uri)
-    if parent is None:
-        return None
-    summary = summarize(uri, parent.info.run_id)
-    title = parent.data.tags.get("mlflow.runName", parent.info.run_id)
-    return report_html(summary, title=title, parent_run_id=parent.info.run_id)

@@ -39,15 +39,21 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunTag
 
+from trainers.catalogue import TASKS
 from trainers.contracts import TAG_NOTE, TAG_RULE, TAG_SETTING
+from trainers.report import REPORT_ARTIFACT, report_html
+from trainers.styles import ANGLE, DASHES, RULE_COLOURS, rule_colour, setting_styles
 from trainers.tracking import (
     SPEC_ARTIFACT,
     angle_limits,
+    default_tracking_uri,
+    find_job_runs,
     layer_order,
     metric_name,
 )
 
 __all__ = [
+    "job_report",
     "RULE_COLOURS",
     "SUMMARY_FIGURE",
     "SUMMARY_TABLE",
@@ -62,48 +68,6 @@ log = logging.getLogger(__name__)
 
 SUMMARY_TABLE = "sweep_summary.json"
 SUMMARY_FIGURE = "sweep_summary.png"
-ANGLE = "align_mean_angle"
-
-#: One fixed colour per rule (``trainers.names.RULE_NAMES``), in every figure and report.
-RULE_COLOURS = {
-    "bp": "#1f77b4",
-    "fa": "#ff7f0e",
-    "ss": "#2ca02c",
-    "kp": "#d62728",
-    "wm": "#9467bd",
-    "pfa": "#8c564b",
-    "pfa_o": "#c49c94",
-    "dfa": "#e377c2",
-    "sc": "#7f7f7f",
-    "usf": "#bcbd22",
-    "brsf": "#17becf",
-    "frsf": "#393b79",
-}
-#: Dash patterns telling apart the settings of one rule: (matplotlib, SVG stroke-dasharray).
-DASHES = (("-", ""), ("--", "6 3"), (":", "2 3"), ("-.", "8 3 2 3"))
-
-
-def rule_colour(rule: str | None) -> str:
-    """The rule's colour; a rule missing from :data:`RULE_COLOURS` gets one by its name's
-    CRC, so it is still the same in every sweep."""
-    import zlib
-
-    if rule in RULE_COLOURS:
-        return RULE_COLOURS[rule]
-    palette = list(RULE_COLOURS.values())
-    return palette[zlib.crc32(str(rule).encode()) % len(palette)]
-
-
-def setting_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
-    """Per setting (in row order): its rule's colour and the index of its dash pattern
-    among the settings of that rule (0, 1, ... in row order)."""
-    seen: dict[str, int] = {}
-    styles = {}
-    for row in rows:
-        rule = row.get("rule") or row["setting"]
-        styles[row["setting"]] = (rule_colour(rule), seen.get(rule, 0))
-        seen[rule] = seen.get(rule, 0) + 1
-    return styles
 
 
 def _children(client: MlflowClient, parent: Run) -> list[Run]:
@@ -129,8 +93,8 @@ def summarize(uri: str, parent_run_id: str) -> dict[str, Any]:
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
     task = parent.data.params.get("task", "classify")
-    headline = "map" if task == "detect" else "val_acc"
-    tracked = [headline, ANGLE] if task == "detect" else [headline, "val_loss", ANGLE]
+    entry = TASKS.get(task, TASKS["classify"])
+    headline, tracked = entry.headline, [*entry.summary, ANGLE]
     rows, curves, layers = [], {}, {}
     for child in _children(client, parent):
         tags = child.data.tags
@@ -189,8 +153,6 @@ def _markdown(summary: dict[str, Any], parent: Run, uri: str) -> str:
 
 def report_link(parent: Run) -> str:
     """The MLflow UI's address (relative, a hash route) of the parent's report artifact."""
-    from trainers.report import REPORT_ARTIFACT
-
     return (
         f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
         f"/artifacts/{REPORT_ARTIFACT}"
@@ -262,9 +224,9 @@ def _figures(summary: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     headline = summary["headline"]
-    title = "mAP (val)" if headline == "map" else "validation accuracy"
+    title = TASKS.get(summary["task"], TASKS["classify"]).title
     panels = [
-        ("val_acc" if headline == "val_acc" else "map", title, "per epoch"),
+        (headline, title, "per epoch"),
         ("mean_angle", "mean alignment angle (deg)", "per epoch"),
         ("angle_by_layer", "final angle per layer (deg)", "against depth"),
     ]
@@ -362,8 +324,6 @@ def _write(uri: str, parent_run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if summary["rows"]:
-            from trainers.report import REPORT_ARTIFACT, report_html
-
             _table_file(summary["rows"], out / SUMMARY_TABLE)
             _figures(summary, out)
             title = parent.data.tags.get("mlflow.runName", parent_run_id)
@@ -371,3 +331,14 @@ def _write(uri: str, parent_run_id: str) -> dict[str, Any]:
             (out / REPORT_ARTIFACT).write_text(page, encoding="utf-8")
             client.log_artifacts(parent_run_id, str(out))
     return summary
+
+
+def job_report(job_id: str, tracking_uri: str | None = None) -> str | None:
+    """The report of a job's sweep, read from MLflow now; None when it has no runs yet."""
+    uri = default_tracking_uri(tracking_uri)
+    parent, _ = find_job_runs(job_id, uri)
+    if parent is None:
+        return None
+    summary = summarize(uri, parent.info.run_id)
+    title = parent.data.tags.get("mlflow.runName", parent.info.run_id)
+    return report_html(summary, title=title, parent_run_id=parent.info.run_id)

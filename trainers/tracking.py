@@ -34,6 +34,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunStatus
 
+from trainers.catalogue import TASKS
 from trainers.contracts import TAG_JOB, TAG_LAYERS, TAG_NOTE, TAG_ROLE, TAG_RULE, TAG_SETTING
 from trainers.spec import ExperimentSpec
 
@@ -286,9 +287,6 @@ def log_epoch(
         client.log_table(run_id, table, LAYER_STATS_TABLE)
 
 
-CURVES = (("train_loss", "val_loss"), ("train_acc", "val_acc", "map"), ("align_mean_angle",))
-
-
 def angle_limits(values: list[float]) -> tuple[float, float]:
     """A fixed y-range for angles in degrees: 0-90, or 0-180 when a value passes 90. Never
     autoscaled, so bp's float-noise angle (about 1e-6 degrees) draws as the flat 0 it is."""
@@ -307,8 +305,10 @@ def log_curves(uri: str, run_id: str) -> None:
     import matplotlib.pyplot as plt
 
     client = MlflowClient(uri)
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.4))
-    for ax, names in zip(axes, CURVES, strict=True):
+    run = client.get_run(run_id)
+    curves = TASKS.get(run.data.params.get("task", "classify"), TASKS["classify"]).curves
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4))
+    for ax, names in zip(axes, curves, strict=True):
         for name in names:
             points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
             if points:
@@ -321,7 +321,7 @@ def log_curves(uri: str, run_id: str) -> None:
     angles = [v for line in axes[-1].lines for v in line.get_ydata()]
     axes[-1].set_ylim(*angle_limits(angles))
     axes[-1].set_ylabel("mean angle W vs backward matrix (degrees)")
-    fig.suptitle(client.get_run(run_id).data.tags.get("mlflow.runName", run_id))
+    fig.suptitle(run.data.tags.get("mlflow.runName", run_id))
     fig.tight_layout()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "curves.png"

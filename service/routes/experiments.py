@@ -434,7 +434,7 @@ async def get_report(job: JobDep, progress: ProgressDep) -> HTMLResponse:
     """The page ``trainers.report`` writes as the parent run's ``sweep_report.html``: the
     per-setting table (sortable), headline metric and mean angle per epoch, angle against
     depth."""
-    from trainers.report import job_report
+    from trainers.summary import job_report
 
     page = None
     if job.started_at and await run_in_threadpool(progress.read, job.id, final=False):

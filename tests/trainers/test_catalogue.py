@@ -96,3 +96,11 @@ def test_best_per_rule_without_a_search_uses_the_task_headline(task: str) -> Non
     spec = ExperimentSpec.model_construct(task=task, search=None)
     (row,) = best_per_rule(spec, entries)
     assert (row["metric"], row["setting"], row["epochs"]) == (metric, "bp seed=2", 3)
+
+
+@pytest.mark.parametrize("task", list(catalogue.TASKS))
+def test_a_task_reports_its_headline_and_compares_it_first(task: str) -> None:
+    entry = catalogue.TASKS[task]
+    assert entry.headline in entry.metrics and entry.summary[0] == entry.headline
+    assert set(entry.summary) <= set(entry.metrics) and entry.mode in ("max", "min")
+    assert entry.curves[-1] == ("align_mean_angle",)  # every task's last panel: the angle
