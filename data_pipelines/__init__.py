@@ -25,6 +25,7 @@ __all__ = [
     "build_loader",
     "default_device_id",
     "num_classes",
+    "split_size",
     "prepare",
     "register_kind",
     "synth_coco",
@@ -80,3 +81,8 @@ def build_loader(
 def num_classes(data: Any) -> int:
     """Number of classes of a prepared data section."""
     return get_kind(data.kind).num_classes(data)
+
+
+def split_size(data: Any, split: str) -> int:
+    """Number of images (samples) in ``split`` of a prepared data section."""
+    return get_kind(data.kind).split_size(data, split)

@@ -49,6 +49,10 @@ class DataKind:
         """The class count of a prepared section."""
         raise NotImplementedError
 
+    def split_size(self, data: Any, split: str) -> int:
+        """How many images (samples) ``split`` of a prepared section holds."""
+        raise NotImplementedError
+
 
 #: ``@register_kind(name)`` on a :class:`DataKind` subclass registers one instance of it;
 #: ``get_kind(name)`` returns it (NotImplementedError naming the known kinds otherwise).
@@ -222,6 +226,13 @@ class ImageFolder(DataKind):
             return len(read_packed(root, "train").classes)
         return len(list_classes(root / "train"))
 
+    def split_size(self, data: Any, split: str) -> int:
+        from data_pipelines.folder import index_folder
+        from data_pipelines.pack import is_packed, read_packed
+
+        root = prepared_root(data)
+        return len(read_packed(root, split) if is_packed(root) else index_folder(root / split))
+
 
 @register_kind("synthetic")
 class Synthetic(ImageFolder):
@@ -263,6 +274,11 @@ class Digits(DataKind):
         from data_pipelines.digits import NUM_CLASSES
 
         return NUM_CLASSES
+
+    def split_size(self, data: Any, split: str) -> int:
+        from data_pipelines.digits import digits_split
+
+        return len(digits_split(split)[1])
 
 
 @register_kind("coco")
@@ -319,3 +335,8 @@ class Coco(DataKind):
         from data_pipelines.coco import index_coco
 
         return len(index_coco(prepared_root(data), "train").category_ids)
+
+    def split_size(self, data: Any, split: str) -> int:
+        from data_pipelines.coco import index_coco
+
+        return len(index_coco(prepared_root(data), split))

@@ -97,23 +97,7 @@ def _count(data: Any) -> dict[str, int]:
     import data_pipelines
 
     try:
-        if data.kind == "digits":
-            from data_pipelines.digits import digits_split
-
-            sizes = {s: len(digits_split(s)[1]) for s in ("train", "val")}
-        elif data.kind == "coco":
-            from data_pipelines.coco import index_coco
-
-            sizes = {s: len(index_coco(data.root, s)) for s in ("train", "val")}
-        else:
-            from data_pipelines.folder import index_folder
-            from data_pipelines.pack import is_packed, read_packed
-
-            root = Path(data.root)
-            if is_packed(root):
-                sizes = {s: len(read_packed(root, s)) for s in ("train", "val")}
-            else:
-                sizes = {s: len(index_folder(root / s)) for s in ("train", "val")}
+        sizes = {s: data_pipelines.split_size(data, s) for s in ("train", "val")}
         sizes["classes"] = data_pipelines.num_classes(data)
     except Exception as exc:  # a dataset input is context; never fail a run over it
         log.warning("could not count the images of %s: %s", data.root, exc)

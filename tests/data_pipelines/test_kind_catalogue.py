@@ -44,3 +44,17 @@ def test_a_kind_serves_only_its_tasks(kind: str, tmp_path) -> None:
         else:
             with pytest.raises(ValidationError, match=f"does not fit task '{task}'"):
                 ExperimentSpec.model_validate(spec)
+
+
+def test_every_kind_counts_its_splits_as_the_files_on_disk(tmp_path) -> None:
+    """What a run's MLflow dataset input records: the images per split, counted by the kind."""
+    root = data_pipelines.synth_imagenet(
+        tmp_path / "set", classes=3, train_per_class=5, val_per_class=2, size=16
+    )
+    folder = DataSpec(kind="imagefolder", root=root)
+    for split, per_class in (("train", 5), ("val", 2)):
+        on_disk = sum(1 for p in (root / split).rglob("*") if p.is_file())
+        assert data_pipelines.split_size(folder, split) == on_disk == 3 * per_class
+    digits = data_pipelines.prepare(DataSpec(kind="digits"))
+    sizes = [data_pipelines.split_size(digits, s) for s in ("train", "val")]
+    assert sum(sizes) == 1797  # scikit-learn's digits, split without loss
