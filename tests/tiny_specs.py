@@ -21,3 +21,16 @@ def tiny_spec(**fields) -> dict:
         "batch_size": 16,
         **fields,
     }
+
+
+# A grid of 10^10 settings over five real sweep axes of 100 values each: what a spec can ask
+# for, which must be counted and refused (or walked) without being built.
+HUNDRED = [i / 100 for i in range(1, 101)]
+HUGE_GRID = {
+    "model": "mlp",
+    "rule": {"name": "sc", "params": {"p": HUNDRED}},
+    "model_params": {"hidden": list(range(1, 101)), "depth": list(range(1, 101))},
+    "optim": {"lr": HUNDRED},
+    "seed": list(range(100)),
+}
+HUGE_GRID_AXES = ("rule.params.p", "model_params.hidden", "model_params.depth", "optim.lr", "seed")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -146,3 +147,13 @@ class ServeProcess:
             self.proc.wait()
             raise AssertionError(f"bioprop serve ignored SIGTERM for {timeout} s") from None
         return time.monotonic() - began
+
+
+def running(proc: ServeProcess) -> Iterator[ServeProcess]:
+    """A fixture's body: yield the started service, then stop it (one that already stopped,
+    as a test may make it, is fine)."""
+    yield proc
+    try:
+        proc.stop()
+    except AssertionError:
+        pass

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
-from svc_helpers import ServeProcess, spec, wait_state
+from svc_helpers import ServeProcess, running, spec, wait_state
 
 from service import store
 
@@ -40,11 +40,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         FOLLOW_HEARTBEAT_S=0.5,
         FOLLOW_IDLE_S=3,
     ).start()
-    yield proc
-    try:
-        proc.stop()
-    except AssertionError:
-        pass
+    yield from running(proc)
 
 
 @pytest.fixture
@@ -200,20 +196,13 @@ def test_former_server_errors_are_422s(http: httpx.Client) -> None:
 
 # 5 -------------------------------------------------------------------------------------
 def test_a_sweep_of_ten_billion_settings_is_refused_naming_its_axes(http: httpx.Client) -> None:
-    hundred = [i / 100 for i in range(1, 101)]
-    grid = {
-        "model": "mlp",
-        "rule": {"name": "sc", "params": {"p": hundred}},
-        "model_params": {"hidden": list(range(1, 101)), "depth": list(range(1, 101))},
-        "optim": {"lr": hundred},
-        "seed": list(range(100)),
-    }
+    from tiny_specs import HUGE_GRID, HUGE_GRID_AXES
+
     before = total(http)
-    ((loc, msg),) = errors(http.post("/v1/experiments", json=spec(**grid)))
+    ((loc, msg),) = errors(http.post("/v1/experiments", json=spec(**HUGE_GRID)))
     assert loc == ["body"]
     assert "10000000000 settings" in msg and "MAX_SWEEP_SETTINGS=1000" in msg
-    axes = ("rule.params.p", "model_params.hidden", "model_params.depth", "optim.lr", "seed")
-    assert all(f"{axis} (100)" in msg for axis in axes), msg
+    assert all(f"{axis} (100)" in msg for axis in HUGE_GRID_AXES), msg
     assert total(http) == before
 
 

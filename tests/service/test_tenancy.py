@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import ServeProcess, make_settings, spec, wait_state
+from svc_helpers import ServeProcess, make_settings, running, spec, wait_state
 
 from service.server import ServerThread
 
@@ -38,11 +38,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         DATA_DIRS=str(base / "data"),
         MAX_CONCURRENT_JOBS=0,
     ).start()
-    yield proc
-    try:
-        proc.stop()
-    except AssertionError:
-        pass
+    yield from running(proc)
 
 
 def client(svc: ServeProcess, headers: dict[str, str]) -> httpx.Client:
@@ -321,11 +317,7 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         BODY_TIMEOUT_S=1,
         MAX_CONNECTIONS_PER_CLIENT=60,
     ).start()
-    yield proc
-    try:
-        proc.stop()
-    except AssertionError:
-        pass
+    yield from running(proc)
 
 
 async def _slow_client(port: int, request: bytes, pause: float) -> bytes:

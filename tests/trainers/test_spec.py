@@ -126,15 +126,9 @@ def test_dfa_is_refused_for_detection_before_any_worker_starts():
 def test_a_huge_grid_is_counted_and_walked_without_being_built():
     """Issue 12 finding 5: a grid of 10^10 settings is counted from its axes, and settings()
     yields the first one without expanding the rest."""
-    hundred = [i / 100 for i in range(1, 101)]
-    grid = {
-        "model": "mlp",
-        "rule": {"name": "sc", "params": {"p": hundred}},
-        "model_params": {"hidden": list(range(1, 101)), "depth": list(range(1, 101))},
-        "optim": {"lr": hundred},
-        "seed": list(range(100)),
-    }
-    spec = ExperimentSpec.model_validate(grid)
+    from tiny_specs import HUGE_GRID
+
+    spec = ExperimentSpec.model_validate(HUGE_GRID)
     assert spec.sweep_size() == 10**10
     label, first = next(iter(spec.settings()))
     assert not first.is_sweep
