@@ -293,7 +293,8 @@ class Topology:
         return sum(1 for n in nodes if n["raylet"]["state"] == "ALIVE")
 
     def wait_ray_nodes(self, count: int, timeout: float = 120) -> None:
-        procs = [p for n, p in self.procs.items() if n.startswith("ray-")]
+        # the nodes still running: one a test stopped on purpose (a node loss) is not waited on
+        procs = [p for n, p in self.procs.items() if n.startswith("ray-") and p.alive()]
         self.user(
             wait_until, lambda: self.alive_ray_nodes() >= count, f"{count} Ray nodes", timeout,
             procs,
