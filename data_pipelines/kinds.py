@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.catalogue import DATA_KINDS
+from data_pipelines.catalogue import KIND_INFO
 from data_pipelines.registry import InstanceRegistry
 from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
 
@@ -58,7 +58,7 @@ class DataKind:
 #: ``get_kind(name)`` returns it (NotImplementedError naming the known kinds otherwise).
 KINDS: InstanceRegistry = InstanceRegistry(
     "data kind",
-    DATA_KINDS,
+    KIND_INFO,
     lambda name, known: NotImplementedError(
         f"data.kind {name!r} is not supported; known kinds: {known}"
     ),

@@ -7,16 +7,18 @@ use the same code; each refuses a name its torch-free name list does not hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 __all__ = ["InstanceRegistry", "check_name"]
 
 
 def check_name(
-    what: str, name: str, names: tuple[str, ...], where: str = "trainers/names.py"
+    what: str, name: str, names: Collection[str], where: str = "trainers/catalogue.py"
 ) -> None:
-    """Refuse to register a ``what`` (rule, model, ...) whose ``name`` is not in ``names``."""
+    """Refuse to register a ``what`` (rule, model, ...) whose ``name`` is not in ``names``
+    (a catalogue dict, read when the implementation registers: a plugin lists its names
+    first)."""
     if name not in names:
         raise ValueError(
             f"{what} {name!r} is not listed in {where} ({', '.join(names)}); "
@@ -35,9 +37,9 @@ class InstanceRegistry(dict):
     def __init__(
         self,
         what: str,
-        names: tuple[str, ...],
+        names: Collection[str],
         missing: Callable[[str, str], Exception],
-        where: str = "trainers/names.py",
+        where: str = "trainers/catalogue.py",
     ) -> None:
         super().__init__()
         self.what, self.names, self.missing, self.where = what, names, missing, where

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from data_pipelines.catalogue import AUGMENTATIONS, DATA_KINDS, KIND_INFO
+from data_pipelines.catalogue import AUGMENTATIONS, KIND_INFO
 from data_pipelines.spec_types import Int, LocalPath, Section
 
 __all__ = ["DataSpec", "SynthSpec"]
@@ -28,7 +28,7 @@ class SynthSpec(Section):
 
 
 class DataSpec(Section):
-    kind: Literal[DATA_KINDS] = "synthetic"
+    kind: str = Field("synthetic", description="where the data comes from: " + ", ".join(KIND_INFO))
     root: LocalPath | None = Field(
         None,
         description="dataset root holding train/ and val/; for synthetic, where to build it "
@@ -54,6 +54,13 @@ class DataSpec(Section):
         "with imagenet and to image_size with cifar and none",
     )
     synth: SynthSpec = Field(default_factory=SynthSpec)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KIND_INFO:
+            raise ValueError(f"unknown data.kind {value!r}; valid kinds: {', '.join(KIND_INFO)}")
+        return value
 
     @model_validator(mode="after")
     def _fits_kind(self) -> DataSpec:

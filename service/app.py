@@ -16,6 +16,7 @@ from service.progress import ProgressReader
 from service.ray_jobs import make_scheduler
 from service.routes import experiments, health
 from service.settings import Settings
+from trainers.plugins import load_plugins
 
 __all__ = ["create_app"]
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, *, rebuild_store: bool = False)
     :class:`~service.store_check.StoreRefused` on a missing, empty or corrupt store beside
     job folders) or, with ``rebuild_store``, rebuilt from the job folders."""
     settings = settings or Settings()
+    load_plugins()  # a plugin that cannot be imported stops the start, named
     settings.RUN_DIR.mkdir(parents=True, exist_ok=True)
     if rebuild_store:
         store_check.rebuild_store(settings)

@@ -3,7 +3,7 @@
 A driver runs the training code and everything it imports; whatever is in its environment
 that code can read. So it is built, not inherited: :func:`job_env` is what every driver
 gets from the service's settings (MLflow URI, storage, data cache and confinement, the job's
-owner), the same for a local subprocess and a Ray job; :func:`driver_env` adds, for a local
+owner, the service's ``BIOPROP_PLUGINS``), the same for a local subprocess and a Ray job; :func:`driver_env` adds, for a local
 subprocess, the variables of the service's own environment that the allow-list names (the
 system's, Python's, Ray's, the accelerators', the cloud and MLflow credentials meant for
 training, and ``BIOPROP_DRIVER_ENV``'s extra names). ``BIOPROP_API_TOKENS``, the job store's
@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 
 from service.settings import Settings
+from trainers.plugins import PLUGINS_ENV
 from trainers.storage import ENV_DATA_DIRS, ENV_DATA_ROOT
 
 __all__ = ["ALLOWED_NAMES", "ALLOWED_PREFIXES", "OWNER_ENV", "driver_env", "job_env"]
@@ -60,6 +61,8 @@ def job_env(
         env["BIOPROP_DATA_CACHE"] = str(settings.DATA_CACHE)
     if owner:
         env[OWNER_ENV] = owner
+    if os.environ.get(PLUGINS_ENV):  # the service's plugins: its drivers admit the same names
+        env[PLUGINS_ENV] = os.environ[PLUGINS_ENV]
     return env
 
 

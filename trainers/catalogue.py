@@ -25,6 +25,9 @@ __all__ = [
     "RULES",
     "TaskEntry",
     "TASKS",
+    "add_model",
+    "add_rule",
+    "add_task",
     "check_model_params",
     "check_rule_params",
     "headline",
@@ -188,6 +191,30 @@ MODELS: dict[str, ModelEntry] = {
     "alexnet_bn": ModelEntry("classify", "AlexNet with BatchNorm (Xiao et al. 2018)"),
     "retinanet_resnet18_fpn": ModelEntry("detect", "torchvision's RetinaNet, ResNet-18 FPN"),
 }
+
+
+def _add(entries: dict[str, Any], what: str, name: str, entry: Any) -> None:
+    if name in entries:
+        raise ValueError(f"{what} {name!r} is already in the catalogue")
+    entries[name] = entry
+
+
+def add_rule(name: str, entry: RuleEntry) -> None:
+    """List a plugin's rule (``trainers.plugins``): specs can name it once its module
+    registers the implementation (``register_rule``). Refuses a name already listed."""
+    _add(RULES, "rule", name, entry)
+
+
+def add_task(name: str, entry: TaskEntry) -> None:
+    """List a plugin's task (its implementation: ``register_task``)."""
+    _add(TASKS, "task", name, entry)
+
+
+def add_model(name: str, entry: ModelEntry) -> None:
+    """List a plugin's model (its builder: ``register_model``); its task must be listed."""
+    if entry.task not in TASKS:
+        raise ValueError(f"model {name!r}: task {entry.task!r} is not in the catalogue")
+    _add(MODELS, "model", name, entry)
 
 
 def headline(task: str) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
+from trainers.plugins import PLUGINS_ENV
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import StorageError, check_data_root, check_storage
 from trainers.summary import write_summary
@@ -61,8 +62,10 @@ def _init_ray() -> None:
         return
     ours = signal.getsignal(signal.SIGTERM)
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    if address:  # workers of a running cluster learn the plugins from the job's runtime env
+        plugins = os.environ.get(PLUGINS_ENV)
+        runtime_env = {"env_vars": {PLUGINS_ENV: plugins}} if plugins else None
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
         init_local_ray(log_to_driver=True)  # a new cluster of our own
     if ours is _raise_terminated:  # Ray's core worker installs its own (abort) handler

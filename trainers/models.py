@@ -11,7 +11,7 @@
 
 Every builder returns a plain BP model; ``trainers.rules.convert`` swaps its layers for a rule.
 Each is registered with the task it serves (``classify`` unless said otherwise), as
-``trainers.names.MODEL_TASKS`` lists it; ``builder.task`` holds it.
+``trainers.catalogue.MODELS`` lists it; ``builder.task`` holds it.
 Layers carry readable module paths (``block1.conv``, ``layer2.0.conv1``, ``fc``, as
 torchvision's ResNet does), because those paths are the layer names in alignment metrics.
 """
@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from trainers.names import MODEL_NAMES, MODEL_TASKS, check_name
+from trainers import catalogue
+from trainers.names import check_name
 
 __all__ = ["MODELS", "build_model", "list_models", "register_model"]
 
@@ -36,13 +37,13 @@ def register_model(
     name: str, *, task: str = "classify"
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a builder ``(*, num_classes, image_size, in_channels) -> model``
-    for ``task`` (refuses duplicates, and names or tasks that ``trainers.names`` does not
-    list)."""
-    check_name("model", name, MODEL_NAMES)
-    if MODEL_TASKS[name] != task:
+    for ``task`` (refuses duplicates, and names or tasks that ``trainers.catalogue.MODELS``
+    does not list)."""
+    check_name("model", name, catalogue.MODELS)
+    listed = catalogue.MODELS[name].task
+    if listed != task:
         raise ValueError(
-            f"model {name!r} is listed for task {MODEL_TASKS[name]!r} in trainers/names.py, "
-            f"not {task!r}"
+            f"model {name!r} is listed for task {listed!r} in trainers/catalogue.py, not {task!r}"
         )
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -1,12 +1,12 @@
-"""The names of every extension point: rules, models (with their task), tasks, optimizers and
-data kinds.
+"""The built-in names of every extension point: rules, models (with their task), tasks,
+optimizers and data kinds, as tuples taken from the catalogues at import.
 
 This module is torch-free, and must stay so: the service validates specs through
-``trainers.spec``, which takes its names from here, and the service must not import torch.
-Each registry refuses a name that is not listed here (``register_rule``,
-``register_model``, ``register_optimizer``, ``register_task``,
-``data_pipelines.register_kind``), and ``tests/trainers/test_names.py`` asserts that every
-name here is registered, so the spec and the registries cannot drift apart.
+``trainers.spec``. The spec and the registries (``register_rule``, ``register_model``,
+``register_task``, ``data_pipelines.register_kind``) read the catalogues themselves
+(``trainers/catalogue.py``, ``data_pipelines/catalogue.py``), so a plugin's names
+(``trainers.plugins``) count as well; optimizers are listed here only.
+``tests/trainers/test_names.py`` asserts that every name here is registered.
 """
 
 from __future__ import annotations

@@ -28,14 +28,9 @@ from pydantic import (
 from data_pipelines.catalogue import KIND_INFO
 from data_pipelines.spec import DataSpec, SynthSpec
 from data_pipelines.spec_types import Float, Int, Name, Params, PathText, Section
-from trainers.catalogue import MODELS, TASKS, check_model_params, check_rule_params
-from trainers.names import (
-    MODEL_NAMES,
-    MODEL_TASKS,
-    OPTIMIZER_NAMES,
-    RULE_NAMES,
-    TASK_NAMES,
-)
+from trainers.catalogue import MODELS, RULES, TASKS, check_model_params, check_rule_params
+from trainers.names import OPTIMIZER_NAMES
+from trainers.plugins import load_plugins
 from trainers.search_space import SearchSpec, SweepSpec
 from trainers.storage import validate_storage_path
 
@@ -77,8 +72,8 @@ class RuleSpec(Section):
         if not names:
             raise ValueError("rule.name must not be an empty list")
         for name in names:
-            if name not in RULE_NAMES:
-                raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULE_NAMES)}")
+            if name not in RULES:
+                raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULES)}")
         return value
 
     @model_validator(mode="after")
@@ -173,7 +168,7 @@ class TrackingSpec(Section):
 
 class ExperimentSpec(Section):
     name: Name = "experiment"
-    task: Literal[TASK_NAMES] = "classify"
+    task: str = Field("classify", description="what the model is trained for: " + ", ".join(TASKS))
     model: str = "convnet"
     model_params: Params = Field(
         default_factory=dict,
@@ -204,11 +199,26 @@ class ExperimentSpec(Section):
         None, description="a sampled search (Ray Tune) inside every point of the sweep grid"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins_first(cls, data: object) -> object:
+        """A spec may name a plugin's rule, model, task or data kind: ``BIOPROP_PLUGINS``'
+        modules are imported (once) before any name is checked (:mod:`trainers.plugins`)."""
+        load_plugins()
+        return data
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(TASKS)}")
+        return value
+
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in MODEL_NAMES:
-            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODEL_NAMES)}")
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
         return value
 
     @field_validator("storage_path", mode="before")
@@ -221,7 +231,7 @@ class ExperimentSpec(Section):
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
         check_model_params(self.model, self.model_params)
-        if MODEL_TASKS[self.model] != self.task:
+        if MODELS[self.model].task != self.task:
             raise ValueError(f"model {self.model!r} does not fit task {self.task!r}")
         if self.task not in KIND_INFO[self.data.kind].tasks:
             raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}")

@@ -23,9 +23,9 @@ def test_names_equal_their_registries() -> None:
 
 
 def test_registries_refuse_unlisted_names() -> None:
-    with pytest.raises(ValueError, match="not listed in trainers/names.py"):
+    with pytest.raises(ValueError, match="not listed in trainers/catalogue.py"):
         register_rule("nope")
-    with pytest.raises(ValueError, match="not listed in trainers/names.py"):
+    with pytest.raises(ValueError, match="not listed in trainers/catalogue.py"):
         register_model("vgg")
     with pytest.raises(ValueError, match="listed for task 'detect'"):
         register_model("retinanet_resnet18_fpn", task="classify")

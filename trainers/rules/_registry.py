@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trainers.names import RULE_NAMES, check_name
+from trainers import catalogue
+from trainers.names import check_name
 from trainers.rules.base import FeedbackConv2d, FeedbackLayer, FeedbackLinear
 
 __all__ = ["RULES", "get_rule", "register_rule"]
@@ -19,8 +20,8 @@ RULES: dict[str, type[FeedbackLayer]] = {}
 
 def register_rule(name: str) -> Callable[[type[FeedbackLayer]], type[FeedbackLayer]]:
     """Class decorator: register a rule mixin under ``name`` (refuses duplicates and names
-    missing from ``trainers.names.RULE_NAMES``)."""
-    check_name("rule", name, RULE_NAMES)
+    missing from the catalogue, ``trainers.catalogue.RULES``)."""
+    check_name("rule", name, catalogue.RULES)
 
     def deco(cls: type[FeedbackLayer]) -> type[FeedbackLayer]:
         if name in RULES:

@@ -2,7 +2,7 @@
 
 ``TASKS``: task name (``spec.task``) -> :class:`~trainers.tasks.base.Task`: ``classify``
 (:mod:`trainers.tasks.classify`) and ``detect`` (:mod:`trainers.tasks.detect`). Adding a
-task is one module here with one ``@register_task`` class, its name in ``trainers/names.py``
+task is one module here with one ``@register_task`` class, its name in ``trainers/catalogue.py``
 and its models registered with it in ``trainers.models``.
 """
 

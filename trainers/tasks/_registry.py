@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from trainers.names import TASK_NAMES, InstanceRegistry
+from trainers import catalogue
+from trainers.names import InstanceRegistry
 
 __all__ = ["TASKS", "get_task", "register_task"]
 
@@ -11,7 +12,7 @@ __all__ = ["TASKS", "get_task", "register_task"]
 #: ``get_task(name)`` returns it (ValueError naming the valid tasks otherwise).
 TASKS: InstanceRegistry = InstanceRegistry(
     "task",
-    TASK_NAMES,
+    catalogue.TASKS,
     lambda name, known: ValueError(f"unknown task {name!r}; valid tasks: {known}"),
 )
 register_task = TASKS.register
