@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from data_pipelines.catalogue import AUGMENTATIONS, KIND_INFO
-from data_pipelines.spec_types import Int, LocalPath, Section
+from data_pipelines.spec_types import Int, LocalPath, Section, check_known
 
 __all__ = ["DataSpec", "SynthSpec"]
 
@@ -58,9 +58,7 @@ class DataSpec(Section):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        if value not in KIND_INFO:
-            raise ValueError(f"unknown data.kind {value!r}; valid kinds: {', '.join(KIND_INFO)}")
-        return value
+        return check_known("data.kind", value, KIND_INFO, "kinds")
 
     @model_validator(mode="after")
     def _fits_kind(self) -> DataSpec:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path, PurePath
 from typing import Annotated, Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "PathText",
     "Text",
     "check_bounded",
+    "check_known",
     "check_text",
     "check_value",
 ]
@@ -65,6 +67,14 @@ MAX_TEXT = 4096
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def check_known(what: str, value: str, names: Collection[str], plural: str) -> str:
+    """``value`` when ``names`` (a catalogue, read now: plugins add to it) lists it; else
+    ValueError ``unknown <what> 'value'; valid <plural>: ...``."""
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}; valid {plural}: {', '.join(names)}")
+    return value
 
 
 def check_text(value: str) -> str:

@@ -27,7 +27,15 @@ from pydantic import (
 
 from data_pipelines.catalogue import KIND_INFO
 from data_pipelines.spec import DataSpec, SynthSpec
-from data_pipelines.spec_types import Float, Int, Name, Params, PathText, Section
+from data_pipelines.spec_types import (
+    Float,
+    Int,
+    Name,
+    Params,
+    PathText,
+    Section,
+    check_known,
+)
 from trainers.catalogue import MODELS, RULES, TASKS, check_model_params, check_rule_params
 from trainers.names import OPTIMIZER_NAMES
 from trainers.plugins import load_plugins
@@ -72,8 +80,7 @@ class RuleSpec(Section):
         if not names:
             raise ValueError("rule.name must not be an empty list")
         for name in names:
-            if name not in RULES:
-                raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(RULES)}")
+            check_known("rule", name, RULES, "rules")
         return value
 
     @model_validator(mode="after")
@@ -210,16 +217,12 @@ class ExperimentSpec(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(TASKS)}")
-        return value
+        return check_known("task", value, TASKS, "tasks")
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
-        return value
+        return check_known("model", value, MODELS, "models")
 
     @field_validator("storage_path", mode="before")
     @classmethod
