@@ -159,7 +159,7 @@ def _kill_open_runs(uri: str, job_id: str, parent: str) -> None:
     Tune trials, Train controllers and workers are Ray actors it owns and end with it)."""
     _, children = find_job_runs(job_id, uri)
     for run in children:
-        if run.info.status == "RUNNING":
+        if run.info.status == RunStatus.RUNNING:
             finish_run(uri, run.info.run_id, "KILLED")
     finish_run(uri, parent, "KILLED")
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 0 if JobResult.model_validate(result).succeeded() else 1
     except Terminated:
         log.warning("terminated: MLflow runs marked KILLED")
-        result, code = {"status": "KILLED"}, 143
+        result, code = {"status": RunStatus.KILLED.value}, 143
     if args.result == "-":  # a Ray job's driver: the service reads it from the job's logs
         print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
     elif args.result:

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from trainers.contracts import RunStatus
 from trainers.names import RULE_NAMES
 from trainers.reproduce_grid import (
     CONV_BLOCKS,
@@ -201,7 +202,7 @@ def _job_id(part: str, tag: str, seeds: int) -> str:
 def _trained_status(run: Any, epochs: int) -> str:
     """FINISHED for an MLflow run that finished having trained all ``epochs``, else FAILED
     (a run cut short, or one an earlier, stopped job left open)."""
-    done = run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= epochs
+    done = run.info.status == RunStatus.FINISHED and run.data.metrics.get("epoch", 0) >= epochs
     return "FINISHED" if done else "FAILED"
 
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from trainers.contracts import RunStatus
 from trainers.reproduce_grid import (
     CONV_BLOCKS,
     CONV_RULES,
@@ -52,7 +53,7 @@ class Table:
         failed: list[tuple[Key, str]] = []
         for rec in records:
             key = _key(rec, depth_field)
-            if rec["status"] != "FINISHED" or rec["val_acc"] is None:
+            if rec["status"] != RunStatus.FINISHED or rec["val_acc"] is None:
                 failed.append((key, f"{key[0]} {depth_field}={key[2]} bn={key[3]}"))
                 continue
             acc[key].append(100 * rec["val_acc"])
@@ -287,7 +288,7 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
 
     acc: dict[tuple[str, float], list[float]] = {}
     for rec in records:
-        if rec.get("status") == "FINISHED" and rec.get("val_acc") is not None:
+        if rec.get("status") == RunStatus.FINISHED and rec.get("val_acc") is not None:
             acc.setdefault((rec["rule"], rec["lr"]), []).append(100 * rec["val_acc"])
     mean = {k: sum(v) / len(v) for k, v in acc.items()}
     grid = ", ".join(f"{lr:g}" for lr in LR_GRID)

@@ -47,6 +47,7 @@ from trainers.contracts import (
     TAG_STOPPED,
     TAG_STOPPED_AT,
     TAG_TRIAL,
+    RunStatus,
     best_tag,
 )
 from trainers.spec import ExperimentSpec
@@ -114,7 +115,8 @@ def max_concurrent(spec: ExperimentSpec, trials: int, cluster: dict[str, float])
 def is_complete(run, spec: ExperimentSpec) -> bool:
     """A child run that finished every epoch the spec asks for."""
     return (
-        run.info.status == "FINISHED" and run.data.metrics.get("epoch", 0) >= spec.schedule.epochs
+        run.info.status == RunStatus.FINISHED
+        and run.data.metrics.get("epoch", 0) >= spec.schedule.epochs
     )
 
 
@@ -267,7 +269,7 @@ def _bookkeeping_callback(uri: str, job_id: str, storage: str):
 
         def _close_stopped(self, trial) -> None:
             run = self._run(trial)
-            if run is None or run.info.status != "RUNNING":
+            if run is None or run.info.status != RunStatus.RUNNING:
                 return  # the trial function closed its run itself
             if run.data.tags.get(TAG_STOPPED) != "true":
                 return  # not stopped by the scheduler: it ends by itself, or is killed
@@ -281,7 +283,7 @@ def _bookkeeping_callback(uri: str, job_id: str, storage: str):
         def on_trial_error(self, iteration, trials, trial, **info):
             with _quiet():
                 run = self._run(trial)
-                if run is not None and run.info.status == "RUNNING":
+                if run is not None and run.info.status == RunStatus.RUNNING:
                     finish_run(uri, run.info.run_id, "FAILED")
 
     return _Bookkeeping()
@@ -438,7 +440,7 @@ def run_trials(
     search = spec.search
     _, earlier_children = find_job_runs(job_id, uri)
     for run in earlier_children:  # left RUNNING by a driver that died; resumed ones reopen
-        if run.info.status == "RUNNING":
+        if run.info.status == RunStatus.RUNNING:
             finish_run(uri, run.info.run_id, "KILLED")
     earlier = {r.data.tags.get(TAG_SETTING): r for r in earlier_children}
     points = []
@@ -554,7 +556,7 @@ def _entries(
                         "rule": setting.rule.name,
                         "setting": label,
                         "run_id": None,
-                        "status": "FAILED",
+                        "status": RunStatus.FAILED.value,
                         "metrics": {},
                         "error": "the trial did not start",
                         "_order": (order[label], 0),
@@ -573,7 +575,7 @@ def best_per_rule(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[d
     best: dict[str, dict[str, Any]] = {}
     for entry in entries:
         value = (entry.get("metrics") or {}).get(metric)
-        if value is None or math.isnan(value) or entry.get("status") == "FAILED":
+        if value is None or math.isnan(value) or entry.get("status") == RunStatus.FAILED:
             continue
         rule = entry["rule"]
         if rule not in best or sign * value > sign * best[rule]["value"]:
