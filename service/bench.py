@@ -29,9 +29,9 @@ from typing import Any
 import aiohttp
 import httpx
 
-from service import store
-from service.schemas import DEMO_SPEC_EXAMPLE
-from service.server import free_port
+from service.api.schemas import DEMO_SPEC_EXAMPLE
+from service.api.server import free_port
+from service.core import store
 
 __all__ = ["bench_service"]
 

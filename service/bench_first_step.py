@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from service.server import free_port
+from service.api.server import free_port
 
 __all__ = ["MODES", "bench_first_step"]
 

@@ -81,9 +81,9 @@ def serve(
     """Start the control plane (SQLite job store and local MLflow store unless configured)."""
     from rich.markup import escape
 
-    from service.preflight import preflight
-    from service.server import serve as run_server
-    from service.settings import Settings
+    from service.api.server import serve as run_server
+    from service.core.preflight import preflight
+    from service.core.settings import Settings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -101,7 +101,7 @@ def serve(
             # one line per problem, however wide: never wrapped to the terminal
             err.print(f"[red]cannot start:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    from service.store_check import StoreRefused
+    from service.core.store_check import StoreRefused
 
     try:
         run_server(

@@ -23,8 +23,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 1800,
 ) -> None:
     """Start the service, submit the bp/fa/ss sweep over HTTP, follow it, print the results."""
-    from service.server import ServerThread
-    from service.settings import Settings
+    from service.api.server import ServerThread
+    from service.core.settings import Settings
 
     logging.basicConfig(level=logging.WARNING)
     for name in ("service", "mlflow", "alembic"):  # keep the live display clean

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("service", "trainers", "data_pipelines", "deploy", "docs", "specs")

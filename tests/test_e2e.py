@@ -11,9 +11,9 @@ import yaml
 from mlflow import MlflowClient
 from tiny_specs import TINY_DATA
 
+from service.api.server import ServerThread
 from service.client import Client
-from service.server import ServerThread
-from service.settings import Settings
+from service.core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

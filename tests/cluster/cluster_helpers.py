@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from service.processes import session_members
+from service.backends.processes import session_members
 
 BIN = Path(sys.executable).parent
 RAY_TOKEN = "bioprop-cluster-test-token-000000000000"  # Ray's token auth on every node

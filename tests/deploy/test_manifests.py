@@ -32,7 +32,7 @@ from deploy_manifests import (
     secret_values,
 )
 
-from service.settings import Settings
+from service.core.settings import Settings
 from trainers.spec import ExperimentSpec, parse_yaml
 
 pytestmark = pytest.mark.skipif(
@@ -244,7 +244,7 @@ def test_bioprop_variables_are_settings(docs):
     }
     assert set_anywhere
     unknown = [(w, n) for w, n in set_anywhere if n.removeprefix(SETTINGS_PREFIX) not in fields]
-    assert not unknown, f"not settings of service.settings.Settings: {unknown}"
+    assert not unknown, f"not settings of service.core.settings.Settings: {unknown}"
 
 
 def production_settings(docs, monkeypatch) -> Settings:
@@ -405,8 +405,8 @@ def test_gpu_overlay_workers(rendered):
 def test_example_spec_fits_the_gpu_overlay(rendered, monkeypatch):
     """The packaged sweep is a valid spec, under the control plane's DATA_DIRS, its DDP
     workers fit the GPU worker group at full scale (GPUs, and CPUs per pod), and the control
-    plane's admission check (``service.resources.shortfall``) accepts it."""
-    from service.resources import shortfall
+    plane's admission check (``service.core.resources.shortfall``) accepts it."""
+    from service.core.resources import shortfall
 
     docs = rendered["gpu"]
     settings = production_settings(docs, monkeypatch)

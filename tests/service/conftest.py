@@ -11,8 +11,8 @@ import httpx
 import pytest
 from svc_helpers import ServeProcess, make_settings
 
-from service.server import ServerThread
-from service.settings import Settings
+from service.api.server import ServerThread
+from service.core.settings import Settings
 
 
 @pytest.fixture

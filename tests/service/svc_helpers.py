@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 FAKE_DRIVER = [sys.executable, str(Path(__file__).with_name("fake_driver.py"))]
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -76,7 +76,7 @@ class ServeProcess:
     its output goes to ``<run_dir>/serve.log``."""
 
     def __init__(self, run_dir: Path, **settings: object) -> None:
-        from service.server import free_port
+        from service.api.server import free_port
 
         self.run_dir = run_dir
         self.port = free_port()

@@ -11,8 +11,8 @@ import yaml
 from svc_helpers import FAKE_DRIVER, spec, wait_state
 from typer.testing import CliRunner
 
+from service.api.server import ServerThread
 from service.cli import app
-from service.server import ServerThread
 
 runner = CliRunner()
 

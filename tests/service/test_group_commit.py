@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, text
 
-from service import store
-from service.group_commit import GroupCommit
-from service.store import NewJob
+from service.core import store
+from service.core.group_commit import GroupCommit
+from service.core.store import NewJob
 
 
 @pytest.fixture

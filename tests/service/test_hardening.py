@@ -22,7 +22,7 @@ import httpx
 import pytest
 from svc_helpers import ServeProcess, running, spec, wait_state
 
-from service import store
+from service.core import store
 
 ALPHA = {"Authorization": "Bearer alpha-token"}
 BETA = {"Authorization": "Bearer beta-token"}

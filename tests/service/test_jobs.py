@@ -13,7 +13,7 @@ import aiohttp
 import httpx
 from svc_helpers import make_settings, spec, wait_state, wait_stubborn
 
-from service.server import ServerThread
+from service.api.server import ServerThread
 
 
 def test_list_paginates_and_filters(http: httpx.Client) -> None:

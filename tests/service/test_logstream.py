@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from service.logstream import heartbeats
+from service.core.logstream import heartbeats
 
 
 async def _source(parts: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
-from service.preflight import preflight
-from service.settings import Settings
+from service.core.preflight import preflight
+from service.core.settings import Settings
 
 
 def _closed_port() -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.progress import ProgressReader
+from service.core.progress import ProgressReader
 
 
 @pytest.mark.slow

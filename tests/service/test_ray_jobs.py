@@ -1,4 +1,4 @@
-"""What the control plane hands Ray for a job (``service/ray_jobs.py``) and how it reads the
+"""What the control plane hands Ray for a job (``service/backends/ray_jobs.py``) and how it reads the
 driver's result back; the whole path against a real cluster is tests/cluster/."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import shlex
 from pathlib import Path
 
-from service.ray_jobs import RayJobs, parse_result
-from service.settings import Settings
+from service.backends.ray_jobs import RayJobs, parse_result
+from service.core.settings import Settings
 
 
 def test_submission_carries_spec_and_env_but_no_credentials(tmp_path: Path, monkeypatch) -> None:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from svc_helpers import make_settings, spec, wait_state, wait_stubborn
 
-from service import store
-from service.server import ServerThread
+from service.api.server import ServerThread
+from service.core import store
 
 
 def store_pid(settings, job_id: str) -> int | None:

@@ -11,8 +11,8 @@ import httpx
 from svc_helpers import spec, wait_state
 from typer.testing import CliRunner
 
+from service.api.server import ServerThread
 from service.cli import app
-from service.server import ServerThread
 from trainers.spec import ExperimentSpec
 from trainers.summary import write_summary
 from trainers.tracking import finish_run, log_epoch, start_child, start_parent

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from svc_helpers import make_settings, spec, wait_state
 
-from service.resources import Resources, demand, held
-from service.server import ServerThread
+from service.api.server import ServerThread
+from service.core.resources import Resources, demand, held
 
 
 def test_demand_is_the_scaling_config() -> None:

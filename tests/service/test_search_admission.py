@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from svc_helpers import make_settings, spec
 
-from service.resources import Resources, demand
-from service.server import ServerThread
+from service.api.server import ServerThread
+from service.core.resources import Resources, demand
 
 
 def _errors(response: httpx.Response) -> list[tuple[list, str]]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 from svc_helpers import make_settings, spec
 
-from service.deps import token_ok
-from service.server import ServerThread
+from service.api.deps import token_ok
+from service.api.server import ServerThread
 
 
 def test_tokens(tmp_path: Path, start_server: Callable[..., ServerThread]) -> None:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from service.cli import app
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def test_env_parsing_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service import store
+from service.core import store
 
 
 def test_transitions_are_conditional(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from svc_helpers import ServeProcess, make_settings, spec, wait_state
 
-from service import store
-from service.server import ServerThread
+from service.api.server import ServerThread
+from service.core import store
 
 pytestmark = pytest.mark.postgres
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from svc_helpers import ServeProcess, make_settings, running, spec, wait_state
 
-from service.server import ServerThread
+from service.api.server import ServerThread
 
 ANN = {"Authorization": "Bearer ann-secret"}
 BOB = {"Authorization": "Bearer bob-secret"}

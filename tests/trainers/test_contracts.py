@@ -41,7 +41,8 @@ def test_one_job_id_pattern_refuses_what_could_name_a_folder_or_a_filter(job_id:
 
 
 def test_the_service_and_the_client_use_the_contract_states() -> None:
-    from service import client, store
+    from service import client
+    from service.core import store
 
     assert store.JobState is JobState and store.FINAL_STATES == FINAL_STATES
     assert client.FINAL_STATES == ("SUCCEEDED", "FAILED", "CANCELLED")

@@ -165,7 +165,7 @@ def test_coco_evaluation_prints_nothing(capfd):
 
 def test_runs_carry_the_jobs_owner_as_mlflow_user(workdir, monkeypatch):
     """The service hands a driver its job's owner as ``BIOPROP_USER``
-    (``service.driver_env``): the parent and child runs show it as MLflow's user."""
+    (``service.backends.driver_env``): the parent and child runs show it as MLflow's user."""
     monkeypatch.setenv("BIOPROP_USER", "ann")
     uri = default_tracking_uri()
     spec = ExperimentSpec.model_validate({"data": {"kind": "digits"}})

@@ -81,7 +81,7 @@ def another_ray_on_this_host():
     import time
     from pathlib import Path
 
-    from service.server import free_port
+    from service.api.server import free_port
 
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="bray", dir="/tmp"))  # short: Ray's socket paths
@@ -101,7 +101,7 @@ def another_ray_on_this_host():
             time.sleep(0.5)
         yield port
     finally:
-        from service.processes import session_members
+        from service.backends.processes import session_members
 
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -279,9 +279,9 @@ def _trial_processes() -> list[str]:
 def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
     import time
 
+    from service.api.server import ServerThread
     from service.client import Client
-    from service.server import ServerThread
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     settings = Settings(RUN_DIR=workdir / "bioprop-runs", RAY_ADDRESS=ray_cluster)
     body = {**DIGITS, "name": "cancelled", "rule": {"name": ["bp", "fa"]}}

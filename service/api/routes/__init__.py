@@ -1,5 +1,5 @@
 """REST routers: ``/v1/experiments`` and ``/healthz``."""
 
-from service.routes import experiments, health
+from service.api.routes import experiments, health
 
 __all__ = ["experiments", "health"]

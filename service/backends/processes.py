@@ -2,7 +2,7 @@
 whether a pid is still a given job's driver, signal its process group (and, for SIGKILL,
 its whole session), read the tail of its log.
 
-No job states here: :mod:`service.scheduler` decides what to start, stop and record; this
+No job states here: :mod:`service.core.scheduler` decides what to start, stop and record; this
 module only does it to processes. A driver is either our child (a ``Popen``, whose exit
 status we learn) or a bare pid adopted after a service restart (alive or gone, no status).
 """

@@ -23,7 +23,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 __all__ = ["RequestBounds", "bounded_protocol", "host_name"]
 

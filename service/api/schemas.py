@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.store import Job, JobState
+from service.core.store import Job, JobState
 
 __all__ = [
     "DEMO_SPEC_EXAMPLE",

@@ -10,9 +10,9 @@ from typing import Any
 
 import uvicorn
 
-from service.app import create_app
-from service.connections import bounded_protocol
-from service.settings import Settings
+from service.api.app import create_app
+from service.api.connections import bounded_protocol
+from service.core.settings import Settings
 
 __all__ = ["ServerThread", "free_port", "serve", "uvicorn_options"]
 
@@ -26,9 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What bounds a connection: the h11 parser (httptools has no header limit) refusing a
     request line plus headers over ``MAX_HEADER_BYTES`` that arrive in pieces (400, nothing
-    buffered past it; :class:`service.connections.RequestBounds` answers 431 to those that
+    buffered past it; :class:`service.api.connections.RequestBounds` answers 431 to those that
     arrive at once), header and body read timeouts and a per-client connection cap
-    (:func:`service.connections.bounded_protocol`), and, on SIGTERM, ``SHUTDOWN_GRACE_S``
+    (:func:`service.api.connections.bounded_protocol`), and, on SIGTERM, ``SHUTDOWN_GRACE_S``
     for open requests (log follows) before they are cancelled, so a stop is prompt
     whatever clients hold."""
     return {

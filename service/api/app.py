@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, store, store_check
-from service.connections import RequestBounds
-from service.db import Store
-from service.group_commit import GroupCommit
-from service.progress import ProgressReader
-from service.ray_jobs import make_scheduler
-from service.routes import experiments, health
-from service.settings import Settings
+from service.api import errors
+from service.api.connections import RequestBounds
+from service.api.routes import experiments, health
+from service.backends.ray_jobs import make_scheduler
+from service.core import store, store_check
+from service.core.db import Store
+from service.core.group_commit import GroupCommit
+from service.core.progress import ProgressReader
+from service.core.settings import Settings
 from trainers.plugins import load_plugins
 
 __all__ = ["create_app"]
@@ -32,8 +33,8 @@ the Ray cluster; a bearer token is required when `BIOPROP_API_TOKENS` is set.
 def create_app(settings: Settings | None = None, *, rebuild_store: bool = False) -> FastAPI:
     """The control-plane app; the scheduler starts and stops with the app's lifespan.
 
-    The job store is checked first (:func:`service.store_check.check_store`: raises
-    :class:`~service.store_check.StoreRefused` on a missing, empty or corrupt store beside
+    The job store is checked first (:func:`service.core.store_check.check_store`: raises
+    :class:`~service.core.store_check.StoreRefused` on a missing, empty or corrupt store beside
     job folders) or, with ``rebuild_store``, rebuilt from the job folders."""
     settings = settings or Settings()
     load_plugins()  # a plugin that cannot be imported stops the start, named
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, *, rebuild_store: bool = False)
         settings.DB_URL, pool_size=settings.STORE_POOL_SIZE, pool_timeout=settings.STORE_TIMEOUT_S
     )
     # the scheduler thread and /healthz have one connection each, so liveness never queues
-    # behind API traffic; requests share the rest (service.db)
+    # behind API traffic; requests share the rest (service.core.db)
     db = Store(engine, slots=settings.STORE_POOL_SIZE - 2, timeout_s=settings.STORE_TIMEOUT_S)
     health_db = Store(engine, slots=1, timeout_s=settings.STORE_TIMEOUT_S)
     scheduler = make_scheduler(settings, engine)

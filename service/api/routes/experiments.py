@@ -1,8 +1,8 @@
 """``/v1/experiments``: submit, list, get, cancel, logs, metrics and report of experiment jobs.
 
-Handlers only: admission policy is :mod:`service.admission`, log reading
-:mod:`service.logstream`, and every job-store access goes through
-:class:`service.db.Store` (worker threads, bounded wait, 503 when the store is saturated),
+Handlers only: admission policy is :mod:`service.core.admission`, log reading
+:mod:`service.core.logstream`, and every job-store access goes through
+:class:`service.core.db.Store` (worker threads, bounded wait, 503 when the store is saturated),
 so nothing here blocks the event loop.
 """
 
@@ -31,9 +31,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
-from service import logstream, store
-from service.admission import admit
-from service.deps import (
+from service.api.deps import (
     Auth,
     GroupCommitDep,
     JobDep,
@@ -44,7 +42,7 @@ from service.deps import (
     StoreDep,
     no_such_job,
 )
-from service.schemas import (
+from service.api.schemas import (
     DEMO_SPEC_EXAMPLE,
     CancelResult,
     JobList,
@@ -52,8 +50,10 @@ from service.schemas import (
     Metrics,
     responses,
 )
-from service.store import JobState, is_final
-from service.strict_json import StrictJSONRoute
+from service.api.strict_json import StrictJSONRoute
+from service.core import logstream, store
+from service.core.admission import admit
+from service.core.store import JobState, is_final
 from trainers.spec import ExperimentSpec
 
 router = APIRouter(

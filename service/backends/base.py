@@ -1,13 +1,13 @@
 """Where a job's driver runs: the scheduler's backends.
 
-The scheduler (:mod:`service.scheduler`) owns the queue, admission, quotas and every job
+The scheduler (:mod:`service.core.scheduler`) owns the queue, admission, quotas and every job
 state transition; a backend only starts, follows and stops drivers, reads their logs and
-says what capacity the queue fills. Two are here and in :mod:`service.ray_jobs`:
+says what capacity the queue fills. Two are here and in :mod:`service.backends.ray_jobs`:
 
 - :class:`LocalProcesses`: a driver subprocess per job on this host (the default);
 - ``RayJobsBackend``: a Ray job per job on a cluster (``BIOPROP_RAY_JOBS_URL``).
 
-Both give the driver the environment of one builder (:func:`service.driver_env.job_env`).
+Both give the driver the environment of one builder (:func:`service.backends.driver_env.job_env`).
 A backend reports what the scheduler cannot decide itself through two exceptions:
 :class:`Unavailable` (it cannot act now, e.g. the cluster is unreachable: the job waits in
 the queue and this pass stops) and :class:`Lost` (it no longer knows the driver: the job is
@@ -16,23 +16,17 @@ queued again and resumes from its checkpoints). Routes never ask which backend r
 
 from __future__ import annotations
 
-import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi.responses import Response
 
-from service import store
-from service.driver_env import driver_env
-from service.processes import exit_status, pid_alive, pid_of, signal_group, spawn
-from service.resources import Resources
-from service.settings import Settings
+from service.core import store
+from service.core.resources import Resources
+from service.core.settings import Settings
 
-__all__ = ["Adopted", "Backend", "LocalProcesses", "Lost", "Unavailable"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Adopted", "Backend", "Lost", "Unavailable"]
 
 
 class Unavailable(RuntimeError):
@@ -105,50 +99,3 @@ class Backend:
         """The driver's log when the backend serves it (a running Ray job's); None: it is
         ``<job_dir>/driver.log`` on this host."""
         return None
-
-
-class LocalProcesses(Backend):
-    """A driver subprocess per job, ``<DRIVER_CMD> <job_dir>/spec.json --job-id ID --result
-    <job_dir>/result.json``, in its own session (it outlives the service), its output in
-    ``<job_dir>/driver.log`` and an allow-listed environment. ``handle``: the ``Popen`` of
-    a driver started here, or the pid of one started by an earlier service process."""
-
-    def start(self, job: store.Job, job_dir: Path) -> tuple[Any, int | None]:
-        env = driver_env(self.settings, owner=job.owner, data_root=job.data_root)
-        cmd = [
-            *self.settings.DRIVER_CMD,
-            str(job_dir / "spec.json"),
-            "--job-id",
-            job.id,
-            "--result",
-            str(job_dir / "result.json"),
-        ]
-        proc = spawn(cmd, env=env, log_path=job_dir / "driver.log")
-        return proc, proc.pid
-
-    def adopt(self, job: store.Job, *, has_result: bool) -> Adopted:
-        if job.pid is None:
-            return Adopted("unclaim")  # claimed but never spawned
-        if pid_alive(job.pid, job.id):
-            return Adopted("follow", job.pid)
-        if job.state is store.JobState.RUNNING and not has_result:
-            return Adopted("requeue")
-        return Adopted("finish", job.pid)
-
-    def handle_of(self, job: store.Job) -> tuple[Any, bool]:
-        if job.pid is None:
-            return None, False
-        return job.pid, pid_alive(job.pid, job.id)
-
-    def ended(self, job_id: str, handle: Any) -> bool:
-        return exit_status(handle, job_id)[0]
-
-    def returncode(self, job_id: str, handle: Any, job_dir: Path) -> int | None:
-        return exit_status(handle, job_id)[1]
-
-    def stop(self, job_id: str, handle: Any, *, force: bool = False) -> None:
-        signal_group(pid_of(handle), signal.SIGKILL if force else signal.SIGTERM)
-
-    def overdue(self, job_id: str, handle: Any) -> None:
-        log.warning("job %s did not stop in time; SIGKILL", job_id)
-        signal_group(pid_of(handle), signal.SIGKILL)

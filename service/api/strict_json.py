@@ -45,7 +45,7 @@ class _StrictRequest(Request):
 
 class StrictJSONRoute(APIRoute):
     """An ``APIRoute`` whose request bodies are parsed by :func:`loads_strict` (FastAPI
-    answers its ``JSONDecodeError`` as ``json_invalid``, which :mod:`service.errors` makes a
+    answers its ``JSONDecodeError`` as ``json_invalid``, which :mod:`service.api.errors` makes a
     400)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

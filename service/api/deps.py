@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, the job store (:class:`service.db.Store`), the job of a
+"""FastAPI dependencies: settings, the job store (:class:`service.core.db.Store`), the job of a
 path (or 404), scheduler, bearer-token auth and who it identifies."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service import store
-from service.db import Store
-from service.group_commit import GroupCommit
-from service.principals import LOCAL, Principal, TokenTable
-from service.progress import ProgressReader
-from service.scheduler import Scheduler
-from service.settings import Settings
-from service.store import Job
+from service.core import store
+from service.core.db import Store
+from service.core.group_commit import GroupCommit
+from service.core.principals import LOCAL, Principal, TokenTable
+from service.core.progress import ProgressReader
+from service.core.scheduler import Scheduler
+from service.core.settings import Settings
+from service.core.store import Job
 from trainers.contracts import JOB_ID
 
 __all__ = [
@@ -80,7 +80,7 @@ async def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """401 unless the request carries a configured token; returns who it is
-    (:mod:`service.principals`): its name owns what it submits, its role says whose jobs
+    (:mod:`service.core.principals`): its name owns what it submits, its role says whose jobs
     it sees, its scope keeps its Idempotency-Keys apart from everyone else's. With no
     tokens configured every caller is :data:`LOCAL`."""
     table: TokenTable = request.app.state.tokens

@@ -38,14 +38,14 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from service import store
 from service.backends import Adopted, Backend, LocalProcesses, Lost, Unavailable
-from service.driver_env import job_env
-from service.logstream import heartbeats
-from service.resources import Resources
-from service.scheduler import Scheduler
-from service.settings import Settings
-from service.store import is_final
+from service.backends.driver_env import job_env
+from service.core import store
+from service.core.logstream import heartbeats
+from service.core.resources import Resources
+from service.core.scheduler import Scheduler
+from service.core.settings import Settings
+from service.core.store import is_final
 from trainers.contracts import RESULT_MARKER
 from trainers.ray_setup import api_server_address
 
@@ -143,7 +143,7 @@ class RayJobs:
     def env_vars(
         self, spec: dict[str, Any], *, owner: str | None = None, data_root: str | None = None
     ) -> dict[str, str]:
-        """The driver's ``runtime_env.env_vars``: :func:`service.driver_env.job_env` (the
+        """The driver's ``runtime_env.env_vars``: :func:`service.backends.driver_env.job_env` (the
         same builder as a local driver's), the spec and the cancel grace."""
         grace = max(1, math.ceil(self.settings.CANCEL_GRACE_S))
         env = {SPEC_ENV: json.dumps(spec), "RAY_JOB_STOP_WAIT_TIME_S": str(grace)}
@@ -377,7 +377,7 @@ def logs_response(
     """``GET .../logs`` of a job whose driver runs as a Ray job and has not ended: Ray's log
     (its last ``tail`` lines), then with ``follow`` what the driver writes until it ends,
     with a ``[bioprop]`` status line after ``heartbeat_s`` without output and the stream
-    closed after ``idle_s`` (as a local driver's follow, :mod:`service.logstream`)."""
+    closed after ``idle_s`` (as a local driver's follow, :mod:`service.core.logstream`)."""
     try:
         text = ray.logs(job_id)
     except Exception as exc:

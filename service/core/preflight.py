@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import httpx
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 __all__ = ["check_mlflow", "one_line", "preflight"]
 
@@ -24,7 +24,7 @@ def check_mlflow(uri: str) -> str | None:
     if not uri.startswith(("http://", "https://")):
         return None
     url = uri.rstrip("/") + "/health"
-    from service.admission import mask_uri
+    from service.core.admission import mask_uri
 
     shown = mask_uri(uri)  # messages name the server, never its credentials
     try:
@@ -45,7 +45,7 @@ def preflight(settings: Settings) -> list[str]:
     """Every problem found with the Ray Jobs API, the MLflow server and the storage path."""
     problems = []
     if settings.RAY_JOBS_URL:
-        from service.ray_jobs import RayJobs, RayJobsError
+        from service.backends.ray_jobs import RayJobs, RayJobsError
 
         try:
             RayJobs(settings).check()

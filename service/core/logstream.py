@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from service.processes import log_tail
+from service.backends.processes import log_tail
 
 __all__ = ["CHUNK", "follow", "heartbeats", "read_range", "size_of", "tail_text"]
 

@@ -5,7 +5,7 @@ A commit costs more than the row it stores (SQLAlchemy's execution path plus the
 write on SQLite, about 0.3 ms of CPU per submission on the 2-core benchmark machine). Each
 request queues its row and awaits a future; the first one starts a drain task, which (after
 the current turn of the event loop, so the requests parsed in that turn join) stores the
-queue with :func:`store.create_jobs` through :meth:`service.db.Store.run`, off the event
+queue with :func:`store.create_jobs` through :meth:`service.core.db.Store.run`, off the event
 loop; submissions that arrive meanwhile make the next batch. A request is answered only
 after the commit that holds its job, so a 201 still means stored. A lone request is a batch
 of one: it waits for nothing.
@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from service import store
-from service.db import Store
-from service.store import Job, NewJob
+from service.core import store
+from service.core.db import Store
+from service.core.store import Job, NewJob
 
 __all__ = ["GroupCommit"]
 

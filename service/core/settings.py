@@ -24,8 +24,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.principals import TokenTable, parse_entries
-from service.resources import Resources, capacity
+from service.core.principals import TokenTable, parse_entries
+from service.core.resources import Resources, capacity
 from trainers.storage import SCHEMES
 
 __all__ = ["Settings", "default_driver_cmd"]
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="comma-separated token entries: name:token (a user), name:role:token, "
         "name:role:sha256:<hex> or a bare token (an admin, as before principals; see "
-        "service.principals); none and no TOKENS_FILE = open API (local use only)",
+        "service.core.principals); none and no TOKENS_FILE = open API (local use only)",
     )
     TOKENS_FILE: Path | None = Field(
         None,
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     DRIVER_ENV: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated names of further variables of the service's "
-        "environment a local driver gets (beyond service.driver_env's allow-list); never "
+        "environment a local driver gets (beyond service.backends.driver_env's allow-list); never "
         "BIOPROP_* secrets",
     )
     MAX_BODY_BYTES: int = Field(1 << 20, ge=1024)
@@ -291,7 +291,7 @@ class Settings(BaseSettings):
         return [t.get_secret_value() for t in self.API_TOKENS]
 
     def token_table(self) -> TokenTable:
-        """Who each bearer token is (:mod:`service.principals`)."""
+        """Who each bearer token is (:mod:`service.core.principals`)."""
         return TokenTable(self.token_entries(), self.TOKENS_FILE)
 
     @property

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi.exceptions import RequestValidationError
 
-from service.resources import shortfall
-from service.settings import Settings
+from service.core.resources import shortfall
+from service.core.settings import Settings
 from trainers.spec import ExperimentSpec
 from trainers.storage import StorageLocation, parse_storage
 

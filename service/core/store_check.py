@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.engine import make_url
 
-from service import store
-from service.processes import pid_alive
-from service.settings import Settings
-from service.store import JobState
+from service.backends.processes import pid_alive
+from service.core import store
+from service.core.settings import Settings
+from service.core.store import JobState
 from trainers.contracts import JobResult
 
 __all__ = ["StoreRefused", "check_store", "job_folders", "rebuild_store", "write_job_record"]

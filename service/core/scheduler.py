@@ -3,7 +3,7 @@
 A job runs as ``<DRIVER_CMD> <job_dir>/spec.json --job-id ID --result <job_dir>/result.json``
 (default ``python -m trainers.launch``) in its own process group, with stdout and stderr in
 ``<job_dir>/driver.log`` and an environment built from an allow-list
-(:mod:`service.driver_env`: ``MLFLOW_TRACKING_URI``, storage settings, never the API tokens).
+(:mod:`service.backends.driver_env`: ``MLFLOW_TRACKING_URI``, storage settings, never the API tokens).
 The driver connects to the Ray cluster and does the training; the scheduler only starts,
 follows and stops it, so the service can restart while drivers keep running: on start it
 reconciles every RUNNING/CANCELLING job with its process (followed again when alive, final
@@ -12,7 +12,7 @@ state from ``result.json`` when gone) and starts PENDING ones.
 Exit 0 -> SUCCEEDED; any other exit -> FAILED with the log tail as error. Cancel sends
 SIGTERM to the process group (the driver marks its MLflow runs KILLED), then SIGKILL after
 ``CANCEL_GRACE_S``; the job goes CANCELLING -> CANCELLED. The process side of this
-(spawning, signalling, liveness) is :mod:`service.processes`; this module is the state
+(spawning, signalling, liveness) is :mod:`service.backends.processes`; this module is the state
 machine.
 """
 
@@ -28,13 +28,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from service import store
 from service.backends import Backend, LocalProcesses, Lost, Unavailable
-from service.processes import log_tail
-from service.resources import Resources, demand, held
-from service.settings import Settings
-from service.store import ACTIVE_STATES, JobState, is_final
-from service.store_check import write_job_record
+from service.backends.processes import log_tail
+from service.core import store
+from service.core.resources import Resources, demand, held
+from service.core.settings import Settings
+from service.core.store import ACTIVE_STATES, JobState, is_final
+from service.core.store_check import write_job_record
 from trainers.contracts import JobResult
 from trainers.spec import ExperimentSpec
 

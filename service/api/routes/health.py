@@ -7,10 +7,10 @@ import math
 from fastapi import APIRouter, Request
 from sqlalchemy import Connection
 
-from service import store
-from service.resources import Resources, held
-from service.schemas import Health, responses
-from service.store import JobState
+from service.api.schemas import Health, responses
+from service.core import store
+from service.core.resources import Resources, held
+from service.core.store import JobState
 
 router = APIRouter(tags=["health"])
 

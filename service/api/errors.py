@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from service.db import StoreBusy
+from service.core.db import StoreBusy
 
 __all__ = ["install", "json_safe"]
 

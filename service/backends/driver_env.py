@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from service.settings import Settings
+from service.core.settings import Settings
 from trainers.plugins import PLUGINS_ENV
 from trainers.storage import ENV_DATA_DIRS, ENV_DATA_ROOT
 
