@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from trainers.reproduce_grid import (
+    BREAKING_SWEEPS,
     CONV_BLOCKS,
     CONV_RULES,
     DEPTHS,
@@ -398,6 +399,10 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         out += _lr_search(sweeps["digits-lr-search"], epochs)
     if "conv-synthetic" in sweeps:
         out += _conv_section(conv, conv_epochs)
+    if any(name in sweeps for name in BREAKING_SWEEPS):
+        from trainers.breaking_point import section
+
+        out += section(sweeps, epochs, conv_epochs)
     failed = digits.failed + conv.failed
     if failed:
         out += ["Settings that did not finish: " + ", ".join(failed) + ".", ""]

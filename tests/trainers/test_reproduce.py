@@ -12,6 +12,16 @@ def _results(acc) -> dict:
     """Records of every sweep setting, with ``acc(rule, depth, bn, lr)`` as val accuracy."""
     out = {"sweeps": {}}
     for name, data in reproduce.sweep_specs(1, 2, 2).items():
+        if name in reproduce.BREAKING_SWEEPS:  # one record per trial: point x searched lr
+            out["sweeps"][name] = [
+                {"rule": s.rule.name, "depth": s.model_params.get("depth", s.model_params.get(
+                    "blocks")), "width": s.model_params.get("hidden", 0), "lr": lr,
+                 "status": "FINISHED", "angle": 30.0,
+                 "val_acc": acc(s.rule.name, s.model_params.get("depth", 2), False, lr)}
+                for _, s in ExperimentSpec.model_validate(data).settings()
+                for lr in data["search"]["space"]["optim.lr"]["grid"]
+            ]  # fmt: skip
+            continue
         if name in reproduce.SEARCHED:  # one record per trial: rule x searched lr
             out["sweeps"][name] = [
                 {"rule": r, "lr": lr, "status": "FINISHED", "val_acc": acc(r, 2, False, lr)}
