@@ -12,8 +12,8 @@ Sweeps (``SWEEPS``):
 
 - ``digits-mlp``: scikit-learn's digits (8x8, ``data.kind: digits``), a ReLU MLP with 2, 6
   and 10 hidden layers of 128 units, plain (Linear-ReLU) and with BatchNorm, for the rules
-  ``bp fa ss usf frsf kp wm pfa dfa`` at their defaults; SGD lr 0.05, momentum 0.9, weight
-  decay 1e-4, batch 32;
+  ``bp fa ss usf frsf kp wm pfa dfa sa ia aa`` at their defaults; SGD lr 0.05, momentum
+  0.9, weight decay 1e-4, batch 32;
 - ``digits-bp-decay``: BP with the extra per-step decay of every rule above whose default
   has one (``kp``), the matched baseline;
 - ``digits-lr-search``: every rule of ``trainers.names.RULE_NAMES`` on the 2-hidden-layer
@@ -21,8 +21,8 @@ Sweeps (``SWEEPS``):
   ``LR_GRID`` (Ray Tune, one trial per rate): each rule's best learning rate beside its
   accuracy at BP's 0.05;
 - ``conv-synthetic``: the synthetic 10-class JPEG set (32 px, ImageNet-style augmentation),
-  ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp``;
-  SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32;
+  ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp sa
+  ia``; SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32;
 - ``breaking-mlp``, ``breaking-conv``: where each rule breaks (:mod:`trainers.breaking_point`):
   every rule over depth x width of the digits MLP and a ResNet ladder, each grid point an
   ASHA search over the learning rate; ``--grid full`` (depths 2-12, widths 32-512, 1-5

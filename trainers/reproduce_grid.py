@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from trainers.catalogue import RULES
 
-DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa"]
+DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa", "sa", "ia", "aa"]
 DEPTHS = [2, 6, 10]
-CONV_RULES = ["bp", "fa", "ss", "kp"]
+CONV_RULES = ["bp", "fa", "ss", "kp", "sa", "ia"]
 CONV_BLOCKS = [1, 3]  # ResNet-8, ResNet-20
 LR_GRID = [0.005, 0.015, 0.05, 0.15, 0.45]  # a factor of 3 apart, BP's 0.05 in the middle
 BREAKING_SWEEPS = ("breaking-mlp", "breaking-conv")  # where each rule breaks (every rule)

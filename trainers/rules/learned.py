@@ -57,7 +57,8 @@ attached only in training mode with grad enabled (not in eval, not under
 :func:`~trainers.rules.base.exact_backprop`). ``B`` sits in its own optimizer group
 (:func:`trainers.rules.param_groups`): weight decay 0 (the loss has its own ``decay``; the
 authors' L2 is on forward weights only) and, with ``feedback_lr`` set, its own learning
-rate (scaled by the run's lr schedule like the others; the authors' ``alignment_learning_rate``).
+rate (scaled by the run's lr schedule like the others; the authors' ``alignment_learning_rate``). ``B``'s gradient counts in ``optim.clip_grad_norm``'s global norm like
+any parameter's.
 
 Schedule. ``R``'s coefficients are multiplied by ``s(t)``, ``t`` the optimizer steps taken
 (``feedback_steps``, a buffer, so a resumed run continues it): ``s = 0`` for ``t <
