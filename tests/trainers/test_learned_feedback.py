@@ -144,6 +144,14 @@ def test_layer_b_gradient_is_its_rule_loss_gradient_whatever_the_task_loss(
     torch.testing.assert_close(grads[0], expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rule", LEARNED)
+def test_an_inplace_relu_may_follow_the_layer(rule: str) -> None:
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 2))
+    model, _ = rules.convert(model, rule)
+    model(torch.randn(3, 4, requires_grad=True)).sum().backward()
+    assert model[0].feedback.grad is not None and model[0].weight.grad is not None
+
+
 def test_ia_loss_sees_only_the_layers_own_tensors() -> None:
     """By construction: IA's loss takes the layer's input, weight, feedback and geometry
     (plus its coefficients), nothing from another layer, and the layer calls it with its

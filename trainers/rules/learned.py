@@ -32,7 +32,9 @@ sample; the sum over positions is part of the sum over outputs), and ``null``'s 
 ``self`` act on the kernels. ``tests/trainers/test_learned_feedback.py`` checks each
 gradient against these closed forms in float64.
 
-Only the forward reconstruction enters ``null``: the authors' primitive also has a term
+The projections carry no bias (the authors' ``AlignmentBase`` default; their flags
+``use_bias_forward/backward`` add the layer's bias to both). Only the forward
+reconstruction enters ``null``: the authors' primitive also has a term
 on the backward reconstruction ``||T_W^T T_B x||^2``, which their IA sets to zero by
 default (``reconstruction_reversal=False``); so does this module.
 
@@ -68,7 +70,8 @@ the authors' coefficient schedules ``alpha_start`` and ``alpha_schedule_type='li
 
 Cost per training step and layer, in forward-pass units: ``sa`` none beyond a ``W``-sized
 product; ``aa`` 3 (``T_W x``, ``T_B x`` and its weight gradient); ``ia`` 5 (plus
-``T_B^T T_W x`` and its weight gradient). All terms are computed in float32 (at least)
+``T_B^T T_W x`` and its weight gradient); every rule one copy of the layer's output
+(:class:`AddLocalLoss`). All terms are computed in float32 (at least)
 outside autocast.
 """
 
@@ -218,13 +221,15 @@ def aa_loss(
 
 
 class AddLocalLoss(torch.autograd.Function):
-    """``y`` unchanged forward; backward passes ``grad_y`` through and gives ``loss`` the
-    gradient 1, so ``loss``'s own graph (here: into ``B``) is differentiated with it."""
+    """A copy of ``y`` forward; backward passes ``grad_y`` through and gives ``loss`` the
+    gradient 1, so ``loss``'s own graph (here: into ``B``) is differentiated with it. A
+    copy, not a view: a view made inside a Function may not be modified in place, and the
+    next module may be an ``nn.ReLU(inplace=True)``."""
 
     @staticmethod
     def forward(ctx, y: Tensor, loss: Tensor) -> Tensor:
         ctx.loss_like = (loss.shape, loss.dtype, loss.device)
-        return y.view_as(y)
+        return y.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
