@@ -255,6 +255,10 @@ def table(summary: dict[Point, dict[str, Any]], ladder: bool = False) -> list[st
     return head + rows
 
 
+def _list(values: list[int]) -> str:
+    return ", ".join(map(str, values)) or "none run"
+
+
 def _point(p: tuple[int, int], ladder: bool) -> str:
     return f"{p[0]}" if ladder else f"{p[0]}, {p[1]}"
 
@@ -371,12 +375,15 @@ def section(sweeps: dict[str, list[dict[str, Any]]], epochs: int, conv_epochs: i
     """The ``docs/results.md`` section of the study, from the sweeps' trial records."""
     mlp = summarize(sweeps.get("breaking-mlp", []))
     conv = summarize(sweeps.get("breaking-conv", []))
+    _, depths, widths = _axes(mlp)
+    _, blocks, _ = _axes(conv)
     out = [
         "## Where each rule breaks: depth x width, each rule at its own best learning rate",
         "",
-        "Every rule over a grid of the digits MLP (depth = hidden layers, width = units per "
-        f"layer, {epochs} epochs) and a conv ladder (`resnet20` with 1 to 5 blocks per stage "
-        f"on the synthetic image set, {conv_epochs} epochs). Each grid point is a Ray Tune "
+        "Every rule over a grid of the digits MLP (depth = hidden layers: "
+        f"{_list(depths)}; width = units per layer: {_list(widths)}; {epochs} epochs) and a "
+        f"conv ladder (`resnet20` with {_list(blocks)} blocks per stage on the synthetic image "
+        f"set, {conv_epochs} epochs). Each grid point is a Ray Tune "
         "search over `optim.lr` with ASHA early stopping, inside the same job; a point's "
         "value is its best trial that trained every epoch. The gap is BP's best accuracy at "
         "the same point minus the rule's, in points; a rule is broken where the gap exceeds "
@@ -390,8 +397,9 @@ def section(sweeps: dict[str, list[dict[str, Any]]], epochs: int, conv_epochs: i
     if conv:
         out += ["### Conv ladder (ResNet, blocks per stage)", "", *table(conv, ladder=True), ""]
     agree, disagree, missing = _claims(mlp, conv)
-    out += ["Agrees:", ""] + [f"- {c}." for c in agree] + [""]
-    out += ["Disagrees or not reproduced:", ""] + [f"- {c}." for c in disagree] + [""]
+    out += ["Agrees:", ""] + ([f"- {c}." for c in agree] or ["- none."]) + [""]
+    out += ["Disagrees or not reproduced:", ""]
+    out += ([f"- {c}." for c in disagree] or ["- none."]) + [""]
     if missing:
         out += ["Not measured (rule or grid missing): " + "; ".join(missing) + ".", ""]
     return out

@@ -31,7 +31,9 @@ BREAKING_GRIDS = {
         "blocks": [1, 2, 3, 4, 5],
         "lrs": LR_GRID,
     },
-    "reduced": {  # this 2-core machine: about 2 hours (see docs/results.md)
+    # a 2-core machine: 15 rules x 6 MLP points x 3 rates = 270 short trials plus 90
+    # ResNet trials; not yet run here (an estimate of 1.5-2 hours at --parallel 2)
+    "reduced": {
         "depths": [2, 6, 12],
         "widths": [32, 256],
         "blocks": [1, 3],
