@@ -25,13 +25,13 @@ from trainers.spec import ExperimentSpec
 def test_full_grid_covers_every_rule_depths_2_to_12_and_widths_32_to_512() -> None:
     specs = reproduce.sweep_specs(1, 5, 4, grid="full")
     mlp = ExperimentSpec.model_validate(specs["breaking-mlp"])
-    points = [s.model_params for _, s in mlp.settings()]
-    assert {p["depth"] for p in points} >= {2, 12} and min(p["depth"] for p in points) == 2
-    assert {p["hidden"] for p in points} >= {32, 512}
-    assert {s.rule.name for s in mlp.expand()} == set(RULE_NAMES)
+    axes = mlp.sweep_axes()
+    assert min(axes["model_params.depth"]) == 2 and max(axes["model_params.depth"]) == 12
+    assert min(axes["model_params.hidden"]) == 32 and max(axes["model_params.hidden"]) == 512
+    assert axes["rule.name"] == list(RULE_NAMES)
     assert mlp.search.asha is not None and mlp.search.space["optim.lr"].grid
     conv = ExperimentSpec.model_validate(specs["breaking-conv"])
-    assert sorted({s.model_params["blocks"] for s in conv.expand()}) == [1, 2, 3, 4, 5]
+    assert conv.sweep_axes()["model_params.blocks"] == [1, 2, 3, 4, 5]
     small = ExperimentSpec.model_validate(reproduce.sweep_specs(1, 5, 4)["breaking-mlp"])
     assert small.trial_count() < mlp.trial_count()
     assert ("breaking-mlp", "breaking-mlp", specs["breaking-mlp"]) in reproduce.parts(specs)
