@@ -68,6 +68,12 @@ class RuleEntry:
 
 _DECAY_W = Param(0.0, (float,), "shrink W by (1 - decay) after every optimizer step")
 _FIXED = "fixed random feedback"
+#: the schedule and optimizer options every learned-feedback rule (sa, ia, aa) takes
+_LEARNED = {
+    "delay_steps": Param(0, (int,), "optimizer steps before B's loss starts (B frozen)"),
+    "warmup_steps": Param(0, (int,), "steps of a linear ramp of B's loss after the delay"),
+    "feedback_lr": Param(None, (float, None), "B's learning rate; null: the run's optim.lr"),
+}
 
 #: rule name -> descriptor. The order is the order rules are listed everywhere.
 RULES: dict[str, RuleEntry] = {
@@ -115,6 +121,31 @@ RULES: dict[str, RuleEntry] = {
         {
             "expansion": Param(1.0, (float,), "width of the fixed expansion B over fan-out"),
             "decay": Param(0.0, (float,), "per-step decay of the plastic R"),
+        },
+    ),
+    "sa": RuleEntry(
+        "symmetric alignment, learned feedback, non-local (Kunin et al. 2020)",
+        {
+            "alpha": Param(1e-3, (float,), "weight of decay = |W|^2 + |B|^2 in B's loss"),
+            "beta": Param(2e-3, (float,), "weight of self = -<W, B> in B's loss"),
+            **_LEARNED,
+        },
+    ),
+    "ia": RuleEntry(
+        "information alignment, learned feedback, local (Kunin et al. 2020)",
+        {
+            "alpha": Param(2e-3, (float,), "weight of amp = -mean <Bx, Wx> in B's loss"),
+            "beta": Param(1e-3, (float,), "weight of null = mean |B^T W x|^2 in B's loss"),
+            "gamma": Param(1e-3, (float,), "weight of decay = |W|^2 + |B|^2 in B's loss"),
+            **_LEARNED,
+        },
+    ),
+    "aa": RuleEntry(
+        "activation alignment, learned feedback (Kunin et al. 2020)",
+        {
+            "alpha": Param(1e-3, (float,), "weight of sparse = mean |Wx|^2 + |Bx|^2 in B's loss"),
+            "beta": Param(2e-3, (float,), "weight of amp = -mean <Bx, Wx> in B's loss"),
+            **_LEARNED,
         },
     ),
 }

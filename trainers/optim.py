@@ -84,7 +84,10 @@ def BatchManhattan(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:  
 
 
 def build_optimizer(params: Iterable[Tensor], spec: OptimSpec) -> torch.optim.Optimizer:
-    """The optimizer named by ``spec.name`` with its lr, momentum, weight decay, Manhattan flag."""
+    """The optimizer named by ``spec.name`` with its lr, momentum, weight decay, Manhattan flag.
+
+    ``params``: parameters, or param groups (``trainers.rules.param_groups``) whose own
+    options override the spec's."""
     try:
         builder = OPTIMIZERS[spec.name]
     except KeyError:

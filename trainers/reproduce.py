@@ -12,8 +12,8 @@ Sweeps (``SWEEPS``):
 
 - ``digits-mlp``: scikit-learn's digits (8x8, ``data.kind: digits``), a ReLU MLP with 2, 6
   and 10 hidden layers of 128 units, plain (Linear-ReLU) and with BatchNorm, for the rules
-  ``bp fa ss usf frsf kp wm pfa dfa`` at their defaults; SGD lr 0.05, momentum 0.9, weight
-  decay 1e-4, batch 32;
+  ``bp fa ss usf frsf kp wm pfa dfa sa ia aa`` at their defaults; SGD lr 0.05, momentum
+  0.9, weight decay 1e-4, batch 32;
 - ``digits-bp-decay``: BP with the extra per-step decay of every rule above whose default
   has one (``kp``), the matched baseline;
 - ``digits-lr-search``: every rule of ``trainers.names.RULE_NAMES`` on the 2-hidden-layer
@@ -21,8 +21,14 @@ Sweeps (``SWEEPS``):
   ``LR_GRID`` (Ray Tune, one trial per rate): each rule's best learning rate beside its
   accuracy at BP's 0.05;
 - ``conv-synthetic``: the synthetic 10-class JPEG set (32 px, ImageNet-style augmentation),
-  ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp``;
-  SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32.
+  ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp sa
+  ia``; SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32;
+- ``breaking-mlp``, ``breaking-conv``: where each rule breaks (:mod:`trainers.breaking_point`):
+  every rule over depth x width of the digits MLP and a ResNet ladder, each grid point an
+  ASHA search over the learning rate; ``--grid full`` (depths 2-12, widths 32-512, 1-5
+  blocks) or ``reduced`` (the default, for a 2-core machine). Heat maps and the
+  breaking-point table go to each sweep's parent run and, as ``*-gap.png``, next to
+  ``--out``.
 """
 
 from __future__ import annotations
@@ -42,9 +48,12 @@ from typing import Any
 
 import yaml
 
+from trainers.breaking_point import finish_study, study_records, study_specs
 from trainers.contracts import RunStatus
 from trainers.names import RULE_NAMES
 from trainers.reproduce_grid import (
+    BREAKING_GRIDS,
+    BREAKING_SWEEPS,
     CONV_BLOCKS,
     CONV_RULES,
     DEPTHS,
@@ -52,12 +61,14 @@ from trainers.reproduce_grid import (
     LR_GRID,
     SEARCHED,
     SWEEPS,
+    WHOLE,
     extra_decays,
 )
 from trainers.results_text import render
 from trainers.spec import ExperimentSpec, parse_yaml
 
 __all__ = [
+    "BREAKING_SWEEPS",
     "CONV_BLOCKS",
     "CONV_RULES",
     "DEPTHS",
@@ -73,8 +84,11 @@ __all__ = [
 log = logging.getLogger("bioprop.reproduce")
 
 
-def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str, Any]]:
-    """The spec dict of every sweep, by name (``SWEEPS``)."""
+def sweep_specs(
+    seeds: int, epochs: int, conv_epochs: int, grid: str | dict[str, Any] = "reduced"
+) -> dict[str, dict[str, Any]]:
+    """The spec dict of every sweep, by name (``SWEEPS``); ``grid``: the breaking-point
+    study's (a ``BREAKING_GRIDS`` name or such a dict)."""
     seed: int | list[int] = list(range(seeds)) if seeds > 1 else 0
     common = {
         "task": "classify",
@@ -126,6 +140,7 @@ def sweep_specs(seeds: int, epochs: int, conv_epochs: int) -> dict[str, dict[str
             },
         },
         "conv-synthetic": {**conv, "name": "reproduce-conv-synthetic"},
+        **study_specs(grid, epochs, conv_epochs, common, list(RULE_NAMES)),
     }
 
 
@@ -177,7 +192,7 @@ def parts(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     out = []
     for name, spec_dict in specs.items():
         axes = {k: v for k, v in spec_dict["model_params"].items() if isinstance(v, list)}
-        if name == "conv-synthetic" or not axes:
+        if name in WHOLE or not axes:
             out.append((name, name, spec_dict))
             continue
         keys = list(axes)
@@ -242,10 +257,14 @@ def run_all(
     *,
     parallel: int = 3,
     only: Sequence[str] = SWEEPS,
+    grid: str | dict[str, Any] = "reduced",
+    figures: Path | None = None,
 ) -> dict[str, Any]:
     """Write each sweep's spec files under ``workdir`` and run them, ``parallel`` drivers
     at a time (``python -m trainers.launch SPEC``, the driver ``bioprop submit`` spawns, on
-    one local Ray cluster with ``parallel`` CPUs); the raw records."""
+    one local Ray cluster with ``parallel`` CPUs); the raw records. A breaking-point sweep's
+    heat maps and table go to its parent run (:func:`trainers.breaking_point.finish_study`)
+    and its overview ``{sweep}-gap.png`` to ``figures`` when given."""
     import ray
 
     from trainers.ray_setup import init_local_ray
@@ -255,7 +274,7 @@ def run_all(
     tag = code[:10].replace("+", "")
     out: dict[str, Any] = {"commit": code, "seeds": seeds, "commands": {}}
     out["sweeps"] = {name: [] for name in SWEEPS if name in only}
-    todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs)) if p[0] in only]
+    todo = [p for p in parts(sweep_specs(seeds, epochs, conv_epochs, grid)) if p[0] in only]
     ctx = init_local_ray(num_cpus=parallel)
     env = {**os.environ, "RAY_ADDRESS": ctx.address_info["gcs_address"]}
     running: list[tuple[str, str, dict[str, Any], Path, subprocess.Popen, str]] = []
@@ -284,7 +303,9 @@ def run_all(
                 if proc.poll() is None:
                     continue
                 running.remove(item)
-                if sweep in SEARCHED:
+                if sweep in BREAKING_SWEEPS:
+                    out["sweeps"][sweep] += _study(sweep, spec_dict, job, workdir, figures)
+                elif sweep in SEARCHED:
                     out["sweeps"][sweep] += _search_records(spec_dict, job)
                 else:
                     found = json.loads(result.read_text()) if result.is_file() else {}
@@ -295,6 +316,24 @@ def run_all(
             proc.terminate()
         ray.shutdown()
     return out
+
+
+def _study(
+    sweep: str, spec_dict: dict[str, Any], job: str, workdir: Path, figures: Path | None
+) -> list[dict[str, Any]]:
+    """A finished breaking-point sweep's trial records, its heat maps and table logged to
+    its parent run, the overview copied to ``figures``."""
+    import shutil
+
+    uri = spec_dict["tracking"]["uri"]
+    records = study_records(job, uri, spec_dict["schedule"]["epochs"])
+    folder = workdir / "breaking-point"
+    finish_study(sweep, records, job, uri, folder)
+    overview = folder / f"{sweep}-gap.png"
+    if figures is not None and overview.is_file():
+        figures.mkdir(parents=True, exist_ok=True)
+        shutil.copy(overview, figures / overview.name)
+    return records
 
 
 def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
@@ -315,6 +354,10 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
             continue
         out["sweeps"].setdefault(sweep, [])
         out["commands"][part] = f"bioprop run {os.path.relpath(spec_path)}"
+        if sweep in BREAKING_SWEEPS:
+            epochs = spec_dict["schedule"]["epochs"]
+            out["sweeps"][sweep] += study_records(_job_id(part, tag, seeds), uri, epochs)
+            continue
         if sweep in SEARCHED:
             out["sweeps"][sweep] += _search_records(spec_dict, _job_id(part, tag, seeds))
             continue
@@ -349,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--only", nargs="+", choices=SWEEPS, default=list(SWEEPS), help="run these sweeps only"
     )
+    ap.add_argument(
+        "--grid",
+        choices=list(BREAKING_GRIDS),
+        default="reduced",
+        help="the breaking-point study's grid (full: depths 2-12, widths 32-512)",
+    )
     ap.add_argument("--json", default=None, help="also write the raw records here")
     ap.add_argument("--workdir", default="bioprop-runs/reproduce", help="spec files go here")
     args = ap.parse_args(argv)
@@ -373,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         Path(args.workdir).absolute(),
         parallel=args.parallel,
         only=args.only,
+        grid=args.grid,
+        figures=Path(args.out).parent,
     )
     results["runtime_s"] = time.monotonic() - started
     given = list(sys.argv[1:] if argv is None else argv)

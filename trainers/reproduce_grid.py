@@ -10,13 +10,37 @@ from collections.abc import Sequence
 
 from trainers.catalogue import RULES
 
-DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa"]
+DIGITS_RULES = ["bp", "fa", "ss", "usf", "frsf", "kp", "wm", "pfa", "dfa", "sa", "ia", "aa"]
 DEPTHS = [2, 6, 10]
-CONV_RULES = ["bp", "fa", "ss", "kp"]
+CONV_RULES = ["bp", "fa", "ss", "kp", "sa", "ia"]
 CONV_BLOCKS = [1, 3]  # ResNet-8, ResNet-20
 LR_GRID = [0.005, 0.015, 0.05, 0.15, 0.45]  # a factor of 3 apart, BP's 0.05 in the middle
-SWEEPS = ("digits-mlp", "digits-bp-decay", "digits-lr-search", "conv-synthetic")
-SEARCHED = {"digits-lr-search"}  # sweeps whose settings are Tune samples, not grid points
+BREAKING_SWEEPS = ("breaking-mlp", "breaking-conv")  # where each rule breaks (every rule)
+SWEEPS = ("digits-mlp", "digits-bp-decay", "digits-lr-search", "conv-synthetic", *BREAKING_SWEEPS)
+# sweeps whose settings are Tune samples, not grid points
+SEARCHED = {"digits-lr-search", *BREAKING_SWEEPS}
+WHOLE = {"conv-synthetic", *BREAKING_SWEEPS}  # run as one job (one parent run), never split
+
+#: The breaking-point study's grids: the digits MLP over depth (hidden layers) x width
+#: (units per layer), the conv ladder over ResNet blocks per stage, and the learning rates
+#: each grid point's ASHA search tries (per rule: each rule at its own best rate).
+BREAKING_GRIDS = {
+    "full": {
+        "depths": [2, 4, 6, 8, 10, 12],
+        "widths": [32, 64, 128, 256, 512],
+        "blocks": [1, 2, 3, 4, 5],
+        "lrs": LR_GRID,
+    },
+    # a 2-core machine: 15 rules x 6 MLP points x 3 rates = 270 short trials plus 90
+    # ResNet trials; not yet run here (an estimate of 1.5-2 hours at --parallel 2)
+    "reduced": {
+        "depths": [2, 6, 12],
+        "widths": [32, 256],
+        "blocks": [1, 3],
+        "lrs": [0.015, 0.05, 0.15],
+    },
+}
+BREAKING_GAP = 5.0  # points of val accuracy behind BP that count as "broken"
 
 
 def extra_decays(names: Sequence[str]) -> list[float]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainers.contracts import RunStatus
 from trainers.reproduce_grid import (
+    BREAKING_SWEEPS,
     CONV_BLOCKS,
     CONV_RULES,
     DEPTHS,
@@ -379,7 +380,8 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         "`bioprop-runs/reproduce/`: "
         + "; ".join(f"`{cmd}`" for cmd in results.get("commands", {}).values())
         + ". Rules run at their defaults (`kp` decay 1e-4 per step, `wm` a mirror phase every"
-        " 4 steps, mirror batch = fan-in, rate 0.01 per step, `pfa` expansion 10"
+        " 4 steps, mirror batch = fan-in, rate 0.01 per step, `pfa` expansion 10, `sa` `ia`"
+        " `aa` Kunin et al.'s code coefficients"
         + ("" if "digits-lr-search" in sweeps else ", `pfa_o` not run")
         + "); accuracy is the final val"
         " accuracy; the angle in brackets is `align_mean_angle`, the mean angle between `W`"
@@ -399,6 +401,10 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         out += _lr_search(sweeps["digits-lr-search"], epochs)
     if "conv-synthetic" in sweeps:
         out += _conv_section(conv, conv_epochs)
+    if any(name in sweeps for name in BREAKING_SWEEPS):
+        from trainers.breaking_point import section
+
+        out += section(sweeps, epochs, conv_epochs)
     failed = digits.failed + conv.failed
     if failed:
         out += ["Settings that did not finish: " + ", ".join(failed) + ".", ""]

@@ -24,6 +24,9 @@ RULE_COLOURS = {
     "usf": "#bcbd22",
     "brsf": "#17becf",
     "frsf": "#393b79",
+    "sa": "#637939",
+    "ia": "#8c6d31",
+    "aa": "#843c39",
 }
 #: Dash patterns telling apart the settings of one rule: (matplotlib, SVG stroke-dasharray).
 DASHES = (("-", ""), ("--", "6 3"), (":", "2 3"), ("-.", "8 3 2 3"))

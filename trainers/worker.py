@@ -140,7 +140,7 @@ def restore_or_start(
     """Optimizer and LR scheduler for ``model``, restored with the model, RNG and epoch from
     Ray Train's last checkpoint when there is one. Returns ``(optimizer, scheduler,
     start_epoch)``. Every rank must call it (it runs a collective)."""
-    optimizer = build_optimizer(model.parameters(), spec.optim)
+    optimizer = build_optimizer(rules.param_groups(model), spec.optim)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
     )

@@ -12,6 +12,16 @@ def _results(acc) -> dict:
     """Records of every sweep setting, with ``acc(rule, depth, bn, lr)`` as val accuracy."""
     out = {"sweeps": {}}
     for name, data in reproduce.sweep_specs(1, 2, 2).items():
+        if name in reproduce.BREAKING_SWEEPS:  # one record per trial: point x searched lr
+            out["sweeps"][name] = [
+                {"rule": s.rule.name, "depth": s.model_params.get("depth", s.model_params.get(
+                    "blocks")), "width": s.model_params.get("hidden", 0), "lr": lr,
+                 "status": "FINISHED", "angle": 30.0,
+                 "val_acc": acc(s.rule.name, s.model_params.get("depth", 2), False, lr)}
+                for _, s in ExperimentSpec.model_validate(data).settings()
+                for lr in data["search"]["space"]["optim.lr"]["grid"]
+            ]  # fmt: skip
+            continue
         if name in reproduce.SEARCHED:  # one record per trial: rule x searched lr
             out["sweeps"][name] = [
                 {"rule": r, "lr": lr, "status": "FINISHED", "val_acc": acc(r, 2, False, lr)}
@@ -41,9 +51,16 @@ def _section(text: str, title: str, claim: str) -> str:
 
 def test_sweeps_cover_the_rules_depths_and_matched_decay() -> None:
     specs = {k: ExperimentSpec.model_validate(v) for k, v in reproduce.sweep_specs(1, 2, 2).items()}
-    assert len(list(specs["digits-mlp"].settings())) == 9 * 3 * 2
+    assert len(list(specs["digits-mlp"].settings())) == 12 * 3 * 2
     assert [s.rule.params for s in specs["digits-bp-decay"].expand()][0] == {"decay": 1e-4}
-    assert {s.rule.name for s in specs["conv-synthetic"].expand()} == {"bp", "fa", "ss", "kp"}
+    assert {s.rule.name for s in specs["conv-synthetic"].expand()} == {
+        "bp",
+        "fa",
+        "ss",
+        "kp",
+        "sa",
+        "ia",
+    }
 
 
 def test_lr_search_covers_every_rule_with_the_same_grid() -> None:
@@ -87,7 +104,7 @@ def test_a_baseline_the_rules_beat_is_called_weak() -> None:
     weak = render(_results(lambda r, d, bn, lr: 0.60 if (r, d) == ("bp", 3) else 0.95),
                   epochs=2, conv_epochs=2)  # fmt: skip
     conv = weak.split("## Conv nets", 1)[1].split("\n## ", 1)[0]
-    assert caveat in conv and "fa, ss, kp at ResNet-20 (BP 60.0 %)" in conv
+    assert caveat in conv and "fa, ss, kp, sa, ia at ResNet-20 (BP 60.0 %)" in conv
     assert caveat not in weak.split("## Conv nets", 1)[0]  # the digits BP is fine
     # BP best everywhere: no caveat anywhere
     strong = render(_results(lambda r, d, bn, lr: 0.97 if r == "bp" else 0.95), epochs=2,

@@ -1,7 +1,8 @@
 """DDP with two gloo processes (torch.multiprocessing): for every rule, both ranks hold
 identical weights and identical feedback (buffers and plastic parameters) after several
 steps, although each rank initialises its model from a different torch seed and sees
-different data."""
+different data. The optimizer takes ``rules.param_groups`` (the learned-feedback rules'
+``B`` in a group of its own, here at its own ``feedback_lr``), as the training loop does."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from trainers.spec import OptimSpec
 
 STEPS = 4
 PARAMS = {"kp": {"decay": 0.01}, "pfa": {"decay": 0.01}, "pfa_o": {"decay": 0.01}}
+PARAMS |= {"sa": {"feedback_lr": 1.0}, "ia": {"feedback_lr": 1.0}, "aa": {"feedback_lr": 1.0}}
+LEARNED = ("sa", "ia", "aa")  # B learns by its own loss: it must have moved
 
 
 def _net() -> nn.Module:
@@ -38,7 +41,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
             model, _ = rules.convert(_net(), name, seed=7, **PARAMS.get(name, {}))
             ddp = nn.parallel.DistributedDataParallel(model)
-            opt = build_optimizer(ddp.parameters(), OptimSpec(lr=0.05, manhattan=name == "sc"))
+            groups = rules.param_groups(ddp)
+            opt = build_optimizer(groups, OptimSpec(lr=0.05, manhattan=name == "sc"))
             gen = torch.Generator().manual_seed(rank)
             for _ in range(STEPS):
                 x = torch.randn(5, 1, 6, 6, generator=gen)
@@ -70,6 +74,8 @@ def test_two_gloo_ranks_stay_identical_for_every_rule(tmp_path: Path) -> None:
         fresh = rules.convert(_net(), name, seed=7, **PARAMS.get(name, {}))[0]
         assert fresh.state_dict()["4.weight"].shape == a["4.weight"].shape
         assert not torch.equal(fresh.state_dict()["4.weight"], a["4.weight"])
+        if name in LEARNED:
+            assert not torch.equal(fresh.state_dict()["4.feedback"], a["4.feedback"])
 
 
 WM_PARAMS = {"mirror_every": 2, "mirror_batch": 37, "mirror_lr": 0.05}  # 37: shares 19 + 18

@@ -2,7 +2,7 @@
 
 Public names:
 
-- ``RULES``: rule name -> rule class (``bp fa dfa ss usf brsf frsf sc kp wm pfa pfa_o``).
+- ``RULES``: rule name -> rule class (``bp fa dfa ss usf brsf frsf sc kp wm pfa pfa_o sa ia aa``).
   ``RULES[name].Linear`` / ``.Conv2d`` are the layer types; every rule layer subclasses
   ``nn.Linear``/``nn.Conv2d`` and has ``backward_weight()`` (the tensor standing where BP
   uses ``W``). The math of each rule is in its module's docstring and in
@@ -18,6 +18,9 @@ Public names:
   Random draws come from generators seeded by (seed, layer name, step counter): ``brsf``'s
   per-batch magnitudes are identical on every rank; ``wm``'s mirror noise is split over the
   ranks (each seeds its share by its rank too) and one all-reduce sums the estimates.
+- ``param_groups(model)``: the model's parameters as optimizer groups. Build the optimizer
+  from it: the learned-feedback rules (``sa ia aa``) put their ``B`` in a group of its own
+  (no weight decay, ``feedback_lr`` when set); for every other rule it is one group.
 - ``exact_backprop(model)``: context manager running every rule layer as exact BP.
 - ``feedback_layers(model)``: ``(name, layer)`` for every rule layer (DDP unwrapped).
 - ``BatchManhattan``: see :mod:`trainers.optim`.
@@ -34,7 +37,7 @@ from torch import nn
 
 # rule modules register themselves on import
 from trainers.optim import BatchManhattan
-from trainers.rules import bp, brsf, dfa, fa, frsf, kp, pfa, sc, ss, usf, wm  # noqa: F401
+from trainers.rules import bp, brsf, dfa, fa, frsf, kp, learned, pfa, sc, ss, usf, wm  # noqa: F401
 from trainers.rules._registry import RULES, get_rule, register_rule
 from trainers.rules.base import (
     FeedbackConv2d,
@@ -57,6 +60,7 @@ __all__ = [
     "exact_backprop",
     "feedback_layers",
     "get_rule",
+    "param_groups",
     "register_rule",
     "unwrap",
 ]
@@ -67,3 +71,23 @@ def after_step(model: nn.Module) -> None:
     with torch.no_grad():
         for _, layer in feedback_layers(model):
             layer.after_step()
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """``model``'s parameters as optimizer param groups: first every parameter no rule layer
+    claims (the optimizer's defaults), then one group per distinct option set a rule layer's
+    ``optimizer_group()`` asks for (``sa ia aa``: their ``B``, weight decay 0 and their
+    ``feedback_lr``). A model without such layers gives one group, as before."""
+    claimed: dict[tuple, list[nn.Parameter]] = {}
+    ids: set[int] = set()
+    for _, layer in feedback_layers(model):
+        group = getattr(layer, "optimizer_group", None)
+        if group is None:
+            continue
+        params, options = group()
+        claimed.setdefault(tuple(sorted(options.items())), []).extend(params)
+        ids.update(id(p) for p in params)
+    rest = [p for p in unwrap(model).parameters() if id(p) not in ids]
+    return [{"params": rest}] + [
+        {"params": params, **dict(options)} for options, params in claimed.items()
+    ]
