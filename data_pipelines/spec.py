@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_pipelines.catalogue import AUGMENTATIONS, DATA_KINDS, KIND_INFO
-from data_pipelines.spec_types import Int, LocalPath, Section
+from data_pipelines.spec_types import DataRoot, Int, Section
 
 __all__ = ["DataSpec", "SynthSpec"]
 
@@ -29,10 +29,13 @@ class SynthSpec(Section):
 
 class DataSpec(Section):
     kind: Literal[DATA_KINDS] = "synthetic"
-    root: LocalPath | None = Field(
+    root: DataRoot | None = Field(
         None,
-        description="dataset root holding train/ and val/; for synthetic, where to build it "
-        "(default: a cache folder under the working directory)",
+        description="dataset root holding train/ and val/ (or packed shards with wds.json): "
+        "a folder, or an object-store prefix s3://bucket/prefix whose endpoint and "
+        "credentials come from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); "
+        "for synthetic, where to build it (default: a cache folder under the working "
+        "directory)",
     )
     image_size: Int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
     val_resize: Int | None = Field(
