@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_pipelines.catalogue import AUGMENTATIONS, DATA_KINDS, KIND_INFO
+from data_pipelines.location import is_uri
 from data_pipelines.spec_types import DataRoot, Int, Section
 
 __all__ = ["DataSpec", "SynthSpec"]
@@ -60,11 +61,17 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _fits_kind(self) -> DataSpec:
-        """``root`` where the kind needs one, an augmentation the kind takes
-        (:data:`data_pipelines.catalogue.KIND_INFO`)."""
+        """``root`` where the kind needs one (an ``s3://`` one where it reads object
+        storage), an augmentation the kind takes (:data:`data_pipelines.catalogue.KIND_INFO`)."""
         info = KIND_INFO[self.kind]
         if info.needs_root and self.root is None:
             raise ValueError(f"data.root is required when data.kind is {self.kind!r}")
+        if is_uri(self.root) and not info.object_store:
+            remote = ", ".join(k for k, i in KIND_INFO.items() if i.object_store)
+            raise ValueError(
+                f"data.root {self.root!r}: data.kind {self.kind!r} reads a local folder; "
+                f"object-store roots are read by {remote}"
+            )
         if self.augment is not None and self.augment not in info.augmentations:
             raise ValueError(
                 f"data.augment {self.augment!r} is not available for data.kind {self.kind!r} "

@@ -1,0 +1,82 @@
+"""Where prepared data sets are written: a local folder or an object-store prefix.
+
+:class:`Target` puts each file whole or not at all (a local file is written under a
+temporary name and renamed; an object is one PUT), so a file that exists is complete, and
+:meth:`Target.existing` (one listing) tells an interrupted ``bioprop data prepare`` what it
+need not write again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import data_pipelines.objstore as objstore
+from data_pipelines.location import is_uri, join_uri
+
+__all__ = ["Target"]
+
+
+class Target:
+    """A destination: a folder (created) or an ``s3://bucket/prefix``."""
+
+    def __init__(self, dest: str | Path) -> None:
+        self.remote = is_uri(dest)
+        self.dest = str(dest).rstrip("/") if self.remote else Path(dest).absolute()
+
+    def __str__(self) -> str:
+        return str(self.dest)
+
+    def where(self, rel: str) -> str | Path:
+        """The location of ``rel`` under the destination."""
+        return join_uri(self.dest, rel) if self.remote else self.dest / rel  # type: ignore[operator, arg-type]
+
+    def existing(self) -> set[str]:
+        """Every file already under the destination, relative to it."""
+        if self.remote:
+            return set(objstore.list_files(self.dest))  # type: ignore[arg-type]
+        root = Path(self.dest)
+        if not root.is_dir():
+            return set()
+        found = set()
+        for folder, _, files in os.walk(root):
+            rel = Path(folder).relative_to(root)
+            found.update(str(rel / f) if str(rel) != "." else f for f in files)
+        return {f for f in found if not f.endswith(".partial")}
+
+    def put(self, rel: str, data: bytes) -> None:
+        """Write ``data`` at ``rel`` atomically."""
+        if self.remote:
+            objstore.write_bytes(self.where(rel), data)  # type: ignore[arg-type]
+            return
+        path = Path(self.where(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def put_file(self, rel: str, local: Path) -> None:
+        """Move (or upload) the finished file ``local`` to ``rel`` atomically."""
+        if self.remote:
+            self.put(rel, local.read_bytes())
+            local.unlink()
+            return
+        path = Path(self.where(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if local.parent == path.parent:
+            local.replace(path)
+        else:
+            shutil.move(local, path)
+
+    def scratch(self, rel: str) -> Path:
+        """A local file to build ``rel`` in before :meth:`put_file` (beside it, for a folder)."""
+        if self.remote:
+            import tempfile
+
+            folder = Path(tempfile.gettempdir()) / "bioprop-prepare"
+            folder.mkdir(exist_ok=True)
+            return folder / f"{os.getpid()}-{rel.replace('/', '_')}.partial"
+        path = Path(self.where(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(path.name + ".partial")
