@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import data_pipelines.objstore as objstore
 from data_pipelines.location import is_uri, join_uri
 
-__all__ = ["Target"]
+__all__ = ["Target", "for_each"]
 
 
 class Target:
@@ -80,3 +83,23 @@ class Target:
         path = Path(self.where(rel))
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.with_name(path.name + ".partial")
+
+
+def for_each(fn: Callable[[Any], None], items: Iterable[Any], *, threads: int = 1) -> None:
+    """``fn(item)`` for every item on ``threads`` threads, at most ``threads`` at a time, in
+    order; the first error (or Ctrl-C) stops it: nothing more is started, what runs ends."""
+    running: set[Future] = set()
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        try:
+            for item in items:
+                while len(running) >= max(1, threads):
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        future.result()
+                running.add(pool.submit(fn, item))
+            for future in running:
+                future.result()
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise

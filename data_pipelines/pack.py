@@ -23,14 +23,13 @@ import logging
 import random
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import data_pipelines.objstore as objstore
 from data_pipelines.folder import index_folder
 from data_pipelines.location import is_uri, join_uri
-from data_pipelines.output import Target
+from data_pipelines.output import Target, for_each
 
 __all__ = [
     "MANIFEST",
@@ -165,8 +164,7 @@ def write_shards(
         if progress is not None:
             progress(len(chunk))
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(one, names, chunks))
+    for_each(lambda job: one(*job), zip(names, chunks, strict=True), threads=threads)
     return names
 
 

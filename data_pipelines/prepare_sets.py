@@ -21,13 +21,12 @@ import json
 import logging
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from data_pipelines.imagenet import SourceError, read_imagenet
 from data_pipelines.location import is_uri
-from data_pipelines.output import Target
+from data_pipelines.output import Target, for_each
 from data_pipelines.pack import write_manifest, write_shards
 
 __all__ = ["COCO_FULL", "FORMATS", "prepare_coco", "prepare_imagenet"]
@@ -61,9 +60,7 @@ def _put_all(
         if progress is not None:
             progress(1)
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for _ in pool.map(one, items):
-            pass
+    for_each(one, items, threads=threads)
 
 
 def prepare_imagenet(

@@ -42,9 +42,7 @@ def _tar_bytes(files: dict[str, bytes]) -> bytes:
 def _meta_mat() -> bytes:
     from scipy.io import savemat
 
-    entries = [(i, w, w, 0) for w, i in WNIDS.items()] + [
-        (NON_LEAF[1], NON_LEAF[0], "entity", 3)
-    ]
+    entries = [(i, w, w, 0) for w, i in WNIDS.items()] + [(NON_LEAF[1], NON_LEAF[0], "entity", 3)]
     dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
     synsets = np.array(entries, dtype=dtype)
     out = io.BytesIO()
@@ -117,9 +115,17 @@ def coco_zips(src: Path, *, images: int = 4, size: int = 48) -> None:
                 for i in range(1, images + 1):
                     name = f"{i:012d}.jpg"
                     zf.writestr(f"{split}2017/{name}", jpeg(i % 3, size, rng))
-                    doc["images"].append({"id": i, "file_name": name, "width": size, "height": size})
+                    doc["images"].append(
+                        {"id": i, "file_name": name, "width": size, "height": size}
+                    )
                     doc["annotations"].append(
-                        {"id": i, "image_id": i, "category_id": 18, "bbox": [4, 4, 20, 20],
-                         "area": 400, "iscrowd": 0}
+                        {
+                            "id": i,
+                            "image_id": i,
+                            "category_id": 18,
+                            "bbox": [4, 4, 20, 20],
+                            "area": 400,
+                            "iscrowd": 0,
+                        }
                     )
             annotations.writestr(f"annotations/instances_{split}2017.json", json.dumps(doc))
