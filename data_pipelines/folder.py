@@ -189,11 +189,20 @@ def shuffled(index: FolderIndex, seed: int) -> FolderIndex:
     )
 
 
-def reader_shard(*, train: bool, shard_id: int, num_shards: int, seed: int) -> dict:
+def reader_shard(
+    *, train: bool, shard_id: int, num_shards: int, seed: int, samples: int | None = None
+) -> dict:
     """A DALI reader's sharding arguments, the same for every reader here: named ``Reader``
     (the loaders size epochs by it), train shuffled and moving across shards each epoch,
-    val in a fixed shard with the last batch padded, so every rank steps equally often."""
+    val in a fixed shard with the last batch padded, so every rank steps equally often.
+    The train shuffle buffer (``initial_fill``, DALI's default 1024) is cut to the shard's
+    ``samples`` when smaller: a larger buffer only re-reads the shard before the first batch
+    (on object storage, one request per sample each time)."""
+    fill = {}
+    if train and samples is not None:
+        fill["initial_fill"] = max(1, min(1024, -(-samples // num_shards)))
     return dict(
+        **fill,
         random_shuffle=train,
         shard_id=shard_id,
         num_shards=num_shards,
@@ -238,7 +247,9 @@ def classify_pipeline(
 
     @pipeline_def(enable_conditionals=False)
     def imagenet_pipe():
-        shard = reader_shard(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed)
+        shard = reader_shard(
+            train=train, shard_id=shard_id, num_shards=num_shards, seed=seed, samples=len(index)
+        )
         if isinstance(index, FolderIndex):
             jpegs, labels = fn.readers.file(
                 file_root=str(index.root), files=index.files, labels=index.labels, **shard

@@ -14,6 +14,7 @@ role), ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` for an S3-compatible store.
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache
 from typing import Any
 
@@ -45,8 +46,18 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
+#: the environment settings a filesystem is built from (a change builds a new one)
+ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+)
+
+
 @cache
-def _fs(scheme: str, bucket: str) -> Any:
+def _fs(scheme: str, bucket: str, env: tuple[str | None, ...]) -> Any:
     import pyarrow.fs
 
     fs, _ = pyarrow.fs.FileSystem.from_uri(f"{scheme}://{bucket}")
@@ -56,7 +67,7 @@ def _fs(scheme: str, bucket: str) -> Any:
 def _fs_path(uri: str) -> tuple[Any, str]:
     bucket, key = _split(uri)
     try:
-        fs = _fs(uri.split("://", 1)[0], bucket)
+        fs = _fs(uri.split("://", 1)[0], bucket, tuple(os.environ.get(k) for k in ENV_KEYS))
     except (OSError, ValueError) as exc:
         raise DataRootError(f"{uri}: cannot open the object store: {exc}") from exc
     return fs, f"{bucket}/{key}".rstrip("/")
@@ -65,7 +76,9 @@ def _fs_path(uri: str) -> tuple[Any, str]:
 def _error(uri: str, exc: Exception) -> DataRootError:
     text = str(exc)
     hint = ""
-    if any(w in text for w in ("AccessDenied", "403", "InvalidAccessKeyId", "Signature")):
+    if any(
+        w in text for w in ("AccessDenied", "ACCESS_DENIED", "403", "InvalidAccessKey", "Signature")
+    ):
         hint = f" ({CREDENTIALS_HINT})"
     return DataRootError(f"{uri}: cannot be read: {text.splitlines()[0] if text else exc}{hint}")
 

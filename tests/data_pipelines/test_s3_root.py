@@ -1,0 +1,88 @@
+"""ImageNet prepared into an S3-compatible store (moto's server, started by the test) and read
+back from ``data.root: s3://...`` by DALI's own readers: per-rank shards that together hold
+every image, the same sample order as the same shards on local disk, ``bioprop data check``
+on the URI, and a preflight error naming the URI for a missing prefix or bucket and for
+wrong credentials, before any loader is built."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import ilsvrc_archives as archives
+import pytest
+from typer.testing import CliRunner
+
+import data_pipelines as dp
+from data_pipelines.cli import app
+from data_pipelines.objstore import DataRootError
+from data_pipelines.prepare_sets import prepare_imagenet
+from data_pipelines.spec import DataSpec
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """Bucket ``imagenet`` holding the official archives prepared as ``folder/`` and
+    ``wds/``; also the source folder."""
+    src = tmp_path_factory.mktemp("official")
+    archives.official(src)
+    s3.create_bucket(Bucket="imagenet")
+    prepare_imagenet(src, "s3://imagenet/folder", subset=True)
+    result = runner.invoke(
+        app,
+        ["prepare", "imagenet", str(src), "s3://imagenet/wds", "--subset", "--format", "shards",
+         "--shard-size", "7"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return "s3://imagenet", src
+
+
+def _epoch(root, split: str, shard_id: int, seed: int = 3) -> list[int]:
+    data = dp.prepare(DataSpec(kind="imagefolder", root=root, image_size=24))
+    loader = dp.build_loader(data, split, batch_size=6, shard_id=shard_id, num_shards=2, seed=seed)
+    return [int(x) for _, labels in loader for x in labels]
+
+
+@pytest.mark.parametrize("layout", ["folder", "wds"])
+def test_ranks_read_disjoint_shards_that_hold_every_image(bucket, layout: str) -> None:
+    uri = f"{bucket[0]}/{layout}"
+    assert dp.split_size(dp.prepare(DataSpec(kind="imagefolder", root=uri)), "train") == 36
+    train = _epoch(uri, "train", 0) + _epoch(uri, "train", 1)
+    assert Counter(train) == {0: 12, 1: 12, 2: 12}  # 3 steps of 6 per rank, all 36 images
+    val = _epoch(uri, "val", 0) + _epoch(uri, "val", 1)
+    assert Counter(val) == {0: 4, 1: 4, 2: 4}
+    assert runner.invoke(app, ["check", uri]).exit_code == 0
+
+
+def test_object_store_shards_read_in_the_order_of_the_same_shards_on_disk(
+    bucket, tmp_path: Path
+) -> None:
+    local = tmp_path / "wds"
+    prepare_imagenet(bucket[1], local, fmt="shards", subset=True, shard_size=7)
+    assert _epoch(f"{bucket[0]}/wds", "train", 1, seed=5) == _epoch(local, "train", 1, seed=5)
+
+
+def test_preflight_names_the_uri_and_what_is_wrong(bucket, tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(DataRootError, match="s3://imagenet/nothing: no objects under"):
+        dp.prepare(DataSpec(kind="imagefolder", root="s3://imagenet/nothing"))
+    with pytest.raises(DataRootError, match="bucket 'no-such-bucket' does not exist"):
+        dp.prepare(DataSpec(kind="imagefolder", root="s3://no-such-bucket/imagenet"))
+    result = runner.invoke(app, ["check", "s3://imagenet/nothing"])
+    assert result.exit_code == 2 and "s3://imagenet/nothing" in result.output
+
+    import boto3
+    from moto_server import start_moto
+
+    # a second server that checks signatures after its first action (the bucket's creation)
+    proc, url = start_moto(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="1")
+    try:
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="locked")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        with pytest.raises(DataRootError, match="s3://locked/imagenet.*AWS_ACCESS_KEY_ID"):
+            dp.prepare(DataSpec(kind="imagefolder", root="s3://locked/imagenet"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
