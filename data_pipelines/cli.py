@@ -213,7 +213,7 @@ def synth_coco_cmd(
 @app.command("pack")
 def pack_cmd(
     root: Path = typer.Argument(..., help="ImageNet-layout folder (train/ and val/)"),
-    out: Path = typer.Option(..., "--out", help="folder for the tar shards"),
+    out: str = typer.Option(..., "--out", help="folder or s3://bucket/prefix for the shards"),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="images per tar"),
     seed: int = typer.Option(0, "--seed", help="order of the train samples"),
 ) -> None:
@@ -223,7 +223,7 @@ def pack_cmd(
 
     total = sum(len(index_folder(root / split)) for split in ("train", "val"))
     with _progress(f"packing {total} images", total) as advance:
-        pack_imagefolder(root, out, shard_size=shard_size, seed=seed, progress=advance)
+        pack_imagefolder(root, _dest(out), shard_size=shard_size, seed=seed, progress=advance)
     console.print(f"packed {total} images into {out}")
 
 
@@ -269,8 +269,11 @@ def check_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    root: Path | None = typer.Option(
-        None, "--root", help="ImageNet-layout folder (default: build a synthetic one)"
+    roots: list[str] = typer.Option(
+        [],
+        "--root",
+        help="ImageNet-layout folder (default: build a synthetic one); given more than once "
+        "(folders, shards, s3:// prefixes): the DALI pipeline over each, side by side",
     ),
     image_size: int = typer.Option(224, "--image-size"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -283,9 +286,28 @@ def bench_cmd(
     """Images/s of the DALI train pipeline vs torchvision ImageFolder + DataLoader."""
     from rich.table import Table
 
-    from data_pipelines.bench import bench_loader
+    from data_pipelines.bench import bench_loader, bench_roots
     from data_pipelines.synth import atomic_build, synth_imagenet
 
+    if len(roots) > 1:
+        with console.status(f"timing the DALI train pipeline over {len(roots)} roots"):
+            result = bench_roots(
+                [_dest(r) for r in roots],
+                image_size=image_size,
+                batch_size=batch_size,
+                threads=threads,
+                batches=batches,
+                rounds=rounds,
+            )
+        table = Table(title=f"DALI train loader, {threads} threads, batch {batch_size}")
+        table.add_column("data.root")
+        table.add_column("images/s", justify="right")
+        for name, rate in result["images_per_s"].items():
+            table.add_row(name, f"{rate:.1f}")
+        console.print(table)
+        _print_json(result)
+        return
+    root = Path(roots[0]) if roots else None
     if root is None:
         classes = 8
         per_class = max(1, synth_images // classes)

@@ -86,3 +86,43 @@ def test_preflight_names_the_uri_and_what_is_wrong(bucket, tmp_path: Path, monke
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_bioprop_run_trains_two_workers_from_the_bucket(bucket, workdir, ray_cluster) -> None:
+    """``bioprop run`` with ``data.root: s3://...``: the driver preflights the prefix, two
+    Ray workers read their shards from the bucket (their environment holds AWS_*, as every
+    node of a cluster does), and MLflow records the epochs and the data set's URI."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainers.tracking import default_tracking_uri, find_job_runs
+
+    spec = {
+        "name": "from-s3",
+        "model": "convnet",
+        "data": {"kind": "imagefolder", "root": f"{bucket[0]}/wds", "image_size": 24},
+        "rule": {"name": "bp"},
+        "batch_size": 6,
+        "schedule": {"epochs": 1},
+        "scale": {"workers": 2},
+    }
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "run", "spec.json", "--job-id", "s3data"],
+        cwd=workdir,
+        env={**os.environ, "RAY_ADDRESS": ray_cluster},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, children = find_job_runs("s3data", default_tracking_uri())
+    (run,) = children
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["epoch"] == 1
+    (dataset,) = run.inputs.dataset_inputs
+    assert json.loads(dataset.dataset.source) == {"uri": "s3://imagenet/wds"}
+    assert json.loads(dataset.dataset.profile)["train"] == 36
