@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi.exceptions import RequestValidationError
 
 from data_pipelines.location import is_uri
-
 from service.resources import shortfall
 from service.settings import Settings
 from trainers.spec import ExperimentSpec
