@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "DataRootError",
+    "check_bucket",
     "check_root",
     "exists",
     "list_files",
@@ -132,10 +133,9 @@ def write_bytes(uri: str, data: bytes) -> None:
         raise _error(uri, exc) from exc
 
 
-def check_root(uri: str) -> dict[str, int]:
-    """Preflight of a data root on object storage: the bucket answers with these credentials
-    and the prefix holds objects; returns :func:`list_files` of it. :class:`DataRootError`
-    names the URI and what is wrong."""
+def check_bucket(uri: str) -> None:
+    """:class:`DataRootError` naming ``uri`` unless its bucket exists and answers with the
+    environment's credentials."""
     import pyarrow.fs
 
     bucket, _ = _split(uri)
@@ -145,7 +145,17 @@ def check_root(uri: str) -> dict[str, int]:
     except OSError as exc:
         raise _error(uri, exc) from exc
     if info.type == pyarrow.fs.FileType.NotFound:
-        raise DataRootError(f"data.root {uri}: bucket {bucket!r} does not exist")
+        raise DataRootError(f"{uri}: bucket {bucket!r} does not exist")
+
+
+def check_root(uri: str) -> dict[str, int]:
+    """Preflight of a data root on object storage: the bucket answers with these credentials
+    and the prefix holds objects; returns :func:`list_files` of it. :class:`DataRootError`
+    names the URI and what is wrong."""
+    try:
+        check_bucket(uri)
+    except DataRootError as exc:
+        raise DataRootError(f"data.root {exc}") from exc.__cause__
     files = list_files(uri)
     if not files:
         raise DataRootError(f"data.root {uri}: no objects under this prefix")

@@ -35,6 +35,12 @@ class Target:
         """The location of ``rel`` under the destination."""
         return join_uri(self.dest, rel) if self.remote else self.dest / rel  # type: ignore[operator, arg-type]
 
+    def check(self) -> None:
+        """Before any work: a bucket that is missing or refuses the credentials fails here,
+        naming the destination (:class:`data_pipelines.objstore.DataRootError`)."""
+        if self.remote:
+            objstore.check_bucket(self.dest)  # type: ignore[arg-type]
+
     def existing(self) -> set[str]:
         """Every file already under the destination, relative to it."""
         if self.remote:

@@ -191,6 +191,7 @@ def pack_imagefolder(
     """Pack ``root/{train,val}`` into webdataset shards under ``out`` (a folder or an
     ``s3://`` prefix); returns ``out``."""
     root, target = Path(root), Target(out)
+    target.check()
     train = index_folder(root / "train")
     splits = {"train": train, "val": index_folder(root / "val", classes=train.classes)}
     done = target.existing()

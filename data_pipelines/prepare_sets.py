@@ -79,11 +79,12 @@ def prepare_imagenet(
     ``shards``); returns what was written (layout, counts, destination)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    target = Target(dest)
+    target.check()
     source = read_imagenet(src, subset=subset)
     counts = source.counts()
     if on_total is not None:
         on_total(counts["train"] + counts["val"])
-    target = Target(dest)
     done = target.existing()
     if fmt == "shards":
         written = {}

@@ -69,6 +69,8 @@ def test_preflight_names_the_uri_and_what_is_wrong(bucket, tmp_path: Path, monke
         dp.prepare(DataSpec(kind="imagefolder", root="s3://imagenet/nothing"))
     with pytest.raises(DataRootError, match="bucket 'no-such-bucket' does not exist"):
         dp.prepare(DataSpec(kind="imagefolder", root="s3://no-such-bucket/imagenet"))
+    with pytest.raises(DataRootError, match="s3://no-such-bucket/in: bucket 'no-such-bucket'"):
+        prepare_imagenet(bucket[1], "s3://no-such-bucket/in", subset=True)  # before reading
     result = runner.invoke(app, ["check", "s3://imagenet/nothing"])
     assert result.exit_code == 2 and "s3://imagenet/nothing" in result.output
 
