@@ -83,6 +83,10 @@ class _Archive:
         self._fd: int | None = None
         self._lock = threading.Lock()
 
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
     def reader(self, offset: int, size: int) -> Callable[[], bytes]:
         return lambda: self._read(offset, size)
 
