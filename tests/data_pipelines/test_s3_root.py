@@ -127,4 +127,5 @@ def test_bioprop_run_trains_two_workers_from_the_bucket(bucket, workdir, ray_clu
     assert run.data.metrics["epoch"] == 1
     (dataset,) = run.inputs.dataset_inputs
     assert json.loads(dataset.dataset.source) == {"uri": "s3://imagenet/wds"}
+    assert dataset.dataset.source_type == "s3"
     assert json.loads(dataset.dataset.profile)["train"] == 36
