@@ -25,6 +25,7 @@ __all__ = [
     "exists",
     "list_files",
     "read_bytes",
+    "upload_file",
     "write_bytes",
 ]
 
@@ -129,6 +130,18 @@ def write_bytes(uri: str, data: bytes) -> None:
     try:
         with fs.open_output_stream(path) as stream:
             stream.write(data)
+    except OSError as exc:
+        raise _error(uri, exc) from exc
+
+
+def upload_file(local: str | os.PathLike[str], uri: str, chunk: int = 8 << 20) -> None:
+    """Copy the local file to ``uri`` in ``chunk``-byte pieces (a shard is never held in
+    memory whole); the object appears when the upload completes."""
+    fs, path = _fs_path(uri)
+    try:
+        with open(local, "rb") as source, fs.open_output_stream(path) as stream:
+            while piece := source.read(chunk):
+                stream.write(piece)
     except OSError as exc:
         raise _error(uri, exc) from exc
 

@@ -68,7 +68,7 @@ class Target:
     def put_file(self, rel: str, local: Path) -> None:
         """Move (or upload) the finished file ``local`` to ``rel`` atomically."""
         if self.remote:
-            self.put(rel, local.read_bytes())
+            objstore.upload_file(local, self.where(rel))  # type: ignore[arg-type]
             local.unlink()
             return
         path = Path(self.where(rel))
