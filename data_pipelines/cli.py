@@ -289,7 +289,7 @@ def bench_cmd(
     from data_pipelines.bench import bench_loader, bench_roots
     from data_pipelines.synth import atomic_build, synth_imagenet
 
-    if len(roots) > 1:
+    if len(roots) > 1 or (roots and "://" in roots[0]):  # torchvision reads no s3://
         with console.status(f"timing the DALI train pipeline over {len(roots)} roots"):
             result = bench_roots(
                 [_dest(r) for r in roots],
