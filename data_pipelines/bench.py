@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["bench_loader", "dali_train_loader", "torchvision_train_loader"]
+__all__ = ["bench_loader", "bench_roots", "dali_train_loader", "torchvision_train_loader"]
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,16 @@ def _images_per_s(loader: Iterable, *, batches: int, warmup: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def dali_train_loader(root: Path, *, image_size: int, batch_size: int, threads: int) -> Iterable:
-    """The project's DALI train loader over ``root`` (one shard)."""
-    from data_pipelines import build_loader
+def dali_train_loader(
+    root: Path | str, *, image_size: int, batch_size: int, threads: int
+) -> Iterable:
+    """The project's DALI train loader over ``root`` (one shard; a folder, packed shards, or
+    either under ``s3://``), prepared (preflighted) as a run prepares it."""
+    from data_pipelines import build_loader, prepare
     from data_pipelines.spec import DataSpec
 
     data = DataSpec(kind="imagefolder", root=root, image_size=image_size, num_threads=threads)
-    return build_loader(data, "train", batch_size=batch_size)
+    return build_loader(prepare(data, task="classify"), "train", batch_size=batch_size)
 
 
 def torchvision_train_loader(
@@ -119,4 +122,38 @@ def bench_loader(
         "rounds": rounds,
         "train_images": sum(1 for p in (root / "train").rglob("*") if p.is_file()),
         "root": str(root),
+    }
+
+
+def bench_roots(
+    roots: list[str | Path],
+    *,
+    image_size: int = 224,
+    batch_size: int = 64,
+    threads: int = 2,
+    batches: int = 20,
+    warmup: int = 3,
+    rounds: int = 2,
+) -> dict[str, Any]:
+    """Images/s of the same DALI train pipeline over each root (e.g. the same images as local
+    shards, shards in a bucket, a local folder, many small objects in a bucket), timed in
+    alternating rounds; the headline is each root's median round."""
+    from data_pipelines import default_device_id
+
+    kw = {"image_size": image_size, "batch_size": batch_size, "threads": threads}
+    loaders = {str(root): dali_train_loader(root, **kw) for root in roots}
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for r in range(rounds):
+        for name, loader in loaders.items():
+            rate = _images_per_s(loader, batches=batches, warmup=warmup)
+            log.info("round %d %s: %.1f images/s", r, name, rate)
+            rates[name].append(round(rate, 1))
+    return {
+        "images_per_s": {name: round(statistics.median(v), 1) for name, v in rates.items()},
+        "rounds": rates,
+        "dali_decoding": "mixed" if default_device_id() is not None else "cpu",
+        "threads": threads,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "batches": batches,
     }

@@ -1,7 +1,7 @@
 """The data kinds' catalogue: one torch-free descriptor per ``data.kind``.
 
 Per kind: whether ``data.root`` is required, the train-time augmentations it takes and its
-default, and the tasks it serves. ``data_pipelines.spec.DataSpec`` validates against it and
+default, the tasks it serves, and whether its root may be an object-store prefix. ``data_pipelines.spec.DataSpec`` validates against it and
 ``data_pipelines.kinds.register_kind`` refuses a kind not listed here; adding a kind is its
 ``DataKind`` class plus its descriptor. ``tests/data_pipelines/test_kind_catalogue.py`` ties the
 two together.
@@ -25,10 +25,11 @@ class KindInfo:
     augmentations: tuple[str, ...]
     default_augment: str
     tasks: tuple[str, ...]
+    object_store: bool = False  # data.root may be an s3:// prefix
 
 
 KIND_INFO: dict[str, KindInfo] = {
-    "imagefolder": KindInfo(True, AUGMENTATIONS, "imagenet", ("classify",)),
+    "imagefolder": KindInfo(True, AUGMENTATIONS, "imagenet", ("classify",), object_store=True),
     "coco": KindInfo(True, ("none",), "none", ("detect",)),
     "digits": KindInfo(False, ("none",), "none", ("classify",)),
     "synthetic": KindInfo(False, AUGMENTATIONS, "imagenet", ("classify", "detect")),

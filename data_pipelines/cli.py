@@ -11,7 +11,16 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 __all__ = ["app"]
 
@@ -20,7 +29,20 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Write synthetic data sets of real JPEG files.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+prepare_app = typer.Typer(
+    help="Write ImageNet or COCO, from the archives users hold, as the loaders read them.",
+    no_args_is_help=True,
+)
+app.add_typer(prepare_app, name="prepare")
 console = Console(stderr=True)
+
+
+class _Rate(ProgressColumn):
+    """Images per second of a task (rich's speed estimate)."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} img/s" if speed else "-- img/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -35,6 +57,112 @@ def _progress(label: str, total: int):
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
+def _rate_progress(label: str):
+    """A bar with throughput and ETA; yields ``(advance, set_total)``."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield (
+            lambda n=1: progress.advance(task, n),
+            lambda total: progress.update(task, total=total),
+        )
+
+
+def _refuse(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+@prepare_app.command("imagenet")
+def prepare_imagenet_cmd(
+    src: Path = typer.Argument(
+        ...,
+        help="folder with ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+        "ILSVRC2012_devkit_t12.tar.gz, or the Kaggle layout (ILSVRC/Data/CLS-LOC, "
+        "LOC_val_solution.csv)",
+    ),
+    dest: str = typer.Argument(..., help="folder or s3://bucket/prefix to write"),
+    fmt: str = typer.Option(
+        "folder", "--format", help="folder (train/<wnid>/, val/<wnid>/) or shards (webdataset)"
+    ),
+    subset: bool = typer.Option(
+        False, "--subset", help="accept a deliberate part of ImageNet (fewer classes or images)"
+    ),
+    shard_size: int = typer.Option(1000, "--shard-size", min=1, help="images per shard"),
+    seed: int = typer.Option(0, "--seed", help="order of the train samples in the shards"),
+    threads: int = typer.Option(4, "--threads", min=1, help="files or shards written at once"),
+) -> None:
+    """ImageNet from the official archives or the Kaggle layout, checked (1,000 classes,
+    1,281,167 train and 50,000 val images) and written as an ImageFolder or shards;
+    run it again to resume."""
+    from data_pipelines.imagenet import SourceError
+    from data_pipelines.objstore import DataRootError
+    from data_pipelines.prepare_sets import prepare_imagenet
+
+    with _rate_progress(f"writing ImageNet ({fmt})") as (advance, set_total):
+        try:
+            summary = prepare_imagenet(
+                src,
+                _dest(dest),
+                fmt=fmt,
+                subset=subset,
+                shard_size=shard_size,
+                seed=seed,
+                threads=threads,
+                progress=advance,
+                on_total=set_total,
+            )
+        except (SourceError, DataRootError, ValueError) as exc:
+            _refuse(exc)
+    console.print(f"wrote {summary['counts']} to {summary['dest']}")
+    _print_json(summary)
+
+
+@prepare_app.command("coco")
+def prepare_coco_cmd(
+    src: Path = typer.Argument(
+        ..., help="folder with train2017.zip, val2017.zip and annotations_trainval2017.zip"
+    ),
+    dest: Path = typer.Argument(..., help="folder to write (data.root of a coco spec)"),
+    subset: bool = typer.Option(False, "--subset", help="accept a deliberate part of COCO"),
+    threads: int = typer.Option(4, "--threads", min=1, help="files written at once"),
+) -> None:
+    """COCO 2017 from the official zips into the folder the coco kind reads (images and
+    annotations, checked); run it again to resume."""
+    from data_pipelines.imagenet import SourceError
+    from data_pipelines.prepare_sets import prepare_coco
+
+    with _rate_progress("writing COCO") as (advance, set_total):
+        try:
+            summary = prepare_coco(
+                src, dest, subset=subset, threads=threads, progress=advance, on_total=set_total
+            )
+        except (SourceError, ValueError, FileNotFoundError) as exc:
+            _refuse(exc)
+    console.print(f"wrote {summary['counts']} to {summary['dest']}")
+    _print_json(summary)
+
+
+def _dest(value: str) -> str | Path:
+    """A CLI root: a URI checked as ``data.root`` is (:func:`parse_data_uri`), else a path."""
+    from data_pipelines.location import to_root
+
+    try:
+        return to_root(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @synth_app.command("imagenet")
@@ -85,7 +213,7 @@ def synth_coco_cmd(
 @app.command("pack")
 def pack_cmd(
     root: Path = typer.Argument(..., help="ImageNet-layout folder (train/ and val/)"),
-    out: Path = typer.Option(..., "--out", help="folder for the tar shards"),
+    out: str = typer.Option(..., "--out", help="folder or s3://bucket/prefix for the shards"),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="images per tar"),
     seed: int = typer.Option(0, "--seed", help="order of the train samples"),
 ) -> None:
@@ -95,34 +223,57 @@ def pack_cmd(
 
     total = sum(len(index_folder(root / split)) for split in ("train", "val"))
     with _progress(f"packing {total} images", total) as advance:
-        pack_imagefolder(root, out, shard_size=shard_size, seed=seed, progress=advance)
+        pack_imagefolder(root, _dest(out), shard_size=shard_size, seed=seed, progress=advance)
     console.print(f"packed {total} images into {out}")
 
 
 @app.command("check")
 def check_cmd(
-    root: Path = typer.Argument(..., help="ImageNet-layout folder"),
+    root: str = typer.Argument(
+        ..., help="ImageNet-layout folder or packed shards, local or s3://bucket/prefix"
+    ),
     limit: int = typer.Option(20, "--limit", min=1),
 ) -> None:
-    """Decode every image of a folder with PIL and list the ones that fail (exit 1 if any)."""
-    from data_pipelines.check import find_undecodable
-    from data_pipelines.folder import index_folder
+    """Decode every image of a folder (or of its shards) with PIL and list the ones that fail
+    (exit 1 if any; exit 2 naming the root when it cannot be read)."""
+    from itertools import chain
 
-    train = index_folder(root / "train")
-    paths = [train.root / f for f in train.files]
-    val = index_folder(root / "val", classes=train.classes)
-    paths += [val.root / f for f in val.files]
-    bad = find_undecodable(paths, limit=limit)
+    from data_pipelines.check import find_undecodable
+    from data_pipelines.folder import index_sources, index_split
+    from data_pipelines.kinds import check_remote_root
+    from data_pipelines.location import is_uri
+    from data_pipelines.objstore import DataRootError
+    from data_pipelines.pack import is_packed, iter_packed_images, read_packed
+
+    where = _dest(root)
+    try:
+        if is_uri(where):
+            check_remote_root(str(where))
+        if is_packed(where):
+            splits = [read_packed(where, split) for split in ("train", "val")]
+            count = sum(len(s) for s in splits)
+            sources = chain.from_iterable(iter_packed_images(s) for s in splits)
+        else:
+            train = index_split(where, "train")
+            val = index_split(where, "val", classes=train.classes)
+            count = len(train) + len(val)
+            sources = chain(index_sources(train), index_sources(val))
+        bad = find_undecodable(sources, limit=limit)
+    except (DataRootError, FileNotFoundError, ValueError) as exc:
+        _refuse(exc)
     for path, reason in bad.items():
         typer.echo(f"{path}: {reason}")
-    console.print(f"checked {len(paths)} files, {len(bad)} undecodable")
+    console.print(f"checked {count} files, {len(bad)} undecodable")
     raise typer.Exit(1 if bad else 0)
 
 
 @app.command("bench")
 def bench_cmd(
-    root: Path | None = typer.Option(
-        None, "--root", help="ImageNet-layout folder (default: build a synthetic one)"
+    roots: list[str] = typer.Option(
+        [],
+        "--root",
+        help="ImageNet-layout folder (default: build a synthetic one); given more than once "
+        "(folders, shards, s3:// prefixes): the DALI pipeline over each, side by side",
     ),
     image_size: int = typer.Option(224, "--image-size"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -135,9 +286,28 @@ def bench_cmd(
     """Images/s of the DALI train pipeline vs torchvision ImageFolder + DataLoader."""
     from rich.table import Table
 
-    from data_pipelines.bench import bench_loader
+    from data_pipelines.bench import bench_loader, bench_roots
     from data_pipelines.synth import atomic_build, synth_imagenet
 
+    if len(roots) > 1 or (roots and "://" in roots[0]):  # torchvision reads no s3://
+        with console.status(f"timing the DALI train pipeline over {len(roots)} roots"):
+            result = bench_roots(
+                [_dest(r) for r in roots],
+                image_size=image_size,
+                batch_size=batch_size,
+                threads=threads,
+                batches=batches,
+                rounds=rounds,
+            )
+        table = Table(title=f"DALI train loader, {threads} threads, batch {batch_size}")
+        table.add_column("data.root")
+        table.add_column("images/s", justify="right")
+        for name, rate in result["images_per_s"].items():
+            table.add_row(name, f"{rate:.1f}")
+        console.print(table)
+        _print_json(result)
+        return
+    root = Path(roots[0]) if roots else None
     if root is None:
         classes = 8
         per_class = max(1, synth_images // classes)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import data_pipelines.objstore as objstore
+from data_pipelines.location import is_uri, join_uri
 
 if TYPE_CHECKING:
     from data_pipelines.pack import PackedIndex
@@ -26,6 +30,8 @@ __all__ = [
     "FolderIndex",
     "classify_pipeline",
     "index_folder",
+    "index_sources",
+    "index_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,9 +45,10 @@ CIFAR_PAD = 4  # pixels of zero padding before the random crop (He et al. 2016's
 
 @dataclass(frozen=True)
 class FolderIndex:
-    """Files of one split with their labels; ``files`` are relative to ``root``."""
+    """Files of one split with their labels; ``files`` are relative to ``root`` (a folder,
+    or an ``s3://`` prefix DALI's file reader opens itself)."""
 
-    root: Path
+    root: Path | str
     classes: list[str]
     files: list[str]
     labels: list[int]
@@ -129,6 +136,47 @@ def index_folder(split_root: str | Path, *, classes: list[str] | None = None) ->
     return index
 
 
+_URI_INDEX: dict[str, dict[str, int]] = {}
+
+
+def index_split(root: str | Path, split: str, *, classes: list[str] | None = None) -> FolderIndex:
+    """:func:`index_folder` of ``root/split``, ``root`` a folder or an ``s3://`` prefix
+    (listed once per process: ``<class>/<image>`` objects, the same rules as a folder)."""
+    if not is_uri(root):
+        return index_folder(Path(root) / split, classes=classes)
+    uri = join_uri(str(root), split)
+    if uri not in _URI_INDEX:
+        _URI_INDEX[uri] = objstore.list_files(uri)
+    by_class: dict[str, list[str]] = {}
+    for key in _URI_INDEX[uri]:
+        parts = key.split("/")
+        if len(parts) == 2 and os.path.splitext(parts[1])[1].lower() in IMAGE_EXTENSIONS:
+            by_class.setdefault(parts[0], []).append(parts[1])
+    if not by_class:
+        raise FileNotFoundError(f"no class folders with images under {uri}")
+    if classes is None:
+        classes = sorted(by_class)
+    unknown = sorted(set(by_class) - set(classes))
+    if unknown:
+        raise ValueError(f"{uri} has class folders not in train: {unknown[:5]}")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        names = sorted(by_class.get(name, []))
+        files.extend(f"{name}/{n}" for n in names)
+        labels.extend([label] * len(names))
+    return FolderIndex(root=uri, classes=classes, files=files, labels=labels)
+
+
+def index_sources(index: FolderIndex) -> Iterator[Path | tuple[str, bytes]]:
+    """Each file of an index to decode-check: a path, or ``(uri, bytes)`` on object storage."""
+    for f in index.files:
+        if isinstance(index.root, str):
+            uri = join_uri(index.root, f)
+            yield uri, objstore.read_bytes(uri)
+        else:
+            yield index.root / f
+
+
 def shuffled(index: FolderIndex, seed: int) -> FolderIndex:
     """The index in a seed-determined order (same on every rank)."""
     order = list(range(len(index)))
@@ -141,11 +189,20 @@ def shuffled(index: FolderIndex, seed: int) -> FolderIndex:
     )
 
 
-def reader_shard(*, train: bool, shard_id: int, num_shards: int, seed: int) -> dict:
+def reader_shard(
+    *, train: bool, shard_id: int, num_shards: int, seed: int, samples: int | None = None
+) -> dict:
     """A DALI reader's sharding arguments, the same for every reader here: named ``Reader``
     (the loaders size epochs by it), train shuffled and moving across shards each epoch,
-    val in a fixed shard with the last batch padded, so every rank steps equally often."""
+    val in a fixed shard with the last batch padded, so every rank steps equally often.
+    The train shuffle buffer (``initial_fill``, DALI's default 1024) is cut to the shard's
+    ``samples`` when smaller: a larger buffer only re-reads the shard before the first batch
+    (on object storage, one request per sample each time)."""
+    fill = {}
+    if train and samples is not None:
+        fill["initial_fill"] = max(1, min(1024, -(-samples // num_shards)))
     return dict(
+        **fill,
         random_shuffle=train,
         shard_id=shard_id,
         num_shards=num_shards,
@@ -190,7 +247,9 @@ def classify_pipeline(
 
     @pipeline_def(enable_conditionals=False)
     def imagenet_pipe():
-        shard = reader_shard(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed)
+        shard = reader_shard(
+            train=train, shard_id=shard_id, num_shards=num_shards, seed=seed, samples=len(index)
+        )
         if isinstance(index, FolderIndex):
             jpegs, labels = fn.readers.file(
                 file_root=str(index.root), files=index.files, labels=index.labels, **shard

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.catalogue import KIND_INFO
+from data_pipelines.location import is_uri, join_uri
 from data_pipelines.registry import InstanceRegistry
 from data_pipelines.synth import SYNTH_VERSION, atomic_build, synth_coco, synth_imagenet
 
@@ -96,11 +97,34 @@ def synthetic_root(data: Any, base: str | Path | None = None, *, task: str = "cl
 
 
 # the error texts more than one kind raises --------------------------------------------
-def prepared_root(data: Any) -> Path:
-    """``data.root`` of a prepared section (ValueError when :func:`prepare` has not run)."""
+def prepared_root(data: Any) -> Path | str:
+    """``data.root`` of a prepared section, a ``Path`` or an ``s3://`` URI (ValueError when
+    :func:`prepare` has not run)."""
     if data.root is None:
         raise ValueError("data.root is not set: call data_pipelines.prepare(data) first")
-    return Path(data.root)
+    return data.root if is_uri(data.root) else Path(data.root)
+
+
+def check_remote_root(uri: str) -> None:
+    """Preflight of an ``imagefolder`` root on object storage, on the driver: the bucket
+    answers with the environment's credentials, the prefix holds ``wds.json`` and every
+    shard it lists, or ``train/`` and ``val/`` class folders, and an object can be read.
+    :class:`data_pipelines.objstore.DataRootError` (or FileNotFoundError) names the URI."""
+    from data_pipelines.folder import index_split
+    from data_pipelines.objstore import check_root, read_bytes
+    from data_pipelines.pack import MANIFEST, read_packed
+
+    files = check_root(uri)
+    if MANIFEST in files:
+        for split in ("train", "val"):
+            read_packed(uri, split)  # reads wds.json: an object we may get
+        return
+    for split in ("train", "val"):
+        if not any(key.startswith(f"{split}/") for key in files):
+            raise FileNotFoundError(f"split folder not found: {uri}/{split} (nor {uri}/{MANIFEST})")
+    train = index_split(uri, "train")
+    index_split(uri, "val", classes=train.classes)
+    read_bytes(f"{train.root}/{train.files[0]}")
 
 
 def existing_root(data: Any) -> Path:
@@ -112,7 +136,7 @@ def existing_root(data: Any) -> Path:
 
 
 def train_steps(
-    split: str, images: int, *, num_shards: int, batch_size: int, where: Path
+    split: str, images: int, *, num_shards: int, batch_size: int, where: Path | str
 ) -> int | None:
     """Steps per epoch of a train shard (ValueError naming ``where`` when it is below one);
     None for ``val`` (every image once, the last batch padded)."""
@@ -132,7 +156,7 @@ def shard_plan(
     split: str,
     images: int,
     *,
-    where: Path,
+    where: Path | str,
     batch_size: int,
     shard_id: int,
     num_shards: int,
@@ -176,6 +200,9 @@ class ImageFolder(DataKind):
     pipeline."""
 
     def prepare(self, data: Any, *, task: str) -> Any:
+        if is_uri(data.root):
+            check_remote_root(data.root)
+            return data.model_copy()
         root = existing_root(data)
         for split in ("train", "val"):
             if not (root / split).is_dir():
@@ -184,7 +211,7 @@ class ImageFolder(DataKind):
 
     def loader(self, data, split, *, batch_size, shard_id, num_shards, seed, **options):
         from data_pipelines.check import explain_decode_error
-        from data_pipelines.folder import classify_pipeline, index_folder, shuffled
+        from data_pipelines.folder import classify_pipeline, index_sources, index_split, shuffled
         from data_pipelines.loader import DaliLoader, classify_batch
         from data_pipelines.pack import is_packed, iter_packed_images, read_packed
 
@@ -195,12 +222,13 @@ class ImageFolder(DataKind):
             index = read_packed(root, split)
             sources = lambda: iter_packed_images(index)  # noqa: E731
         else:
-            classes = index_folder(root / "train").classes if split == "val" else None
-            index = index_folder(root / split, classes=classes)
+            classes = index_split(root, "train").classes if split == "val" else None
+            index = index_split(root, split, classes=classes)
             if train:
                 index = shuffled(index, seed)
-            sources = lambda: (index.root / f for f in index.files)  # noqa: E731
-        steps, options = shard_plan(data, split, len(index), where=root / split, **shard)
+            sources = lambda: index_sources(index)  # noqa: E731
+        where = join_uri(root, split) if isinstance(root, str) else root / split
+        steps, options = shard_plan(data, split, len(index), where=where, **shard)
         pipe = classify_pipeline(
             index,
             train=train,
@@ -218,20 +246,22 @@ class ImageFolder(DataKind):
         )
 
     def num_classes(self, data: Any) -> int:
-        from data_pipelines.folder import list_classes
+        from data_pipelines.folder import index_split, list_classes
         from data_pipelines.pack import is_packed, read_packed
 
         root = prepared_root(data)
         if is_packed(root):
             return len(read_packed(root, "train").classes)
+        if isinstance(root, str):
+            return len(index_split(root, "train").classes)
         return len(list_classes(root / "train"))
 
     def split_size(self, data: Any, split: str) -> int:
-        from data_pipelines.folder import index_folder
+        from data_pipelines.folder import index_split
         from data_pipelines.pack import is_packed, read_packed
 
         root = prepared_root(data)
-        return len(read_packed(root, split) if is_packed(root) else index_folder(root / split))
+        return len(read_packed(root, split) if is_packed(root) else index_split(root, split))
 
 
 @register_kind("synthetic")

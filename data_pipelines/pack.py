@@ -1,12 +1,18 @@
-"""Packing an ImageNet-layout folder into webdataset tar shards that DALI streams.
+"""Webdataset tar shards that DALI streams: writing them (resumably, to a folder or an
+object-store prefix) and reading their manifest.
 
-``pack_imagefolder(root, out)`` writes ``out/{train,val}/shard-00000.tar`` (+ ``.idx``,
-DALI's v1.2 index, so readers start without scanning the tars) and ``out/wds.json``
-(class names, sample counts, shard files). Each sample is two members: ``<key>.jpg``
-(the original file's bytes, whatever its real format: the decoder sniffs it) and
-``<key>.cls`` (the class index, int64 little-endian). Train samples are written in a
-seed-shuffled order, since a tar is read sequentially; val stays sorted. The loader reads
-a packed root when ``wds.json`` is present in it (``data.kind: imagefolder``).
+``pack_imagefolder(root, out)`` (``bioprop data pack``) and ``bioprop data prepare ...
+--format shards`` write ``out/{train,val}/shard-00000.tar`` (+ ``.idx``, DALI's v1.2 index,
+so readers start without scanning the tars) and ``out/wds.json`` (class names, sample
+counts, shard files). Each sample is two members: ``<key>.jpg`` (the original file's bytes,
+whatever its real format: the decoder sniffs it) and ``<key>.cls`` (the class index, int64
+little-endian); ``<key>`` is the sample's position in the split's sorted list. Train
+samples are written in a seed-shuffled order, since a tar is read sequentially; val stays
+sorted. Shards are deterministic (same samples, same bytes: member times are 0) and each
+is put whole, its index after it, so :func:`write_shards` skips the shards whose index
+exists: an interrupted run continues, never writes a shard twice, and ends with the shards
+an uninterrupted run writes. ``wds.json`` is written last. The loader reads a packed root
+when ``wds.json`` is present in it (``data.kind: imagefolder``), local or ``s3://``.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import json
 import logging
 import random
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import data_pipelines.objstore as objstore
 from data_pipelines.folder import index_folder
+from data_pipelines.location import is_uri, join_uri
+from data_pipelines.output import Target, for_each
 
 __all__ = [
     "MANIFEST",
@@ -30,19 +39,22 @@ __all__ = [
     "pack_imagefolder",
     "read_packed",
     "write_index",
+    "write_shards",
 ]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "wds.json"
+Reader = Callable[[], bytes]  # the bytes of one image
 
 
 @dataclass(frozen=True)
 class PackedIndex:
-    """One packed split: tar shards, their index files, sample count, class names."""
+    """One packed split: tar shards, their index files (paths or ``s3://`` URIs), sample
+    count, class names."""
 
-    tars: list[Path]
-    indexes: list[Path]
+    tars: list[Path | str]
+    indexes: list[Path | str]
     count: int
     classes: list[str]
 
@@ -51,22 +63,34 @@ class PackedIndex:
 
 
 def is_packed(root: str | Path) -> bool:
+    if is_uri(root):
+        return objstore.exists(join_uri(str(root), MANIFEST))
     return (Path(root) / MANIFEST).is_file()
 
 
 def read_packed(root: str | Path, split: str) -> PackedIndex:
-    root = Path(root)
-    manifest = json.loads((root / MANIFEST).read_text())
+    """A split of the packed set at ``root``; FileNotFoundError naming a missing shard."""
+    if is_uri(root):
+        where = join_uri(str(root), MANIFEST)
+        manifest = json.loads(objstore.read_bytes(where))
+        present = set(objstore.list_files(join_uri(str(root), split)))
+        at = lambda name: join_uri(str(root), name)  # noqa: E731
+        found = lambda name: name.split("/", 1)[-1] in present  # noqa: E731
+    else:
+        where = str(Path(root) / MANIFEST)
+        manifest = json.loads(Path(where).read_text())
+        at = lambda name: Path(root) / name  # noqa: E731
+        found = lambda name: (Path(root) / name).is_file()  # noqa: E731
     if split not in manifest["splits"]:
-        raise FileNotFoundError(f"{root / MANIFEST} has no split {split!r}")
+        raise FileNotFoundError(f"{where} has no split {split!r}")
     entry = manifest["splits"][split]
-    tars = [root / name for name in entry["shards"]]
-    for tar in tars:
-        if not tar.is_file():
-            raise FileNotFoundError(f"packed shard listed in {root / MANIFEST} is missing: {tar}")
+    for name in entry["shards"]:
+        for file in (name, name[:-4] + ".idx"):
+            if not found(file):
+                raise FileNotFoundError(f"packed shard listed in {where} is missing: {at(file)}")
     return PackedIndex(
-        tars=tars,
-        indexes=[t.with_suffix(".idx") for t in tars],
+        tars=[at(name) for name in entry["shards"]],
+        indexes=[at(name[:-4] + ".idx") for name in entry["shards"]],
         count=entry["count"],
         classes=manifest["classes"],
     )
@@ -79,8 +103,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_index(tar_path: Path) -> int:
-    """Write DALI's v1.2 index (``<tar>.idx``) of a webdataset tar; returns its sample count."""
+def write_index(tar_path: Path, out: Path | None = None) -> int:
+    """Write DALI's v1.2 index of a webdataset tar to ``out`` (default ``<tar>.idx``);
+    returns its sample count."""
     samples: list[list[str]] = []
     last = None
     with tarfile.open(tar_path) as tar:
@@ -94,8 +119,65 @@ def write_index(tar_path: Path) -> int:
                 last = key
             samples[-1].append(f"{ext} {member.offset_data} {member.size} {member.name}")
     lines = [f"v1.2 {len(samples)}"] + [" ".join(parts) for parts in samples]
-    tar_path.with_suffix(".idx").write_text("\n".join(lines) + "\n")
+    (out or tar_path.with_suffix(".idx")).write_text("\n".join(lines) + "\n")
     return len(samples)
+
+
+def write_shards(
+    samples: Sequence[tuple[Reader, int]],
+    target: Target,
+    split: str,
+    *,
+    shard_size: int = 1000,
+    seed: int = 0,
+    done: set[str] | None = None,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Write one split's ``(read, label)`` samples as shards under ``target``; returns the
+    shard names (relative). ``done`` (``target.existing()``) holds what an earlier run left:
+    a shard whose ``.idx`` is there is complete and skipped."""
+    done = target.existing() if done is None else done
+    order = list(range(len(samples)))
+    if split == "train":
+        random.Random(seed).shuffle(order)
+    chunks = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
+    names = [f"{split}/shard-{n:05d}.tar" for n in range(len(chunks))]
+
+    def one(name: str, chunk: list[int]) -> None:
+        idx = name[:-4] + ".idx"
+        if name in done and idx in done:
+            if progress is not None:
+                progress(len(chunk))
+            return
+        tmp = target.scratch(name)
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in chunk:
+                read, label = samples[i]
+                key = f"{i:08d}"
+                _add(tar, f"{key}.jpg", read())
+                _add(tar, f"{key}.cls", label.to_bytes(8, "little", signed=True))
+        tmp_idx = target.scratch(idx)
+        write_index(tmp, tmp_idx)
+        target.put_file(name, tmp)
+        target.put_file(idx, tmp_idx)  # last: the shard counts as written once this is
+        if progress is not None:
+            progress(len(chunk))
+
+    for_each(lambda job: one(*job), zip(names, chunks, strict=True), threads=threads)
+    return names
+
+
+def write_manifest(
+    target: Target, classes: list[str], splits: dict[str, tuple[list[str], int]]
+) -> None:
+    """``wds.json``: the format, class names, each split's shards and sample count."""
+    manifest = {
+        "format": "bioprop-wds-1",
+        "classes": classes,
+        "splits": {s: {"shards": names, "count": n} for s, (names, n) in splits.items()},
+    }
+    target.put(MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def pack_imagefolder(
@@ -105,39 +187,35 @@ def pack_imagefolder(
     shard_size: int = 1000,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Pack ``root/{train,val}`` into webdataset shards under ``out``; returns ``out``."""
-    root, out = Path(root), Path(out)
+) -> Path | str:
+    """Pack ``root/{train,val}`` into webdataset shards under ``out`` (a folder or an
+    ``s3://`` prefix); returns ``out``."""
+    root, target = Path(root), Target(out)
+    target.check()
     train = index_folder(root / "train")
     splits = {"train": train, "val": index_folder(root / "val", classes=train.classes)}
-    manifest: dict = {"format": "bioprop-wds-1", "classes": train.classes, "splits": {}}
+    done = target.existing()
+    written = {}
     for split, index in splits.items():
-        order = list(range(len(index)))
-        if split == "train":
-            random.Random(seed).shuffle(order)
-        (out / split).mkdir(parents=True, exist_ok=True)
-        shards = []
-        for start in range(0, len(order), shard_size):
-            name = f"{split}/shard-{start // shard_size:05d}.tar"
-            with tarfile.open(out / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for i in order[start : start + shard_size]:
-                    key = f"{i:08d}"
-                    _add(tar, f"{key}.jpg", (index.root / index.files[i]).read_bytes())
-                    _add(tar, f"{key}.cls", index.labels[i].to_bytes(8, "little", signed=True))
-            written = write_index(out / name)
-            shards.append(name)
-            if progress is not None:
-                progress(written)
-        manifest["splits"][split] = {"shards": shards, "count": len(order)}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    log.info("packed %s into %s", root, out)
-    return out
+        samples = [
+            ((index.root / f).read_bytes, label)
+            for f, label in zip(index.files, index.labels, strict=True)
+        ]
+        names = write_shards(
+            samples, target, split, shard_size=shard_size, seed=seed, done=done, progress=progress
+        )
+        written[split] = (names, len(samples))
+    write_manifest(target, train.classes, written)
+    log.info("packed %s into %s", root, target)
+    return target.dest
 
 
 def iter_packed_images(index: PackedIndex) -> Iterator[tuple[str, bytes]]:
     """``("shard.tar:member", bytes)`` of every image in a packed split."""
     for tar_path in index.tars:
-        with tarfile.open(tar_path) as tar:
+        remote = is_uri(tar_path)
+        source = io.BytesIO(objstore.read_bytes(str(tar_path))) if remote else None
+        with tarfile.open(None if remote else tar_path, fileobj=source) as tar:
             for member in tar:
                 if member.name.endswith(".jpg"):
                     fileobj = tar.extractfile(member)

@@ -10,7 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from data_pipelines.catalogue import AUGMENTATIONS, KIND_INFO
-from data_pipelines.spec_types import Int, LocalPath, Section, check_known
+from data_pipelines.location import is_uri
+from data_pipelines.spec_types import DataRoot, Int, Section, check_known
 
 __all__ = ["DataSpec", "SynthSpec"]
 
@@ -29,10 +30,13 @@ class SynthSpec(Section):
 
 class DataSpec(Section):
     kind: str = Field("synthetic", description="where the data comes from: " + ", ".join(KIND_INFO))
-    root: LocalPath | None = Field(
+    root: DataRoot | None = Field(
         None,
-        description="dataset root holding train/ and val/; for synthetic, where to build it "
-        "(default: a cache folder under the working directory)",
+        description="dataset root holding train/ and val/ (or packed shards with wds.json): "
+        "a folder, or an object-store prefix s3://bucket/prefix whose endpoint and "
+        "credentials come from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); "
+        "for synthetic, where to build it (default: a cache folder under the working "
+        "directory)",
     )
     image_size: Int = Field(32, ge=8, le=1024, description="side of the crop fed to the model")
     val_resize: Int | None = Field(
@@ -62,11 +66,17 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _fits_kind(self) -> DataSpec:
-        """``root`` where the kind needs one, an augmentation the kind takes
-        (:data:`data_pipelines.catalogue.KIND_INFO`)."""
+        """``root`` where the kind needs one (an ``s3://`` one where it reads object
+        storage), an augmentation the kind takes (:data:`data_pipelines.catalogue.KIND_INFO`)."""
         info = KIND_INFO[self.kind]
         if info.needs_root and self.root is None:
             raise ValueError(f"data.root is required when data.kind is {self.kind!r}")
+        if is_uri(self.root) and not info.object_store:
+            remote = ", ".join(k for k, i in KIND_INFO.items() if i.object_store)
+            raise ValueError(
+                f"data.root {self.root!r}: data.kind {self.kind!r} reads a local folder; "
+                f"object-store roots are read by {remote}"
+            )
         if self.augment is not None and self.augment not in info.augmentations:
             raise ValueError(
                 f"data.augment {self.augment!r} is not available for data.kind {self.kind!r} "

@@ -13,7 +13,7 @@ integer, ``"0.1"`` is not a float), and these annotated types add what strictnes
   make a name display as something else;
 - :data:`Name`: :data:`Text` of 1-200 characters, not only whitespace;
 - :data:`PathText`: :data:`Text` of 1-4096 characters (a path, a URI), :data:`LocalPath`
-  the same as a ``Path``;
+  the same as a ``Path``, :data:`DataRoot` a ``Path`` or an object-store URI kept as text;
 - :data:`Params`: rule options, a JSON object keyed by identifiers, whose values are
   null, booleans, :data:`Int`, :data:`Float`, :data:`Text` or lists and objects of them,
   nested at most :data:`MAX_DEPTH` levels.
@@ -43,10 +43,13 @@ from pydantic import (
     field_validator,
 )
 
+from data_pipelines.location import to_root
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_INT",
     "Float",
+    "DataRoot",
     "Int",
     "LocalPath",
     "Name",
@@ -188,6 +191,19 @@ def _path_text(value: Any) -> Any:
 
 LocalPath = Annotated[Path, Field(strict=False), BeforeValidator(_path_text)]
 """A filesystem path given as :data:`PathText` (or a ``Path`` from Python)."""
+
+
+def _data_root(value: Any) -> Any:
+    value = _path_text(value)
+    if isinstance(value, str):
+        return to_root(value)
+    return value
+
+
+DataRoot = Annotated[Path | str, BeforeValidator(_data_root)]
+"""A local folder (a ``Path``) or an object-store prefix kept as its canonical URI text
+(``s3://bucket/prefix``, :func:`data_pipelines.location.parse_data_uri`); never a ``Path``
+made of a URI, which would fold its ``//``."""
 
 
 def check_bounded(value: Any) -> Any:

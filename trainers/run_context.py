@@ -107,7 +107,8 @@ def _count(data: Any) -> dict[str, int]:
 
 def dataset_input(data: Any, sizes: dict[str, int] | None = None) -> DatasetInput:
     """The data section as an MLflow dataset input: name ``<kind>:<root folder>``, source the
-    root, profile the split sizes, context ``training`` (both splits are in the profile)."""
+    root (type ``s3`` for an ``s3://`` root, else ``local``), profile the split sizes, context
+    ``training`` (both splits are in the profile)."""
     sizes = split_sizes(data) if sizes is None else sizes
     root = str(data.root) if data.root is not None else f"sklearn:{data.kind}"
     name = f"{data.kind}:{Path(root).name}" if data.root is not None else data.kind
@@ -116,7 +117,7 @@ def dataset_input(data: Any, sizes: dict[str, int] | None = None) -> DatasetInpu
     dataset = Dataset(
         name=name,
         digest=digest,
-        source_type="local",
+        source_type="s3" if root.startswith("s3://") else "local",
         source=json.dumps({"uri": root}),
         profile=profile,
     )

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from data_pipelines.location import is_uri as is_data_uri
+
 __all__ = [
     "ENV_STORAGE_PATH",
     "LOCAL_SCHEMES",
@@ -189,7 +191,7 @@ def check_data_root(
     re-pointed since the job was submitted raises :class:`StorageError`. No-op outside the
     service (neither variable set)."""
     admitted = environ.get(ENV_DATA_ROOT)
-    if root is None or not admitted:
+    if root is None or not admitted or is_data_uri(root):  # object storage: no symlinks
         return
     now = Path(root).expanduser().resolve()
     if str(now) != admitted:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi.exceptions import RequestValidationError
 
+from data_pipelines.location import is_uri
 from service.core.resources import shortfall
 from service.core.settings import Settings
 from trainers.spec import ExperimentSpec
@@ -162,12 +163,25 @@ def check_storage_apart(spec: ExperimentSpec, settings: Settings) -> list[dict[s
 def check_data_dirs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
     """``data.root`` must lie under one of ``settings.DATA_DIRS`` and a local ``storage_path``
     under one of them or ``RUN_DIR`` (checked only when DATA_DIRS is configured; a URI such
-    as ``s3://bucket/prefix`` is object storage, not a local path)."""
+    as ``s3://bucket/prefix`` is object storage, not a local path: a ``data.root`` URI needs
+    its scheme in ``STORAGE_SCHEMES``, read with the drivers' credentials)."""
     if not settings.DATA_DIRS:
         return []
     allowed = ", ".join(str(d) for d in settings.DATA_DIRS)
     errors = []
-    if spec.data.root is not None:
+    if is_uri(spec.data.root):
+        scheme = str(spec.data.root).split("://", 1)[0]
+        if scheme not in settings.STORAGE_SCHEMES:
+            errors.append(
+                _error(
+                    "scheme_not_allowed",
+                    ("data", "root"),
+                    f"data.root scheme {scheme!r} is not enabled on this service "
+                    f"(BIOPROP_STORAGE_SCHEMES: {', '.join(settings.STORAGE_SCHEMES)})",
+                    str(spec.data.root),
+                )
+            )
+    elif spec.data.root is not None:
         root, error = _resolve(str(spec.data.root), ("data", "root"))
         if error is not None:
             errors.append(error)
@@ -263,7 +277,7 @@ def admit(spec: ExperimentSpec, settings: Settings) -> tuple[ExperimentSpec, str
         assert location is not None
         spec = spec.model_copy(update={"storage_path": location.canonical})
     data_root = None
-    if spec.data.root is not None:
+    if spec.data.root is not None and not is_uri(spec.data.root):  # a URI is canonical already
         root, error = _resolve(str(spec.data.root), ("data", "root"))
         if error is not None:
             raise RequestValidationError([error])

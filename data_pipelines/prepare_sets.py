@@ -1,0 +1,213 @@
+"""``bioprop data prepare``: data sets as users hold them, written as the loaders read them.
+
+- :func:`prepare_imagenet`: the official ILSVRC2012 archives or the Kaggle layout
+  (:func:`data_pipelines.imagenet.read_imagenet`, which checks them) to the ``ImageFolder``
+  layout (``train/<wnid>/*``, ``val/<wnid>/*``, the default) or to webdataset shards with
+  their index and ``wds.json`` (:func:`data_pipelines.pack.write_shards`), in a folder or
+  under an ``s3://`` prefix (:class:`data_pipelines.output.Target`).
+- :func:`prepare_coco`: the official COCO 2017 zips (``train2017.zip``, ``val2017.zip``,
+  ``annotations_trainval2017.zip``) to the folder the ``coco`` kind reads
+  (``train2017/``, ``val2017/``, ``annotations/instances_{train,val}2017.json``), checked
+  by :func:`data_pipelines.coco.index_coco` once written.
+
+Both resume: every file is put whole (a file present is complete) and what is present is
+skipped, so a run stopped part-way continues where it stopped and ends with the files a
+single run writes; ``prepared.json`` (or ``wds.json``) is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.imagenet import SourceError, read_imagenet
+from data_pipelines.location import is_uri
+from data_pipelines.output import Target, for_each
+from data_pipelines.pack import write_manifest, write_shards
+
+__all__ = ["COCO_FULL", "FORMATS", "prepare_coco", "prepare_imagenet"]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("folder", "shards")
+DONE = "prepared.json"
+#: COCO 2017 detection: images per split
+COCO_FULL = {"train": 118_287, "val": 5_000}
+COCO_ZIPS = {"train": "train2017.zip", "val": "val2017.zip"}
+COCO_ANNOTATIONS = "annotations_trainval2017.zip"
+
+Progress = Callable[[int], None]
+
+
+def _put_all(
+    items: list[tuple[str, Callable[[], bytes]]],
+    target: Target,
+    done: set[str],
+    *,
+    threads: int,
+    progress: Progress | None,
+) -> None:
+    """Put each ``(relative name, read)`` not in ``done``; ``progress(1)`` per item."""
+
+    def one(item: tuple[str, Callable[[], bytes]]) -> None:
+        rel, read = item
+        if rel not in done:
+            target.put(rel, read())
+        if progress is not None:
+            progress(1)
+
+    for_each(one, items, threads=threads)
+
+
+def prepare_imagenet(
+    src: str | Path,
+    dest: str | Path,
+    *,
+    fmt: str = "folder",
+    subset: bool = False,
+    shard_size: int = 1000,
+    seed: int = 0,
+    threads: int = 4,
+    progress: Progress | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Read and check ImageNet under ``src``, write it to ``dest`` as ``fmt`` (``folder`` or
+    ``shards``); returns what was written (layout, counts, destination)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    target = Target(dest)
+    target.check()
+    source = read_imagenet(src, subset=subset)
+    counts = source.counts()
+    if on_total is not None:
+        on_total(counts["train"] + counts["val"])
+    done = target.existing()
+    if fmt == "shards":
+        written = {}
+        for split, samples in source.splits.items():
+            names = write_shards(
+                [(s.read, s.label) for s in samples],
+                target,
+                split,
+                shard_size=shard_size,
+                seed=seed,
+                done=done,
+                threads=threads,
+                progress=progress,
+            )
+            written[split] = (names, len(samples))
+        write_manifest(target, source.classes, written)
+    else:
+        items = [
+            (f"{split}/{source.classes[s.label]}/{s.name}", s.read)
+            for split, samples in source.splits.items()
+            for s in samples
+        ]
+        _put_all(items, target, done, threads=threads, progress=progress)
+    summary = {
+        "dataset": "imagenet",
+        "source": str(src),
+        "layout": source.layout,
+        "format": fmt,
+        "subset": subset,
+        "counts": counts,
+        "val_left_out": source.dropped_val,
+        "dest": str(target),
+    }
+    target.put(DONE, json.dumps({**summary, "classes": source.classes}, indent=1).encode())
+    return summary
+
+
+def _zip(path: Path) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(path)
+        bad = archive.testzip() if path.stat().st_size < 1 << 20 else None  # CRCs of small ones
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise SourceError(f"{path}: truncated or not a zip archive ({exc})") from exc
+    if bad is not None:
+        raise SourceError(f"{path}: {bad} is corrupt (CRC mismatch)")
+    return archive
+
+
+def prepare_coco(
+    src: str | Path,
+    dest: str | Path,
+    *,
+    subset: bool = False,
+    threads: int = 4,
+    progress: Progress | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Unpack and check the official COCO 2017 zips under ``src`` into the folder ``dest``."""
+    from data_pipelines.coco import index_coco
+
+    if is_uri(dest):
+        raise ValueError(
+            f"{dest}: COCO sets are read from a folder (DALI's COCO reader); prepare them to a "
+            "folder every node mounts"
+        )
+    src, target = Path(src), Target(dest)
+    for name in (*COCO_ZIPS.values(), COCO_ANNOTATIONS):
+        if not (src / name).is_file():
+            raise SourceError(f"COCO archive not found: {src / name}")
+    annotations = _zip(src / COCO_ANNOTATIONS)
+    docs, archives = {}, {}
+    for split, zip_name in COCO_ZIPS.items():
+        member = f"annotations/instances_{split}2017.json"
+        try:
+            docs[split] = json.loads(annotations.read(member))
+        except KeyError:
+            raise SourceError(f"{src / COCO_ANNOTATIONS}: has no {member}") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise SourceError(f"{src / COCO_ANNOTATIONS}: cannot read {member} ({exc})") from exc
+        archives[split] = _zip(src / zip_name)
+        names = set(archives[split].namelist())
+        missing = [
+            img["file_name"]
+            for img in docs[split].get("images", [])
+            if f"{split}2017/{img['file_name']}" not in names
+        ]
+        if missing:
+            raise SourceError(
+                f"{src / COCO_ANNOTATIONS} {member}: names {len(missing)} image(s) that "
+                f"{src / zip_name} does not hold, e.g. {missing[:3]}"
+            )
+        found = len(docs[split].get("images", []))
+        if not subset and found != COCO_FULL[split]:
+            raise SourceError(
+                f"{src / COCO_ANNOTATIONS} {member}: lists {found} images, not COCO 2017's "
+                f"{COCO_FULL[split]}; pass --subset to prepare a deliberate part of it"
+            )
+    if on_total is not None:
+        on_total(sum(len(d["images"]) for d in docs.values()))
+    done = target.existing()
+    for split, doc in docs.items():
+        archive = archives[split]
+
+        def reader(member: str, archive: zipfile.ZipFile = archive) -> Callable[[], bytes]:
+            def read() -> bytes:
+                try:
+                    return archive.read(member)  # ZipFile reads are thread-safe
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise SourceError(f"{archive.filename}: cannot read {member} ({exc})") from exc
+
+            return read
+
+        items = [
+            (f"{split}2017/{img['file_name']}", reader(f"{split}2017/{img['file_name']}"))
+            for img in sorted(doc["images"], key=lambda img: img["id"])
+        ]
+        _put_all(items, target, done, threads=threads, progress=progress)
+        ann = f"annotations/instances_{split}2017.json"
+        if ann not in done:
+            target.put(ann, annotations.read(ann))
+    for split in COCO_ZIPS:
+        index_coco(Path(str(target)), split)  # boxes against images, as the coco kind checks
+    counts = {split: len(doc["images"]) for split, doc in docs.items()}
+    summary = {"dataset": "coco", "source": str(src), "counts": counts, "dest": str(target)}
+    target.put(DONE, json.dumps(summary, indent=1).encode())
+    return summary
