@@ -187,8 +187,32 @@ def _restart_control_plane(topo: Topology) -> None:
     topo.procs["control-plane"] = topo.procs.pop(proc.name)
 
 
+def _tiny_set_in_the_bucket(topo: Topology) -> str:
+    """A tiny ImageNet-layout JPEG set (3 classes) written here and put, one object per
+    file, under ``s3://data/tiny/`` on the topology's S3 host; returns that URI."""
+    from data_pipelines.synth import synth_imagenet
+
+    local = topo.root / "tiny-set"
+    synth_imagenet(local, classes=3, train_per_class=16, val_per_class=8, size=28)
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+
+    def upload() -> None:
+        import boto3
+        from topology import AWS, _aws_kwargs
+
+        client = boto3.client("s3", endpoint_url=AWS["AWS_ENDPOINT_URL"], **_aws_kwargs())
+        client.create_bucket(Bucket="data")
+        for path in files:
+            client.upload_file(str(path), "data", f"tiny/{path.relative_to(local).as_posix()}")
+
+    topo.user(upload)
+    return "s3://data/tiny"
+
+
 def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> None:
-    job_id = _submit(cluster, SWEEP)
+    # its data in the object store: both hosts' DALI readers read their shards from the bucket
+    data = {"kind": "imagefolder", "root": _tiny_set_in_the_bucket(cluster), "image_size": 24}
+    job_id = _submit(cluster, {**SWEEP, "data": data, "batch_size": 16, "model": "convnet"})
 
     def read_from_ray() -> dict | None:
         with _http(cluster) as http:
@@ -235,6 +259,11 @@ def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> N
             f"-{rule}-{job_id}/checkpoint_" in k and k.endswith("checkpoint.pt")
             for k in checkpoints
         ), checkpoints
+
+    for child in children:  # the data both hosts trained on is the bucket's
+        assert child.data.params["data.root"] == data["root"], child.data.params
+        (dataset,) = [i.dataset for i in child.inputs.dataset_inputs]
+        assert dataset.source_type == "s3" and json.loads(dataset.profile)["train"] == 48
 
     text = _logs(cluster, job_id)
     assert "setting 'bp' run_id=" in text and "setting 'fa' run_id=" in text
