@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainers import notices
 from trainers.catalogue import headline
 from trainers.contracts import (
     TAG_BOOKKEEPING,
@@ -208,6 +209,7 @@ def train_trial(config: dict[str, Any]) -> None:
     sample = dict(config.get("sample") or {})
     spec = ExperimentSpec.model_validate(_sampled(config["point"]["spec"], sample))
     label = _label(config["point"]["label"], sample)
+    notices.install(label)
     trial_id = ray.tune.get_context().get_trial_id()
     earlier = _find_child(
         uri, job_id, trial_id=trial_id if search else None, label=None if search else label
@@ -227,7 +229,13 @@ def train_trial(config: dict[str, Any]) -> None:
     # a search trial's Train run is named by its trial (two samples may share a label)
     name = trial_id if search else label
     trainer = build_trainer(
-        spec, run_id=run_id, uri=uri, job_id=job_id, setting=name, callbacks=[TuneReportCallback()]
+        spec,
+        run_id=run_id,
+        uri=uri,
+        job_id=job_id,
+        setting=name,
+        callbacks=[TuneReportCallback()],
+        label=label,
     )
     try:
         fit = trainer.fit()
