@@ -203,6 +203,7 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         "rule": {"name": ["bp", "fa"]},
         "seed": [0, 1],
         "schedule": {"epochs": epochs},
+        "checkpoint": {"min_interval_s": 0},  # one per epoch: the kill cuts after one
     }
     (workdir / "spec.json").write_text(json.dumps(body))
     from trainers.tracking import default_tracking_uri, find_job_runs
