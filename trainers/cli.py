@@ -172,6 +172,11 @@ def bench_overhead_cmd(
             f"{result[f'{name}_overhead_per_setting_s']:.2f}",
             ", ".join(f"{v:.2f}" for v in values),
         )
+    table.add_row(
+        "load average (1 min) after each round",
+        "",
+        ", ".join(f"{v:.1f}" for v in result["load_after_round"]),
+    )
     for key, value in result.items():
         if key.endswith("_over_plain"):
             table.add_row(key.removesuffix("_over_plain") + " / plain", f"{value:.2f}x", "")

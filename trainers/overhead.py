@@ -144,6 +144,7 @@ def bench_overhead(
     runs = [(m, c) for m in modes for c in (code if m != "plain" else {"": repo})]
     found: dict[str, list[float]] = {m + c: [] for m, c in runs}
     overhead: dict[str, list[float]] = {m + c: [] for m, c in runs if m.startswith("sweep")}
+    load: list[float] = []  # 1-minute load average after each round: a shared machine's
     address = None
     if "sweep-running" in modes:
         import ray
@@ -167,10 +168,15 @@ def bench_overhead(
                     wall, training = _bioprop_run(sweep_spec(rules, lrs, epochs), root, run_env)
                     overhead[mode + label].append((wall - training) / settings)
                 found[mode + label].append(wall)
+            load.append(os.getloadavg()[0])
     finally:
         if address is not None:
             ray.shutdown()
-    result: dict[str, Any] = {"rounds": found, "per_setting_overhead_s": overhead}
+    result: dict[str, Any] = {
+        "rounds": found,
+        "per_setting_overhead_s": overhead,
+        "load_after_round": load,
+    }
     median = {m: statistics.median(v) for m, v in found.items()}
     result["median_wall_s"] = median
     result["settings"] = settings

@@ -132,6 +132,7 @@ def test_search_stops_an_absurd_learning_rate_at_the_grace_period(
             "rule": {"name": "bp"},
             "schedule": {"epochs": 5},
             "sweep": {"max_concurrent": 1},  # the sane rate reaches epoch 1 first
+            "checkpoint": {"min_interval_s": 0},  # the stopped trial has one to log
             "search": {
                 "metric": "val_acc",
                 "mode": "max",
