@@ -156,7 +156,9 @@ def bench_overhead_cmd(
         cpus=cpus,
         checkouts=checkouts or None,
     )
-    table = Table(title=f"overhead: {result['settings']}-setting sweep, {rounds} round(s)")
+    sweeps = any(m.startswith("sweep") for m in modes)
+    what = f"{result['settings']}-setting sweep, " if sweeps else ""
+    table = Table(title=f"overhead: {what}{rounds} round(s)")
     table.add_column("measure")
     table.add_column("median")
     table.add_column("rounds")
