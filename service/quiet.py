@@ -62,6 +62,7 @@ class QuietConsole:
         self._streams: list[TextIO] = []
         self._handlers: list[logging.Handler] = []
         self._start = 0
+        self._line_buffered: bool | None = None
 
     # -- the console side ------------------------------------------------------------
     @property
@@ -100,6 +101,10 @@ class QuietConsole:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        # a file is block-buffered: lines reach the log (and the follower) as written
+        self._line_buffered = getattr(sys.stdout, "line_buffering", None)
+        if self._line_buffered is False and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(line_buffering=True)
         root = logging.getLogger()
         to_file = logging.StreamHandler(sys.stderr)  # fd 2: the log file
         to_file.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -116,10 +121,12 @@ class QuietConsole:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()  # before the follower's last read
+        sys.stderr.flush()
         self._stop.set()
         self._thread.join(timeout=5)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if self._line_buffered is False and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(line_buffering=False)
         root = logging.getLogger()
         for handler in self._handlers:
             root.removeHandler(handler)

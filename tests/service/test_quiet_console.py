@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent(
     from trainers.notices import notice_line
 
     console.print("bioprop's own line")
-    with QuietConsole(__import__("pathlib").Path(sys.argv[1]), [console, err]):
+    verbose = len(sys.argv) > 2
+    with QuietConsole(__import__("pathlib").Path(sys.argv[1]), [console, err], verbose=verbose):
         console.print("the live table")
         print("(TrainController pid=1) Requesting resources")  # Ray, forwarded
         os.write(2, b"core_worker.cc:2465: an internal C++ line\\n")
@@ -39,11 +40,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_only_bioprop_lines_and_each_warning_once_reach_the_console(tmp_path: Path):
+def _run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     log = tmp_path / "runs" / "run.log"
     root = str(Path(__file__).resolve().parents[2])
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(log)],
+        [sys.executable, "-c", SCRIPT, str(log), *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -51,6 +52,17 @@ def test_only_bioprop_lines_and_each_warning_once_reach_the_console(tmp_path: Pa
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    return done, log
+
+
+def test_verbose_shows_every_line_of_the_log_too(tmp_path: Path):
+    done, log = _run(tmp_path, "--verbose")
+    for internal in ("Requesting resources", "core_worker", "Tune tip", "Checkpoint successfully"):
+        assert internal in done.stdout and internal in log.read_text()
+
+
+def test_only_bioprop_lines_and_each_warning_once_reach_the_console(tmp_path: Path):
+    done, log = _run(tmp_path)
     screen = done.stdout + done.stderr
     for line in ("bioprop's own line", "the live table", "after"):
         assert line in done.stdout
@@ -61,11 +73,11 @@ def test_only_bioprop_lines_and_each_warning_once_reach_the_console(tmp_path: Pa
     assert "\x1b" not in screen  # not a terminal: no control characters
     # each once, on one line; the marked ones come from the log, a moment later
     warned = sorted(line for line in done.stderr.splitlines() if line.startswith("warning"))
-    assert warned == [
-        "warning [fa lr=0.1]: x.py:3: UserWarning: look",
-        "warning: <string>:21: UserWarning: a driver-side warning",
-        "warning: a bioprop warning",
-    ], done.stderr
+    assert len(warned) == 3, done.stderr
+    assert warned[0] == "warning [fa lr=0.1]: x.py:3: UserWarning: look"
+    assert warned[1].startswith("warning: <string>:")
+    assert warned[1].endswith(": UserWarning: a driver-side warning")
+    assert warned[2] == "warning: a bioprop warning"
 
 
 def test_a_notice_survives_rays_prefix_and_colours():
