@@ -154,7 +154,7 @@ def status(
         typer.Option(
             "--follow",
             "-f",
-            help="with a job id: a live table until the job ends (plain lines, one per "
+            help="with a job id: a live table until the job ends (plain lines, at most one per "
             "setting and epoch, when the output is not a terminal)",
         ),
     ] = False,

@@ -2,7 +2,7 @@
 
 No control plane: the spec goes straight to ``trainers.launch.run_experiment`` (a local Ray
 cluster unless ``--address`` or ``RAY_ADDRESS`` names one), and the progress table is read
-from the run's MLflow store by a polling thread (plain lines, one per setting per epoch,
+from the run's MLflow store by a polling thread (plain lines, at most one per setting per epoch,
 when the output is not a terminal).
 
 The console is quiet (:mod:`service.quiet`): what Ray, Tune, Train and MLflow print goes to

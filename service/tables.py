@@ -197,7 +197,8 @@ def measures_table(title: str, measures: dict[str, Any]) -> Table:
 def progress_lines(job: dict[str, Any], seen: dict[str, tuple[Any, ...]]) -> list[str]:
     """The progress of a job as plain lines, for output that is not a terminal (a batch
     job's log): one line per setting whose status or epoch changed since ``seen`` (updated
-    here), e.g. ``fa lr=0.1: epoch 2/6 val accuracy 0.931 angle 45.2 RUNNING``."""
+    here), so at most one per setting per epoch (epochs shorter than the polling interval
+    share a line), e.g. ``fa lr=0.1: epoch 2/6 val accuracy 0.931 angle 45.2 RUNNING``."""
     spec = job.get("spec") or {}
     epochs = spec.get("schedule", {}).get("epochs")
     headline, column = _headline(spec.get("task"), _children(job))
