@@ -163,8 +163,12 @@ def bench_overhead(
                 elif mode == "run":
                     wall, _ = _bioprop_run(one_spec(1), root, run_env)
                 else:
-                    if mode == "sweep-running":
-                        run_env["RAY_ADDRESS"] = address
+                    if mode == "sweep-running":  # what joining it takes (e.g. its token)
+                        run_env = {
+                            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+                            "PYTHONPATH": code.get(label, repo),
+                            "RAY_ADDRESS": address,
+                        }
                     wall, training = _bioprop_run(sweep_spec(rules, lrs, epochs), root, run_env)
                     overhead[mode + label].append((wall - training) / settings)
                 found[mode + label].append(wall)
