@@ -4,7 +4,7 @@ Here: ``serve``, the HTTP commands ``submit``, ``status``, ``logs``, ``cancel`` 
 ``bench service``, which measures them), and ``report`` (a job's comparison page, from the
 service or straight from MLflow). Mounted from beside what they drive:
 ``run`` (``service/local.py``, in-process training with a live table), ``demo``
-(``service/demo.py``), ``data ...`` (``data_pipelines/cli.py``) and ``bench rules|train``
+(``service/demo.py``), ``data ...`` (``data_pipelines/cli.py``) and ``bench rules|train|overhead``
 (``trainers/cli.py``). Tables live in ``service/tables.py``.
 """
 
