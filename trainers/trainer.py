@@ -33,11 +33,9 @@ def build_trainer(
     job_id: str,
     setting: str | None = None,
     callbacks: list | None = None,
-    label: str | None = None,
 ):
     """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
-    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial;
-    ``label``: the setting's label, which its workers' warnings are shown with)."""
+    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -46,12 +44,7 @@ def build_trainer(
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "run_id": run_id,
-            "uri": uri,
-            "setting": label or setting or spec.rule.name,
-        },
+        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
         torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=spec.scale.workers,
