@@ -4,7 +4,7 @@ Here: ``serve``, the HTTP commands ``submit``, ``status``, ``logs``, ``cancel`` 
 ``bench service``, which measures them), and ``report`` (a job's comparison page, from the
 service or straight from MLflow). Mounted from beside what they drive:
 ``run`` (``service/local.py``, in-process training with a live table), ``demo``
-(``service/demo.py``), ``data ...`` (``data_pipelines/cli.py``) and ``bench rules|train``
+(``service/demo.py``), ``data ...`` (``data_pipelines/cli.py``) and ``bench rules|train|overhead``
 (``trainers/cli.py``). Tables live in ``service/tables.py``.
 """
 
@@ -149,12 +149,21 @@ def status(
     ] = None,
     limit: Annotated[int, typer.Option(help="page size")] = 20,
     offset: Annotated[int, typer.Option(help="page start")] = 0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="with a job id: a live table until the job ends (plain lines, at most one per "
+            "setting and epoch, when the output is not a terminal)",
+        ),
+    ] = False,
 ) -> None:
     """Show one job with its per-rule progress, or list jobs."""
     with _client(server, token) as client:
         try:
             if job_id:
-                job = client.get(job_id)
+                job = watch(client, job_id, transient=True) if follow else client.get(job_id)
                 console.print(progress_table(job))
                 result = job.get("result") or {}
                 if result.get("best") and len(result.get("children") or []) > 1:

@@ -21,19 +21,32 @@ __all__ = ["demo"]
 def demo(
     spec: Annotated[Path | None, typer.Option(help="spec to run instead of the demo sweep")] = None,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 1800,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="also show the control plane's own log lines")
+    ] = False,
 ) -> None:
     """Start the service, submit the bp/fa/ss sweep over HTTP, follow it, print the results."""
-    from service.api.server import ServerThread
     from service.core.settings import Settings
+    from service.quiet import QuietConsole
 
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("service", "mlflow", "alembic"):  # keep the live display clean
-        logging.getLogger(name).setLevel(logging.ERROR)
     settings = Settings(RUN_DIR=Path.cwd() / "bioprop-runs")
     text = (
         spec.read_text() if spec else resources.files("service").joinpath("demo.yaml").read_text()
     )
+    log_path = settings.RUN_DIR / "demo.log"
+    console.print(f"log: {log_path} (each job's driver log: its folder under jobs/)")
     started = time.monotonic()
+    with QuietConsole(log_path, [console, err], verbose=verbose):
+        job, metrics, tail = _run_demo(settings, text)
+    elapsed = time.monotonic() - started
+    _print_results(settings, job, metrics, tail, elapsed)
+
+
+def _run_demo(settings, text: str):
+    from service.api.server import ServerThread
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with ServerThread(settings) as server:
         console.print(f"control plane on {server.url} (job store {settings.DB_URL})")
         with Client(server.url) as client:
@@ -51,7 +64,10 @@ def demo(
                 raise typer.Exit(130) from None
             metrics = client.metrics(job["id"])
             tail = client.logs(job["id"], tail=40) if job["state"] != "SUCCEEDED" else ""
-    elapsed = time.monotonic() - started
+    return job, metrics, tail
+
+
+def _print_results(settings, job, metrics, tail: str, elapsed: float) -> None:
     children = metrics.get("children") or (job.get("result") or {}).get("children") or []
     title, task = f"{job['name']}: {state(job['state'])}", (job.get("spec") or {}).get("task")
     console.print(results_table(children, title=title, task=task))

@@ -2,12 +2,18 @@
 
 No control plane: the spec goes straight to ``trainers.launch.run_experiment`` (a local Ray
 cluster unless ``--address`` or ``RAY_ADDRESS`` names one), and the progress table is read
-from the run's MLflow store by a polling thread.
+from the run's MLflow store by a polling thread (plain lines, at most one per setting per epoch,
+when the output is not a terminal).
+
+The console is quiet (:mod:`service.quiet`): what Ray, Tune, Train and MLflow print goes to
+``bioprop-runs/runs/<run id>/run.log`` (its path printed at start; ``--verbose`` shows it
+too); warnings and errors still reach the console, once each, with their setting. SIGTERM
+and Ctrl-C (SIGINT) end the run the same way: its MLflow runs KILLED, the resume command
+printed, exit 143 or 130.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import uuid
@@ -16,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.tables import best_table, console, err, progress_table, results_table
+from service.tables import best_table, console, err, live_or_lines, results_table
 from trainers.contracts import JobResult
 
 __all__ = ["SetOpt", "overridden", "run"]
@@ -65,12 +71,15 @@ def run(
         ),
     ] = None,
     set_: SetOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="also show Ray's, Tune's and MLflow's output")
+    ] = False,
 ) -> None:
     """Run one experiment or sweep in this process (local Ray unless an address is given)."""
+    from service.quiet import QuietConsole
     from trainers.launch import Terminated, run_experiment, terminated_on_sigterm
     from trainers.spec import ExperimentSpec
 
-    logging.basicConfig(level=logging.WARNING)
     loaded = ExperimentSpec.model_validate(overridden(spec, set_ or []))
     if workers is not None:
         loaded = loaded.model_copy(
@@ -79,13 +88,22 @@ def run(
     if address:
         os.environ["RAY_ADDRESS"] = address
     job_id = job_id or uuid.uuid4().hex[:12]
-    console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})")
+    log_path = run_log(job_id)
+    console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})", highlight=False)
+    console.print(f"log: {log_path}", highlight=False, soft_wrap=True)
     try:
-        with terminated_on_sigterm(), LocalProgress(loaded, job_id):
-            result = run_experiment(loaded, job_id=job_id)
-    except Terminated:
-        err.print(f"[red]terminated[/]: MLflow runs marked KILLED; resume with --job-id {job_id}")
-        raise typer.Exit(143) from None
+        with QuietConsole(log_path, [console, err], verbose=verbose):
+            try:
+                with terminated_on_sigterm(), LocalProgress(loaded, job_id):
+                    result = run_experiment(loaded, job_id=job_id)
+            finally:
+                _disconnect()  # Ray's tear-down prints into the log too
+    except Terminated as exc:
+        err.print(
+            f"[red]terminated[/]: MLflow runs marked KILLED; resume with --job-id {job_id}",
+            highlight=False,
+        )
+        raise typer.Exit(exc.exit_code) from None
     children = result.get("children", [])
     console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
     if len(children) > 1 and result.get("best"):
@@ -97,8 +115,28 @@ def run(
     raise typer.Exit(1 if parsed is None or parsed.unfinished() else 0)
 
 
+def _disconnect() -> None:
+    """Leave Ray (stopping the local cluster this process started), quietly."""
+    import signal
+
+    import ray
+
+    if ray.is_initialized():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        try:
+            ray.shutdown()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_log(job_id: str) -> Path:
+    """Where a ``bioprop run`` keeps what Ray, Tune, Train and MLflow print."""
+    return Path.cwd() / "bioprop-runs" / "runs" / job_id / "run.log"
+
+
 class LocalProgress:
-    """A live per-setting table for an in-process run, polled from MLflow in a thread."""
+    """A live per-setting table for an in-process run (plain lines when the output is not
+    a terminal), polled from MLflow in a thread."""
 
     def __init__(self, spec: Any, job_id: str, poll: float = 2.0) -> None:
         self.job = {"id": job_id, "name": spec.name, "state": "RUNNING"}
@@ -108,17 +146,21 @@ class LocalProgress:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
-        from rich.live import Live
-
         from trainers.tracking import job_summary
 
-        with Live(progress_table(self.job), console=console, transient=True) as live:
-            while not self.stop.wait(self.poll):
+        with live_or_lines(transient=True) as progress:
+            progress.update(self.job)
+            while True:
+                stopping = self.stop.wait(self.poll)
                 try:
                     self.job["progress"] = job_summary(self.job["id"], self.uri)
                 except Exception:  # the store may not exist yet; try again next tick
+                    if stopping:
+                        return
                     continue
-                live.update(progress_table(self.job))
+                progress.update(self.job)
+                if stopping:  # a last read: the lines of the last epochs
+                    return
 
     def __enter__(self) -> LocalProgress:
         self.thread.start()

@@ -24,6 +24,8 @@ __all__ = [
     "console",
     "err",
     "jobs_table",
+    "live_or_lines",
+    "progress_lines",
     "measures_table",
     "progress_table",
     "results_table",
@@ -192,20 +194,92 @@ def measures_table(title: str, measures: dict[str, Any]) -> Table:
     return table
 
 
+def progress_lines(job: dict[str, Any], seen: dict[str, tuple[Any, ...]]) -> list[str]:
+    """The progress of a job as plain lines, for output that is not a terminal (a batch
+    job's log): one line per setting whose status or epoch changed since ``seen`` (updated
+    here), so at most one per setting per epoch (epochs shorter than the polling interval
+    share a line), e.g. ``fa lr=0.1: epoch 2/6 val accuracy 0.931 angle 45.2 RUNNING``."""
+    spec = job.get("spec") or {}
+    epochs = spec.get("schedule", {}).get("epochs")
+    headline, column = _headline(spec.get("task"), _children(job))
+    lines = []
+    for child in _children(job):
+        metrics = child.get("metrics") or {}
+        label = str(child.get("setting") or child.get("rule"))
+        epoch = metrics.get("epoch")
+        key = (_status(child), epoch)
+        if seen.get(label) == key or epoch is None and key[0] == "RUNNING":
+            continue
+        seen[label] = key
+        score, angle = _scores(metrics, headline)
+        done = "-" if epoch is None else f"{int(epoch)}" + (f"/{epochs}" if epochs else "")
+        lines.append(f"{label}: epoch {done} {column} {score} angle {angle} {key[0]}")
+    return lines
+
+
+def live_or_lines(transient: bool = False):
+    """A live table on a terminal, else :class:`LineProgress`: ``with`` it, then
+    ``.update(job)``. The live table never takes over stdout/stderr (``bioprop run``
+    sends those to its log file, :mod:`service.quiet`)."""
+    from rich.live import Live
+
+    if not console.is_terminal:
+        return LineProgress()
+    return _LiveTable(
+        Live(
+            console=console,
+            refresh_per_second=2,
+            transient=transient,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+    )
+
+
+class _LiveTable:
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def __enter__(self) -> _LiveTable:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(*exc)
+
+    def update(self, job: dict[str, Any]) -> None:
+        self.live.update(progress_table(job))
+
+
+class LineProgress:
+    """Progress as plain lines (:func:`progress_lines`), no control characters."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[Any, ...]] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, job: dict[str, Any]) -> None:
+        for line in progress_lines(job, self.seen):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def watch(
     client: Client, job_id: str, *, poll: float = 2.0, transient: bool = False
 ) -> dict[str, Any]:
-    """Follow a job with a live progress table until it reaches a final state; return it."""
-    from rich.live import Live
-
+    """Follow a job with a live progress table (plain lines when the output is not a
+    terminal) until it reaches a final state; return it."""
     job = client.get(job_id)
-    with Live(
-        progress_table(job), console=console, refresh_per_second=2, transient=transient
-    ) as live:
+    with live_or_lines(transient) as progress:
+        progress.update(job)
         while job["state"] not in FINAL_STATES:
             time.sleep(poll)
             job = client.get(job_id)
-            live.update(progress_table(job))
+            progress.update(job)
     return job
 
 

@@ -1,4 +1,4 @@
-"""``bioprop bench rules|train``: the trainers' benchmarks, mounted by ``service/cli.py``.
+"""``bioprop bench rules|train|overhead``: the trainers' benchmarks, mounted by ``service/cli.py``.
 
 :data:`BENCHMARKS` maps a command name to its typer function; the heavy modules (torch, Ray)
 are imported inside each command so ``bioprop --help`` stays fast.
@@ -13,7 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["BENCHMARKS", "bench_rules_cmd", "bench_train_cmd", "preflight_cmd"]
+__all__ = [
+    "BENCHMARKS",
+    "bench_overhead_cmd",
+    "bench_rules_cmd",
+    "bench_train_cmd",
+    "preflight_cmd",
+]
 
 console = Console()
 
@@ -108,7 +114,78 @@ def bench_train_cmd(
         console.print(table)
 
 
-BENCHMARKS = {"rules": bench_rules_cmd, "train": bench_train_cmd}
+def bench_overhead_cmd(
+    rounds: Annotated[int, typer.Option(help="alternating rounds of every mode")] = 3,
+    rules: Annotated[int, typer.Option(help="rules of the sweep (bp, fa, dfa, ss: 1-4)")] = 4,
+    lrs: Annotated[int, typer.Option(help="learning rates of the sweep")] = 10,
+    epochs: Annotated[int, typer.Option(help="epochs per sweep setting")] = 2,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="plain, run, sweep-fresh, sweep-running (repeatable; default all)"),
+    ] = None,
+    cpus: Annotated[
+        int | None, typer.Option(help="CPUs of the running cluster (default: all)")
+    ] = None,
+    checkout: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LABEL=FOLDER: a bioprop checkout whose runs to time side by side, e.g. "
+            "before=/src/bioprop-main (repeatable; default: this one). The running cluster of "
+            "sweep-running imports this checkout: compare checkouts on the other modes"
+        ),
+    ] = None,
+) -> None:
+    """What bioprop adds to a small setting: a plain PyTorch script, `bioprop run` of it, and
+    a digits sweep's per-setting overhead on a fresh and on a running cluster
+    (trainers.overhead)."""
+    from trainers.overhead import bench_overhead
+
+    modes = tuple(mode or ("plain", "run", "sweep-fresh", "sweep-running"))
+    unknown = set(modes) - {"plain", "run", "sweep-fresh", "sweep-running"}
+    if unknown:
+        raise typer.BadParameter(f"unknown mode(s) {sorted(unknown)}", param_hint="--mode")
+    checkouts = dict(item.split("=", 1) for item in checkout or [] if "=" in item)
+    if checkout and len(checkouts) != len(checkout):
+        raise typer.BadParameter("give LABEL=FOLDER", param_hint="--checkout")
+    result = bench_overhead(
+        rounds=rounds,
+        rules=rules,
+        lrs=lrs,
+        epochs=epochs,
+        modes=modes,
+        cpus=cpus,
+        checkouts=checkouts or None,
+    )
+    sweeps = any(m.startswith("sweep") for m in modes)
+    what = f"{result['settings']}-setting sweep, " if sweeps else ""
+    table = Table(title=f"overhead: {what}{rounds} round(s)")
+    table.add_column("measure")
+    table.add_column("median")
+    table.add_column("rounds")
+    for name, values in result["rounds"].items():
+        table.add_row(
+            f"{name} wall (s)",
+            f"{result['median_wall_s'][name]:.2f}",
+            ", ".join(f"{v:.2f}" for v in values),
+        )
+    for name, values in result["per_setting_overhead_s"].items():
+        table.add_row(
+            f"{name} overhead per setting (s)",
+            f"{result[f'{name}_overhead_per_setting_s']:.2f}",
+            ", ".join(f"{v:.2f}" for v in values),
+        )
+    table.add_row(
+        "load average (1 min) after each round",
+        "",
+        ", ".join(f"{v:.1f}" for v in result["load_after_round"]),
+    )
+    for key, value in result.items():
+        if key.endswith("_over_plain"):
+            table.add_row(key.removesuffix("_over_plain") + " / plain", f"{value:.2f}x", "")
+    console.print(table)
+
+
+BENCHMARKS = {"rules": bench_rules_cmd, "train": bench_train_cmd, "overhead": bench_overhead_cmd}
 
 
 def preflight_cmd(

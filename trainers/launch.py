@@ -10,8 +10,8 @@ cluster named by ``RAY_ADDRESS`` or starts a local one.
 
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
 service spawns per job (or submits as a Ray job, with ``--spec-env`` and ``--result -``):
-exit 0 when every setting finished, 1 when one failed, 143 when terminated; on SIGTERM it
-marks its MLflow runs KILLED and exits, which ends every trial (Tune trial actors, Train
+exit 0 when every setting finished, 1 when one failed, 143 when terminated (130 on
+SIGINT); on SIGTERM or SIGINT it marks its MLflow runs KILLED and exits, which ends every trial (Tune trial actors, Train
 controllers and workers are owned by the driver).
 """
 
@@ -50,7 +50,17 @@ log = logging.getLogger("bioprop.launch")
 
 
 class Terminated(Exception):
-    """Raised in the driver when it receives SIGTERM (cancel)."""
+    """Raised in the driver when it receives SIGTERM (cancel) or SIGINT (Ctrl-C);
+    ``signum`` is the signal's number."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal: 143 (SIGTERM), 130 (SIGINT)."""
+        return 128 + int(self.signum)
 
 
 def _init_ray() -> None:
@@ -60,7 +70,7 @@ def _init_ray() -> None:
 
     if ray.is_initialized():
         return
-    ours = signal.getsignal(signal.SIGTERM)
+    ours = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     address = os.environ.get("RAY_ADDRESS")
     if address:  # workers of a running cluster learn the plugins from the job's runtime env
         plugins = os.environ.get(PLUGINS_ENV)
@@ -68,39 +78,57 @@ def _init_ray() -> None:
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
         init_local_ray(log_to_driver=True)  # a new cluster of our own
-    if ours is _raise_terminated:  # Ray's core worker installs its own (abort) handler
-        signal.signal(signal.SIGTERM, ours)
+    for sig, handler in ours.items():  # Ray's core worker installs its own (abort) handler
+        if handler is _raise_terminated:
+            signal.signal(sig, handler)
 
 
 _signals_received: list[int] = []
 
 
+#: the signals that stop a run the same way: a cancel or a batch scheduler, and Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
     _signals_received.append(signum)
-    raise Terminated(f"signal {signum}")
+    raise Terminated(f"signal {signum}", signum)
 
 
 @contextlib.contextmanager
 def terminated_on_sigterm() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` in the main thread, so
-    :func:`run_experiment` marks the job's MLflow runs KILLED before the process ends (the
-    default action would end it at once, leaving them RUNNING). Raised inside Ray's Cython
-    code the exception comes back as another one (``SystemError``); whatever leaves the
-    block after a SIGTERM leaves it as :class:`Terminated`. Elsewhere than the main thread
-    (where Python cannot take signals) it does nothing."""
+    """While inside, SIGTERM and SIGINT (Ctrl-C) raise :class:`Terminated` in the main
+    thread, so :func:`run_experiment` marks the job's MLflow runs KILLED before the process
+    ends (SIGTERM's default action would end it at once, leaving them RUNNING; Tune's own
+    SIGINT handler, switched off here by ``TUNE_DISABLE_SIGINT_HANDLER``, would end the
+    trials FAILED). Raised inside Ray's Cython code the exception comes back as another one
+    (``SystemError``, ``KeyboardInterrupt``); whatever leaves the block after one of these
+    signals leaves it as :class:`Terminated`. Elsewhere than the main thread (where Python
+    cannot take signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _signals_received.clear()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS}
+    tune_sigint = os.environ.get(TUNE_SIGINT_VAR)
+    os.environ[TUNE_SIGINT_VAR] = "1"
     try:
         yield
     except BaseException as exc:
         if _signals_received and not isinstance(exc, Terminated):
-            raise Terminated(f"signal {_signals_received[0]}") from exc
+            first = _signals_received[0]
+            raise Terminated(f"signal {first}", first) from exc
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if tune_sigint is None:
+            os.environ.pop(TUNE_SIGINT_VAR, None)
+        else:
+            os.environ[TUNE_SIGINT_VAR] = tune_sigint
+
+
+TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
@@ -192,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         with terminated_on_sigterm():
             result = run_experiment(spec, job_id=args.job_id)
         code = 0 if JobResult.model_validate(result).succeeded() else 1
-    except Terminated:
+    except Terminated as exc:
         log.warning("terminated: MLflow runs marked KILLED")
-        result, code = {"status": RunStatus.KILLED.value}, 143
+        result, code = {"status": RunStatus.KILLED.value}, exc.exit_code
     if args.result == "-":  # a Ray job's driver: the service reads it from the job's logs
         print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
     elif args.result:

@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from trainers import catalogue
 from trainers.names import check_name
@@ -170,6 +169,8 @@ def resnet20(*, num_classes: int, image_size: int, in_channels: int, blocks: int
 
 @register_model("resnet18")
 def resnet18_(*, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+    from torchvision.models import resnet18  # imported here: it costs a small setting 1-2 s
+
     model = resnet18(weights=None, num_classes=num_classes)
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
@@ -236,6 +237,8 @@ def retinanet_resnet18_fpn(*, num_classes: int, image_size: int, in_channels: in
 
     if in_channels != 3:
         raise ValueError(f"retinanet_resnet18_fpn takes RGB images, not {in_channels} channels")
+    from torchvision.models import resnet18
+
     backbone = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
     fpn = _resnet_fpn_extractor(
         backbone, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(512, 256)

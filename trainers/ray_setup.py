@@ -13,6 +13,17 @@ one machine (two ``bioprop run``, or a run beside the test suite) that last step
 ("Found multiple active Ray instances") and the leak is back. So the dashboard gets a port
 chosen here, and every process of the new cluster (raylet, workers, the cleaner) inherits
 ``RAY_API_SERVER_ADDRESS`` naming it.
+
+Lighter where a one-machine cluster allows (every setting of a sweep pays for each Ray
+process it starts, 1-10 s apiece on a loaded 2-core machine; ``docs/benchmarks.md``):
+
+- no Ray Train preemption watcher (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, the
+  cluster's processes inherit it): one actor less per setting; it watches for nodes being
+  drained, which a cluster of this one machine never does. A cluster started by
+  ``ray start`` (``RAY_ADDRESS``) keeps Ray's default;
+- no idle workers prestarted when the first driver connects
+  (``prestart_worker_first_driver``): none of them ever ran an actor of a job, and their
+  start competed for the CPUs with the driver's own start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +34,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["API_SERVER_VAR", "api_server_address", "init_local_ray"]
+__all__ = [
+    "API_SERVER_VAR",
+    "LOCAL_CLUSTER_ENV",
+    "LOCAL_SYSTEM_CONFIG",
+    "api_server_address",
+    "init_local_ray",
+]
 
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
@@ -34,30 +51,45 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: environment of a cluster bioprop starts itself (a value already set is kept)
+LOCAL_CLUSTER_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+#: Ray system config of such a cluster
+LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextlib.contextmanager
 def api_server_address(url: str) -> Iterator[None]:
     """``RAY_API_SERVER_ADDRESS`` is ``url`` inside the block, restored after it. Ray reads it
     before ``RAY_ADDRESS`` wherever it looks for a dashboard (state API, job submission)."""
-    previous = os.environ.get(API_SERVER_VAR)
-    os.environ[API_SERVER_VAR] = url
-    try:
+    with _environment({API_SERVER_VAR: url}):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(API_SERVER_VAR, None)
-        else:
-            os.environ[API_SERVER_VAR] = previous
 
 
 def init_local_ray(**kwargs: Any) -> Any:
     """``ray.init(address="local", **kwargs)`` (a new cluster, never one ``ray start`` left
-    on this host) with its dashboard on 127.0.0.1 and ``RAY_API_SERVER_ADDRESS`` set for the
-    cluster's processes; this process's environment is left as it was. Returns Ray's
-    context."""
+    on this host) with its dashboard on 127.0.0.1, ``RAY_API_SERVER_ADDRESS`` and
+    :data:`LOCAL_CLUSTER_ENV` set for the cluster's processes and :data:`LOCAL_SYSTEM_CONFIG`;
+    this process's environment is left as it was. Returns Ray's context."""
     import ray
 
     port = _free_port()
-    with api_server_address(f"http://127.0.0.1:{port}"):  # inherited by the raylet
+    env = {k: v for k, v in LOCAL_CLUSTER_ENV.items() if k not in os.environ}
+    kwargs.setdefault("_system_config", dict(LOCAL_SYSTEM_CONFIG))
+    with api_server_address(f"http://127.0.0.1:{port}"), _environment(env):  # to the raylet
         return ray.init(
             address="local",
             include_dashboard=True,

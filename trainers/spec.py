@@ -138,7 +138,20 @@ class ScaleSpec(Section):
 
 
 class CheckpointSpec(Section):
-    every_epochs: Int = Field(1, ge=1, le=100_000)
+    """When a setting saves a checkpoint: at the end of an epoch that is a multiple of
+    ``every_epochs`` and ends at least ``min_interval_s`` seconds after the previous
+    checkpoint (or the setting's start), and always after the last epoch. A resumed run
+    restarts from the last one and continues exactly (same model, optimizer, RNG states)."""
+
+    every_epochs: Int = Field(1, ge=1, le=100_000, description="checkpoint every K epochs")
+    min_interval_s: float = Field(
+        30.0,
+        ge=0,
+        le=1e7,
+        description="skip a checkpoint due sooner than this many seconds after the previous "
+        "one (0: every every_epochs epochs); the last epoch always checkpoints. Small, fast "
+        "settings save once at the end; epochs longer than this save every every_epochs",
+    )
     keep: Int = Field(3, ge=1, le=1000)
 
 

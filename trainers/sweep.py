@@ -15,6 +15,11 @@ FAILED (the others go on); one stopped early by ASHA ends FINISHED with the tags
 the scheduler decides; the run is closed by a Tune callback, because Tune ends a stopped
 trial's process).
 
+A grid's trial processes are reused (``reuse_actors``): a process whose setting finished
+trains the next one (its own MLflow child run, its own ``TorchTrainer``), so a setting does
+not pay for a new Ray process and its imports. A search's are not: a trial ASHA stops is
+ended by killing its process, which takes its Train controller with it.
+
 Starting the same job again: a grid runs only the settings whose child run has not finished
 every epoch, each resuming from its Ray Train checkpoint (the ``TorchTrainer`` name is stable
 per job and setting); a search restores its Tune experiment (same sampled values, scheduler
@@ -37,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainers import notices
 from trainers.catalogue import headline
 from trainers.contracts import (
     TAG_BOOKKEEPING,
@@ -194,6 +200,29 @@ def _tag_quietly(uri: str, run_id: str, key: str, value: str) -> None:
         log.warning("run %s: could not set tag %s: %r", run_id, key, exc)
 
 
+TAG_SUMMARY_AT = "bioprop.summary_written_at"
+SUMMARY_EVERY_S = 60.0
+
+
+def refresh_summary(uri: str, parent: str, every_s: float = SUMMARY_EVERY_S) -> None:
+    """Rewrite the parent's sweep summary as a child finishes, at most once per ``every_s``
+    seconds (the time of the last one is the parent's tag ``bioprop.summary_written_at``):
+    each rewrite reads and draws every child, so a 40-setting sweep redrawing it after each
+    setting spent its time there. The driver writes the final one when all have finished."""
+    import time
+
+    try:
+        client = _client(uri)
+        last = float(client.get_run(parent).data.tags.get(TAG_SUMMARY_AT, 0) or 0)
+        if time.time() - last < every_s:
+            return
+        client.set_tag(parent, TAG_SUMMARY_AT, repr(time.time()))
+    except Exception as exc:  # bookkeeping: the summary is a reading aid
+        log.warning("parent run %s: summary not refreshed: %r", parent, exc)
+        return
+    write_summary(uri, parent)
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The Tune trial: one setting (a grid point, with the sampled values of a search) trained
     by a ``TorchTrainer`` into its MLflow child run.
@@ -210,6 +239,7 @@ def train_trial(config: dict[str, Any]) -> None:
     sample = dict(config.get("sample") or {})
     spec = ExperimentSpec.model_validate(_sampled(config["point"]["spec"], sample))
     label = _label(config["point"]["label"], sample)
+    notices.install(label)
     trial_id = ray.tune.get_context().get_trial_id()
     earlier = _find_child(
         uri, job_id, trial_id=trial_id if search else None, label=None if search else label
@@ -229,7 +259,13 @@ def train_trial(config: dict[str, Any]) -> None:
     # a search trial's Train run is named by its trial (two samples may share a label)
     name = trial_id if search else label
     trainer = build_trainer(
-        spec, run_id=run_id, uri=uri, job_id=job_id, setting=name, callbacks=[TuneReportCallback()]
+        spec,
+        run_id=run_id,
+        uri=uri,
+        job_id=job_id,
+        setting=name,
+        callbacks=[TuneReportCallback()],
+        label=label,
     )
     try:
         fit = trainer.fit()
@@ -237,13 +273,13 @@ def train_trial(config: dict[str, Any]) -> None:
         _client(uri).set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         log_curves(uri, run_id)
         finish_run(uri, run_id, "FAILED")
-        write_summary(uri, config["parent"])
+        refresh_summary(uri, config["parent"])
         raise
     if fit.checkpoint is not None:
         _log_final_checkpoint(uri, run_id, fit.checkpoint, spec.storage_path)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
-    write_summary(uri, config["parent"])  # the parent's summary, refreshed as children finish
+    refresh_summary(uri, config["parent"])  # the parent's summary, as children finish
 
 
 def _bookkeeping_callback(uri: str, job_id: str, storage: str):
@@ -496,8 +532,8 @@ def _tune_config(spec: ExperimentSpec, points, constants, concurrent: int):
     from ray import tune
 
     search = spec.search
-    if search is None:
-        return tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent)
+    if search is None:  # a trial's process trains the next setting too (see the module)
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent, reuse_actors=True)
     optuna = search.algorithm == "optuna"
     return tune.TuneConfig(
         metric=search.metric,

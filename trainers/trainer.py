@@ -33,9 +33,11 @@ def build_trainer(
     job_id: str,
     setting: str | None = None,
     callbacks: list | None = None,
+    label: str | None = None,
 ):
     """A ``TorchTrainer`` for one resolved, data-prepared spec (``callbacks``: Ray Train
-    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial)."""
+    ``RunConfig`` callbacks, e.g. Tune's ``TuneReportCallback`` inside a Tune trial;
+    ``label``: the setting's label, which its workers' warnings are shown with)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -44,7 +46,12 @@ def build_trainer(
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri},
+        train_loop_config={
+            "spec": spec.model_dump(mode="json"),
+            "run_id": run_id,
+            "uri": uri,
+            "setting": label or setting or spec.rule.name,
+        },
         torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=spec.scale.workers,

@@ -2,7 +2,7 @@
 
 Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
 and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
-on checkpoint epochs. What differs between tasks is a small :class:`~trainers.tasks.base.Task`
+on checkpoint epochs (:func:`checkpoint_due`: ``spec.checkpoint``). What differs between tasks is a small :class:`~trainers.tasks.base.Task`
 object looked up
 by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
 batch to a loss and its named per-sample sums, evaluates, and picks and scores the
@@ -22,6 +22,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainers import metrics, rules
+from trainers import metrics, notices, rules
 from trainers.optim import build_optimizer
 from trainers.spec import ExperimentSpec
 from trainers.tasks import get_task
@@ -43,9 +44,11 @@ from trainers.tracking import log_epoch, log_metrics, log_metrics_of
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CheckpointClock",
     "Task",
     "WorkerEnv",
     "all_reduce_sum",
+    "checkpoint_due",
     "close_epoch",
     "restore_or_start",
     "retrained_epochs",
@@ -71,8 +74,17 @@ def worker_env(config: dict[str, Any]) -> WorkerEnv:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``, ``uri``."""
+    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``,
+    ``uri`` and ``setting`` (the label this worker's warnings are shown with)."""
     env = worker_env(config)
+    notices.install(config.get("setting") or env.spec.rule.name)
+    if env.spec.batch_size % env.world:
+        per = env.spec.batch_size // env.world
+        warnings.warn(
+            f"batch_size {env.spec.batch_size} is not a multiple of scale.workers {env.world}: "
+            f"each worker takes {per}, {per * env.world} samples per step",
+            stacklevel=1,
+        )
     spec, run_id, uri, rank, world, device = env
     task = get_task(spec.task)
     val_loader = env.loader("val", spec.seed)
@@ -86,6 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     probe = task.probe(val_loader, env) if rank == 0 else None
     monitor = _system_metrics(uri, run_id) if rank == 0 else None
+    clock = CheckpointClock()
     step: int | None = None  # global optimizer step, known once the first loader is built
     try:
         for epoch in range(start_epoch, spec.schedule.epochs):
@@ -127,7 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
             close_epoch(
                 env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment,
-                log_to_mlflow=epoch >= logged,
+                log_to_mlflow=epoch >= logged, clock=clock,
             )  # fmt: skip
     finally:
         if monitor is not None:
@@ -196,19 +209,25 @@ def close_epoch(
     probe_alignment: Callable[[], dict[str, float]] | None,
     *,
     log_to_mlflow: bool = True,
+    clock: CheckpointClock | None = None,
 ) -> None:
     """End an epoch whose train and val metrics are in ``epoch_metrics``: add per-layer
     weight alignment (and, unless ``tracking.alignment_every`` logs it per step, the probe's
     gradient alignment), report to Ray with the checkpoint, log everything to MLflow on
     rank 0 (unless ``log_to_mlflow`` is false: an epoch the run logged before, trained
-    again after a restart). Ray sees only the epoch metrics and the mean alignment angle."""
+    again after a restart). Ray sees only the epoch metrics and the mean alignment angle.
+    ``clock``: when the last checkpoint was saved (``checkpoint.min_interval_s``); without
+    one, every ``checkpoint.every_epochs`` epochs."""
     summary = dict(epoch_metrics)
     align = metrics.alignment(rules.unwrap(model))
     epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
     if probe_alignment is not None and not env.spec.tracking.alignment_every:
         epoch_metrics.update(probe_alignment())
     summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
-    _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world)
+    save = checkpoint_due(env, epoch, clock)
+    _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world, save)
+    if save and clock is not None:
+        clock.saved()
     if env.rank == 0 and log_to_mlflow:
         tracking = env.spec.tracking
         log_epoch(
@@ -282,9 +301,37 @@ def _gather_rng(world: int) -> list[dict[str, Any]]:
     return states
 
 
-def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world) -> None:
-    last = epoch + 1 == spec.schedule.epochs
-    save = last or (epoch + 1) % spec.checkpoint.every_epochs == 0
+class CheckpointClock:
+    """When this worker's setting last saved a checkpoint (or started), monotonic seconds."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+    def since(self) -> float:
+        return time.monotonic() - self.last
+
+
+def checkpoint_due(env: WorkerEnv, epoch: int, clock: CheckpointClock | None) -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with a checkpoint (``spec.checkpoint``): the
+    last epoch always; else a multiple of ``every_epochs`` at least ``min_interval_s`` after
+    the previous checkpoint. Ranks' clocks differ, so rank 0's decides for every rank (a
+    collective when it depends on time: every rank calls it)."""
+    spec = env.spec
+    if epoch + 1 == spec.schedule.epochs:
+        return True
+    if (epoch + 1) % spec.checkpoint.every_epochs:
+        return False
+    interval = spec.checkpoint.min_interval_s
+    if clock is None or interval <= 0:
+        return True
+    due = env.rank == 0 and clock.since() >= interval
+    return all_reduce_sum([1.0 if due else 0.0], env.device)[0] > 0
+
+
+def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, save) -> None:
     rng = _gather_rng(world) if save else []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None

@@ -342,7 +342,8 @@ def test_losing_a_worker_node_resumes_from_the_bucket_and_succeeds(cluster: Topo
 
     cluster.start_ray_worker("w3", nodes=4)  # the spare: 3 one-CPU nodes for 2 workers
     spec = {**SWEEP, "name": "cluster-node-loss", "rule": {"name": "bp"}}
-    spec.update(schedule={"epochs": 20}, max_failures=2)
+    # a checkpoint every epoch, however fast: the node is killed once one is registered
+    spec.update(schedule={"epochs": 20}, max_failures=2, checkpoint={"min_interval_s": 0})
     job_id = _submit(cluster, spec)
     _wait_runs(cluster, job_id, children=1)
 

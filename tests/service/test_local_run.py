@@ -1,10 +1,16 @@
 """``bioprop run`` stopped by SIGTERM (a batch scheduler's time limit, ``kill``, a node
-drain): its MLflow runs are marked KILLED, not left RUNNING, and it says how to resume."""
+drain) or Ctrl-C (SIGINT): its MLflow runs are marked KILLED, not left RUNNING, and it says
+how to resume. Its console, in a terminal (a pseudo-terminal) or not (pipes, as a batch
+job's log), holds bioprop's lines only; Ray's, Tune's and MLflow's are in the run's log file.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -25,6 +31,39 @@ SPEC = {
 }
 
 
+# what Ray, Tune, Train and MLflow print on their own: never on a quiet console
+INTERNALS = (
+    "TrainController",
+    "RayTrainWorker",
+    "Reporting training result",
+    "Checkpoint successfully created",
+    "INFO mlflow",
+    "Configuration for experiment",
+    "core_worker",
+    "tune.py",
+    "process group",
+)
+
+
+def _wait_for_an_epoch(proc: subprocess.Popen, job_id: str, uri: str) -> None:
+    from trainers.tracking import find_job_runs
+
+    deadline = time.monotonic() + 300
+    while True:  # until the setting has logged an epoch
+        assert proc.poll() is None, "the run ended before its first epoch"
+        assert time.monotonic() < deadline, "no epoch logged in 300 s"
+        _, children = find_job_runs(job_id, uri)
+        if children and children[0].data.metrics.get("epoch", 0) >= 1:
+            return
+        time.sleep(0.5)
+
+
+def _assert_quiet(console: str, log: str) -> None:
+    leaked = [line for line in console.splitlines() if any(i in line for i in INTERNALS)]
+    assert not leaked, leaked
+    assert "RayTrainWorker" in log and "Reporting training result" in log, log[-3000:]
+
+
 def test_sigterm_marks_the_runs_killed_and_says_how_to_resume(workdir, ray_cluster):
     from trainers.tracking import default_tracking_uri, find_job_runs
 
@@ -40,14 +79,7 @@ def test_sigterm_marks_the_runs_killed_and_says_how_to_resume(workdir, ray_clust
         text=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:  # until the setting has logged an epoch
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no epoch logged in 300 s"
-            _, children = find_job_runs("term", uri)
-            if children and children[0].data.metrics.get("epoch", 0) >= 1:
-                break
-            time.sleep(0.5)
+        _wait_for_an_epoch(proc, "term", uri)
         proc.send_signal(signal.SIGTERM)
         out, errs = proc.communicate(timeout=120)
     finally:
@@ -58,3 +90,73 @@ def test_sigterm_marks_the_runs_killed_and_says_how_to_resume(workdir, ray_clust
     parent, children = find_job_runs("term", uri)
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] == ["KILLED"]
+    # not a terminal: plain lines, one per setting and epoch, no control characters
+    log = workdir / "bioprop-runs" / "runs" / "term" / "run.log"
+    assert f"log: {log}" in out
+    assert "\x1b" not in out + errs
+    # (read every 2 s from MLflow: epochs shorter than that share a line)
+    assert re.search(r"^fa: epoch \d+/500 val accuracy 0\.\d{3} angle [\d.]+ \w+$", out, re.M), out
+    _assert_quiet(out + errs, log.read_text())
+
+
+def test_ctrl_c_in_a_terminal_kills_the_runs_and_warnings_show_once(workdir, ray_cluster):
+    from trainers.tracking import default_tracking_uri, find_job_runs
+
+    # 2 DDP workers and a global batch they cannot split evenly: each rank warns
+    spec = {**SPEC, "name": "interrupted", "batch_size": 65, "scale": {"workers": 2}}
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    uri = default_tracking_uri()
+    find_job_runs("ctrlc", uri)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "run", "spec.json", "--job-id", "ctrlc"],
+        cwd=workdir,
+        env={**os.environ, "RAY_ADDRESS": ray_cluster, "TERM": "xterm", "COLUMNS": "120"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def drain(until: float) -> None:
+        while time.monotonic() < until:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # the terminal closed: the process ended
+                    return
+                if not data:
+                    return
+                chunks.append(data)
+            elif proc.poll() is not None:
+                return
+
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until the setting has logged an epoch, reading the terminal meanwhile
+            assert proc.poll() is None and time.monotonic() < deadline, chunks[-20:]
+            _, children = find_job_runs("ctrlc", uri)
+            if children and children[0].data.metrics.get("epoch", 0) >= 1:
+                break
+            drain(time.monotonic() + 0.5)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        drain(time.monotonic() + 120)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 130, screen
+    assert "resume with --job-id ctrlc" in screen
+    parent, children = find_job_runs("ctrlc", uri)
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED"]
+    # the warning both ranks raised, once, on one line with its setting
+    warned = [line for line in screen.splitlines() if "is not a multiple of" in line]
+    assert len(warned) == 1 and "warning [fa]:" in warned[0], warned
+    assert "batch_size 65 is not a multiple of scale.workers 2" in warned[0]
+    log = (workdir / "bioprop-runs" / "runs" / "ctrlc" / "run.log").read_text()
+    _assert_quiet(screen, log)

@@ -81,18 +81,32 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killed_worker_is_restarted_and_run_completes_from_checkpoint(workdir, ray_cluster):
-    # a checkpoint every 2 epochs and the kill once epoch 3 is logged: the restarted group
-    # trains again what it logged past its checkpoint, and MLflow keeps one point per epoch
-    spec = ExperimentSpec.model_validate(
-        {
-            **BASE,
-            "schedule": {"epochs": 6},
-            "scale": {"workers": 2},
-            "max_failures": 2,
-            "checkpoint": {"every_epochs": 2},
-        }
-    )
+# 2 DDP workers, a checkpoint every 2 epochs however fast they are
+KILLED = {
+    **BASE,
+    "schedule": {"epochs": 6, "step_every": 2},
+    "scale": {"workers": 2},
+    "max_failures": 2,
+    "checkpoint": {"every_epochs": 2, "min_interval_s": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_cluster, tmp_path_factory) -> dict:
+    """``KILLED`` trained without a fault: what the killed run must end with."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("uninterrupted"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return run_experiment(ExperimentSpec.model_validate(KILLED), job_id="whole-ddp")
+
+
+def test_killed_worker_is_restarted_and_run_completes_from_checkpoint(
+    workdir, ray_cluster, uninterrupted
+):
+    # a checkpoint every 2 epochs and the kill once epoch 3 is logged, between two
+    # checkpoints: the restarted group trains again what it logged past its checkpoint,
+    # MLflow keeps one point per epoch, and the run ends exactly as one never killed
+    spec = ExperimentSpec.model_validate(KILLED)
     uri = f"sqlite:///{workdir / 'bioprop-runs' / 'mlflow.db'}"
     killed: list[int] = []
 
@@ -132,4 +146,10 @@ def test_killed_worker_is_restarted_and_run_completes_from_checkpoint(workdir, r
     retrained = [int(e) for e in tags.get("bioprop.retrained_epochs", "").split(",") if e]
     if resumed[0][1] == 2:  # epoch 3 was logged before the kill, then trained again
         assert retrained and retrained[0] == 3, tags
-    assert _final_state(result)["epoch"] == 5
+    a, b = _final_state(uninterrupted), _final_state(result)
+    assert a["epoch"] == b["epoch"] == 5
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=key)
+    whole_uri = uninterrupted["tracking_uri"]
+    whole_loss = _history(whole_uri, uninterrupted["children"][0]["run_id"], "val_loss")[-1]
+    assert _history(uri, run_id, "val_loss")[-1] == pytest.approx(whole_loss, abs=1e-6)

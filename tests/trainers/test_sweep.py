@@ -132,6 +132,7 @@ def test_search_stops_an_absurd_learning_rate_at_the_grace_period(
             "rule": {"name": "bp"},
             "schedule": {"epochs": 5},
             "sweep": {"max_concurrent": 1},  # the sane rate reaches epoch 1 first
+            "checkpoint": {"min_interval_s": 0},  # the stopped trial has one to log
             "search": {
                 "metric": "val_acc",
                 "mode": "max",
@@ -203,6 +204,7 @@ def test_killed_driver_then_same_job_finishes_only_the_unfinished_trials(workdir
         "rule": {"name": ["bp", "fa"]},
         "seed": [0, 1],
         "schedule": {"epochs": epochs},
+        "checkpoint": {"min_interval_s": 0},  # one per epoch: the kill cuts after one
     }
     (workdir / "spec.json").write_text(json.dumps(body))
     from trainers.tracking import default_tracking_uri, find_job_runs
