@@ -91,13 +91,15 @@ def run(
     log_path = run_log(job_id)
     console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})", highlight=False)
     console.print(f"log: {log_path}", highlight=False, soft_wrap=True)
+    joined = _ray_connected()  # a caller's connection (a notebook, a test) stays
     try:
         with QuietConsole(log_path, [console, err], verbose=verbose):
             try:
                 with terminated_on_sigterm(), LocalProgress(loaded, job_id):
                     result = run_experiment(loaded, job_id=job_id)
             finally:
-                _disconnect()  # Ray's tear-down prints into the log too
+                if not joined:
+                    _disconnect()  # Ray's tear-down prints into the log too
     except Terminated as exc:
         err.print(
             f"[red]terminated[/]: MLflow runs marked KILLED; resume with --job-id {job_id}",
@@ -115,8 +117,14 @@ def run(
     raise typer.Exit(1 if parsed is None or parsed.unfinished() else 0)
 
 
+def _ray_connected() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def _disconnect() -> None:
-    """Leave Ray (stopping the local cluster this process started), quietly."""
+    """Leave Ray (stopping the local cluster this command started), quietly."""
     import signal
 
     import ray

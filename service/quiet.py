@@ -43,6 +43,18 @@ class _ConsoleHandler(logging.Handler):
             self.quiet.notice(record.levelname, "", record.getMessage())
 
 
+def _console_stream(stream: TextIO, fd: int, saved: int) -> TextIO:
+    """Where the console keeps writing: the terminal (or file) behind ``fd`` through its
+    saved copy ``saved``, or ``stream`` itself when it is not backed by ``fd`` (a notebook's
+    or a test runner's stream)."""
+    try:
+        if stream.fileno() == fd:
+            return os.fdopen(saved, "w", buffering=1, encoding="utf-8", closefd=False)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return stream
+
+
 class QuietConsole:
     """Context manager: fds 1 and 2 -> ``log_path``; ``consoles`` (rich) -> the original
     stdout (the first) and stderr (the rest). ``poll``: seconds between reads of the log."""
@@ -62,7 +74,7 @@ class QuietConsole:
         self._streams: list[TextIO] = []
         self._handlers: list[logging.Handler] = []
         self._start = 0
-        self._line_buffered: bool | None = None
+        self._python_streams: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
 
     # -- the console side ------------------------------------------------------------
     @property
@@ -93,18 +105,20 @@ class QuietConsole:
         self._start = os.fstat(fd).st_size
         self._saved = [os.dup(1), os.dup(2)]
         self._streams = [
-            os.fdopen(self._saved[0], "w", buffering=1, encoding="utf-8", closefd=False),
-            os.fdopen(self._saved[1], "w", buffering=1, encoding="utf-8", closefd=False),
+            _console_stream(sys.stdout, 1, self._saved[0]),
+            _console_stream(sys.stderr, 2, self._saved[1]),
         ]
         for i, console in enumerate(self.consoles):
             console.file = self._streams[0 if i == 0 else 1]
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        # a file is block-buffered: lines reach the log (and the follower) as written
-        self._line_buffered = getattr(sys.stdout, "line_buffering", None)
-        if self._line_buffered is False and hasattr(sys.stdout, "reconfigure"):
-            sys.stdout.reconfigure(line_buffering=True)
+        # Python-level writers (print, Tune's banners, Ray's forwarded lines) follow fds 1
+        # and 2 into the log too, also where sys.stdout is not fd 1 (a notebook, CliRunner);
+        # line-buffered so lines reach the log (and the follower) as written
+        self._python_streams = (sys.stdout, sys.stderr)
+        sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
         root = logging.getLogger()
         to_file = logging.StreamHandler(sys.stderr)  # fd 2: the log file
         to_file.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -125,11 +139,10 @@ class QuietConsole:
         sys.stderr.flush()
         self._stop.set()
         self._thread.join(timeout=5)
-        if self._line_buffered is False and hasattr(sys.stdout, "reconfigure"):
-            sys.stdout.reconfigure(line_buffering=False)
         root = logging.getLogger()
         for handler in self._handlers:
             root.removeHandler(handler)
+        sys.stdout, sys.stderr = self._python_streams
         os.dup2(self._saved[0], 1)
         os.dup2(self._saved[1], 2)
         for console in self.consoles:
