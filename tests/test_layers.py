@@ -135,3 +135,14 @@ def test_the_control_plane_is_layered_inside_service() -> None:
     plane = ("service.api", "service.core", "service.backends")
     for module in ("service.client", "service.tables"):
         assert sorted(d for d in graph[module] if d.startswith(plane)) == [], module
+
+
+def test_the_training_library_never_imports_reproductions_or_benchmarks() -> None:
+    """``trainers.reproductions`` (the papers' experiments) and ``trainers.benchmarks`` sit
+    on the training library; only the command line (``trainers.cli``) mounts the benchmarks."""
+    graph = _graph()
+    above = ("trainers.reproductions", "trainers.benchmarks")
+    library = [m for m in graph if m.startswith("trainers") and not m.startswith(above)]
+    assert "trainers.worker" in library and "trainers.reproductions.reproduce" in graph
+    up = {m: sorted(d for d in graph[m] if d.startswith(above)) for m in library}
+    assert {m: d for m, d in up.items() if d and m != "trainers.cli"} == {}

@@ -41,11 +41,11 @@ def bench_rules_cmd(
         bool | None, typer.Option(help="bfloat16 autocast + channels-last (default: on CUDA)")
     ] = None,
 ) -> None:
-    """Median step time of each rule and its ratio to BP, side by side (trainers.bench).
+    """Median step time of each rule and its ratio to BP, side by side (trainers.benchmarks.rules).
 
     Defaults: what one worker of the shipped ImageNet specs runs (ResNet-18, 224 px, batch
     256 over 8 workers)."""
-    from trainers.bench import bench_rules, format_table
+    from trainers.benchmarks.rules import bench_rules, format_table
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -86,7 +86,7 @@ def bench_train_cmd(
     ] = True,
 ) -> None:
     """Training samples/s with 1 vs N Ray Train workers; epoch time per rule of a sweep."""
-    from trainers.throughput import bench_ceiling, bench_sweep_epochs, bench_workers
+    from trainers.benchmarks.throughput import bench_ceiling, bench_sweep_epochs, bench_workers
 
     logging.basicConfig(level=logging.WARNING)
     config = dict(model=model, image_size=image_size, workers=workers, batch_size=batch_size)
@@ -137,8 +137,8 @@ def bench_overhead_cmd(
 ) -> None:
     """What bioprop adds to a small setting: a plain PyTorch script, `bioprop run` of it, and
     a digits sweep's per-setting overhead on a fresh and on a running cluster
-    (trainers.overhead)."""
-    from trainers.overhead import bench_overhead
+    (trainers.benchmarks.overhead)."""
+    from trainers.benchmarks.overhead import bench_overhead
 
     modes = tuple(mode or ("plain", "run", "sweep-fresh", "sweep-running"))
     unknown = set(modes) - {"plain", "run", "sweep-fresh", "sweep-running"}

@@ -1,4 +1,4 @@
-"""The breaking-point study (``trainers.breaking_point``, a ``trainers.reproduce`` part): its
+"""The breaking-point study (``trainers.reproductions.breaking_point``, a ``trainers.reproductions.reproduce`` part): its
 specs cover the grids, its table and claims follow the numbers, and a tiny real run (Ray
 Tune search with ASHA per grid point, digits MLP) leaves heat maps and the table on the
 sweep's MLflow parent run, read back with MLflow's client."""
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trainers import reproduce
-from trainers.breaking_point import (
+from trainers.names import RULE_NAMES
+from trainers.reproductions import reproduce
+from trainers.reproductions.breaking_point import (
     breaking_points,
     finish_study,
     section,
@@ -18,7 +19,6 @@ from trainers.breaking_point import (
     study_specs,
     summarize,
 )
-from trainers.names import RULE_NAMES
 from trainers.spec import ExperimentSpec
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.overhead import one_spec, sweep_spec
+from trainers.benchmarks.overhead import one_spec, sweep_spec
 from trainers.spec import ExperimentSpec
 
 

@@ -1,10 +1,10 @@
-"""``trainers.reproduce`` sweeps are valid specs, and ``docs/results.md``'s agree/disagree
+"""``trainers.reproductions.reproduce`` sweeps are valid specs, and ``docs/results.md``'s agree/disagree
 text follows the numbers it prints (the same claim flips when the numbers do)."""
 
 from __future__ import annotations
 
-from trainers import reproduce
-from trainers.results_text import render
+from trainers.reproductions import reproduce
+from trainers.reproductions.results_text import render
 from trainers.spec import ExperimentSpec
 
 

@@ -587,7 +587,7 @@ def test_pfa_path_equals_r_trained_by_hand_in_float64(rule: str, kind: str) -> N
 
 
 def test_bench_rules_times_every_rule_beside_bp_per_image_size() -> None:
-    from trainers.bench import bench_rules, format_table
+    from trainers.benchmarks.rules import bench_rules, format_table
 
     rows = bench_rules(
         ("mlp",), ["fa", "wm"], image_sizes=(8, 12), steps=2, warmup=0, batch_size=2,
@@ -607,7 +607,7 @@ def test_bench_rules_times_every_rule_beside_bp_per_image_size() -> None:
 def test_wm_tradeoff_angle_follows_the_estimator_variance() -> None:
     """Steady-state angle ``atan(sqrt(rate / (2 - rate)))`` at mirror batch = fan-in, and
     ``K`` times the rate per iteration for ``K`` times fewer noise samples per step."""
-    from trainers.bench import bench_mirror_tradeoff
+    from trainers.benchmarks.rules import bench_mirror_tradeoff
 
     rows = bench_mirror_tradeoff((32, 128), (1, 4), n_out=16, mirror_lr=0.1)
     assert [(r["fan_in"], r["every"]) for r in rows] == [(32, 1), (32, 4), (128, 1), (128, 4)]
@@ -623,7 +623,7 @@ def test_bench_rules_defaults_are_one_worker_of_the_shipped_imagenet_specs() -> 
     """224 px, per-worker batch = batch_size / scale.workers, wm's share 1 / workers."""
     from pathlib import Path
 
-    from trainers.bench import DEFAULTS
+    from trainers.benchmarks.rules import DEFAULTS
     from trainers.spec import parse_yaml
 
     root = Path(__file__).resolve().parents[2] / "specs"

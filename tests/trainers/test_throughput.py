@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trainers.throughput import bench_ceiling
+from trainers.benchmarks.throughput import bench_ceiling
 
 
 def test_bench_ceiling_reports_the_ratio_of_its_rates() -> None:

@@ -2,7 +2,7 @@
 
 ``decay`` (default 0) shrinks ``W`` by ``(1 - decay)`` after every optimizer step, the
 extra decay ``kp`` and ``pfa`` apply to ``W``: BP given the same decay is their matched
-baseline (``trainers/reproduce.py`` runs it beside them).
+baseline (``trainers/reproductions/reproduce.py`` runs it beside them).
 """
 
 from __future__ import annotations

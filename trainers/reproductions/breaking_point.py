@@ -1,7 +1,7 @@
 """Where each rule breaks: every rule over a depth x width grid of the digits MLP and a conv
-ladder, each rule at its own best learning rate; a part of ``python -m trainers.reproduce``.
+ladder, each rule at its own best learning rate; a part of ``python -m trainers.reproductions.reproduce``.
 
-The study is two sweeps (``trainers.reproduce_grid.BREAKING_SWEEPS``), each one spec and one
+The study is two sweeps (``trainers.reproductions.reproduce_grid.BREAKING_SWEEPS``), each one spec and one
 job (one MLflow parent run):
 
 - ``breaking-mlp``: ``data.kind: digits``, ``model: mlp`` with ``depth`` x ``hidden`` from
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.contracts import RunStatus
-from trainers.reproduce_grid import BREAKING_GAP, BREAKING_GRIDS, LR_GRID
+from trainers.reproductions.reproduce_grid import BREAKING_GAP, BREAKING_GRIDS, LR_GRID
 
 __all__ = [
     "breaking_points",

@@ -1,11 +1,11 @@
 """Regenerate ``docs/results.md``: the CPU-scale reproductions, run as ``bioprop run`` sweeps.
 
-``python -m trainers.reproduce [--seeds 1] [--epochs 5] [--conv-epochs 4] [--out
+``python -m trainers.reproductions.reproduce [--seeds 1] [--epochs 5] [--conv-epochs 4] [--out
 docs/results.md]`` writes every sweep as a spec file under ``bioprop-runs/reproduce/``,
 runs each through :func:`trainers.launch.run_experiment` (what ``bioprop run SPEC`` runs:
 Ray Train workers, the data pipelines, MLflow), reads the finished settings' metrics back
 and writes the tables, the seeds, the code's commit, the command's runtime, and text that
-compares the numbers with the papers' claims (:mod:`trainers.results_text`). Finished
+compares the numbers with the papers' claims (:mod:`trainers.reproductions.results_text`). Finished
 settings are kept: the same command at the same commit resumes where it stopped.
 
 Sweeps (``SWEEPS``):
@@ -23,7 +23,7 @@ Sweeps (``SWEEPS``):
 - ``conv-synthetic``: the synthetic 10-class JPEG set (32 px, ImageNet-style augmentation),
   ResNet-8 and ResNet-20 (``resnet20`` with 1 and 3 blocks per stage) for ``bp fa ss kp sa
   ia``; SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32;
-- ``breaking-mlp``, ``breaking-conv``: where each rule breaks (:mod:`trainers.breaking_point`):
+- ``breaking-mlp``, ``breaking-conv``: where each rule breaks (:mod:`trainers.reproductions.breaking_point`):
   every rule over depth x width of the digits MLP and a ResNet ladder, each grid point an
   ASHA search over the learning rate; ``--grid full`` (depths 2-12, widths 32-512, 1-5
   blocks) or ``reduced`` (the default, for a 2-core machine). Heat maps and the
@@ -48,10 +48,10 @@ from typing import Any
 
 import yaml
 
-from trainers.breaking_point import finish_study, study_records, study_specs
 from trainers.contracts import RunStatus
 from trainers.names import RULE_NAMES
-from trainers.reproduce_grid import (
+from trainers.reproductions.breaking_point import finish_study, study_records, study_specs
+from trainers.reproductions.reproduce_grid import (
     BREAKING_GRIDS,
     BREAKING_SWEEPS,
     CONV_BLOCKS,
@@ -64,7 +64,7 @@ from trainers.reproduce_grid import (
     WHOLE,
     extra_decays,
 )
-from trainers.results_text import render
+from trainers.reproductions.results_text import render
 from trainers.spec import ExperimentSpec, parse_yaml
 
 __all__ = [
@@ -263,7 +263,7 @@ def run_all(
     """Write each sweep's spec files under ``workdir`` and run them, ``parallel`` drivers
     at a time (``python -m trainers.launch SPEC``, the driver ``bioprop submit`` spawns, on
     one local Ray cluster with ``parallel`` CPUs); the raw records. A breaking-point sweep's
-    heat maps and table go to its parent run (:func:`trainers.breaking_point.finish_study`)
+    heat maps and table go to its parent run (:func:`trainers.reproductions.breaking_point.finish_study`)
     and its overview ``{sweep}-gap.png`` to ``figures`` when given."""
     import ray
 
@@ -376,7 +376,9 @@ def written(workdir: Path, commit_sha: str, seeds: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m trainers.reproduce", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m trainers.reproductions.reproduce", description=__doc__
+    )
     ap.add_argument("--seeds", type=int, default=1, help="seeds per setting (0, 1, ...)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs of the digits MLP sweeps")
     ap.add_argument("--conv-epochs", type=int, default=4, help="epochs of the conv sweep")
@@ -409,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = written(Path(args.workdir).absolute(), args.render_only, args.seeds)
         results.update(commit=args.render_only, seeds=args.seeds, runtime_s=args.runtime_s)
         results["stopped"] = True
-        results["argv"] = ["python", "-m", "trainers.reproduce"]
+        results["argv"] = ["python", "-m", "trainers.reproductions.reproduce"]
         results["machine"] = f"{platform.machine()}, {_cpus()} CPU cores"
         text = render(results, epochs=args.epochs, conv_epochs=args.conv_epochs)
         Path(args.out).write_text(text)
@@ -427,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     results["runtime_s"] = time.monotonic() - started
     given = list(sys.argv[1:] if argv is None else argv)
-    results["argv"] = ["python", "-m", "trainers.reproduce", *given]
+    results["argv"] = ["python", "-m", "trainers.reproductions.reproduce", *given]
     results["machine"] = f"{platform.machine()}, {_cpus()} CPU cores"
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

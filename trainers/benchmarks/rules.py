@@ -248,7 +248,7 @@ def bench_mirror_tradeoff(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m trainers.bench [--models resnet18] [--image-sizes 224 64] [--rules ...]``"""
+    """``python -m trainers.benchmarks.rules [--models resnet18] [--image-sizes 224 64] [--rules ...]``"""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(DEFAULTS["models"]))
     ap.add_argument("--rules", nargs="+", default=None)

@@ -137,7 +137,7 @@ def bench_overhead(
     checkout, labelled ``<mode>@<label>``); default this one, unlabelled."""
     root = Path(tempfile.mkdtemp(prefix="bioprop-overhead-"))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
     code = {f"@{k}": v for k, v in checkouts.items()} if checkouts else {"": repo}
     settings = rules * lrs

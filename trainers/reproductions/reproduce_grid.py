@@ -1,6 +1,6 @@
-"""What ``python -m trainers.reproduce`` runs, as data: the rules, depths, conv ladders and
-learning-rate grid of each reproduction sweep. The runner (:mod:`trainers.reproduce`) and
-the page's text (:mod:`trainers.results_text`) both read it, so neither imports the other's
+"""What ``python -m trainers.reproductions.reproduce`` runs, as data: the rules, depths, conv ladders and
+learning-rate grid of each reproduction sweep. The runner (:mod:`trainers.reproductions.reproduce`) and
+the page's text (:mod:`trainers.reproductions.results_text`) both read it, so neither imports the other's
 internals. Torch-free.
 """
 
