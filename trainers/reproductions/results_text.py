@@ -15,16 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from trainers.contracts import RunStatus
-from trainers.reproductions.reproduce_grid import (
-    BREAKING_SWEEPS,
-    CONV_BLOCKS,
-    CONV_RULES,
-    DEPTHS,
-    DIGITS_RULES,
-    LR_GRID,
-    SWEEPS,
-    extra_decays,
-)
+from trainers.reproductions import reproduce_grid as plan
 
 __all__ = ["render"]
 
@@ -292,7 +283,7 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
         if rec.get("status") == RunStatus.FINISHED and rec.get("val_acc") is not None:
             acc.setdefault((rec["rule"], rec["lr"]), []).append(100 * rec["val_acc"])
     mean = {k: sum(v) / len(v) for k, v in acc.items()}
-    grid = ", ".join(f"{lr:g}" for lr in LR_GRID)
+    grid = ", ".join(f"{lr:g}" for lr in plan.LR_GRID)
     lines = [
         f"## Learning rate per rule: a search on digits ({epochs} epochs)",
         "",
@@ -304,13 +295,13 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
         "of the grid, and at every rate.",
         "",
         "| rule | at lr 0.05 | best lr | at best lr | "
-        + " | ".join(f"{lr:g}" for lr in LR_GRID)
+        + " | ".join(f"{lr:g}" for lr in plan.LR_GRID)
         + " |",
-        "| --- | ---: | ---: | ---: |" + " ---: |" * len(LR_GRID),
+        "| --- | ---: | ---: | ---: |" + " ---: |" * len(plan.LR_GRID),
     ]
     gains = []
     for rule in RULE_NAMES:
-        row = {lr: mean.get((rule, lr)) for lr in LR_GRID}
+        row = {lr: mean.get((rule, lr)) for lr in plan.LR_GRID}
         done = {lr: v for lr, v in row.items() if v is not None}
         best = max(done, key=done.get) if done else None
         at_bp = row.get(0.05)
@@ -319,7 +310,7 @@ def _lr_search(records: list[dict[str, Any]], epochs: int) -> list[str]:
             f"{best:g}" if best is not None else "—",
             _fmt([done[best]]) if best is not None else "—",
         ]
-        cells += [_fmt([row[lr]]) for lr in LR_GRID]
+        cells += [_fmt([row[lr]]) for lr in plan.LR_GRID]
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
         if best is not None and at_bp is not None and done[best] - at_bp >= 2:
             gains.append(f"{rule} +{done[best] - at_bp:.1f} at lr {best:g}")
@@ -338,7 +329,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
     sweeps = results["sweeps"]
     digits = Table(sweeps.get("digits-mlp", []) + sweeps.get("digits-bp-decay", []), "depth")
     conv = Table(sweeps.get("conv-synthetic", []), "blocks")
-    decays = extra_decays(DIGITS_RULES)
+    decays = plan.extra_decays(plan.DIGITS_RULES)
     seeds = results["seeds"]
     minutes = results["runtime_s"] / 60
     out = [
@@ -389,7 +380,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         " hidden layers have none, so its angle is the output layer's).",
         "",
     ]
-    if set(SWEEPS) - set(sweeps):
+    if set(plan.SWEEPS) - set(sweeps):
         out += [
             "This file holds the sweeps " + ", ".join(f"`{n}`" for n in sweeps) + " only "
             "(`--only`); `docs/results.md` has the others.",
@@ -401,7 +392,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         out += _lr_search(sweeps["digits-lr-search"], epochs)
     if "conv-synthetic" in sweeps:
         out += _conv_section(conv, conv_epochs)
-    if any(name in sweeps for name in BREAKING_SWEEPS):
+    if any(name in sweeps for name in plan.BREAKING_SWEEPS):
         from trainers.reproductions.breaking_point import section
 
         out += section(sweeps, epochs, conv_epochs)
@@ -423,10 +414,10 @@ def _digits_section(digits: Table, decays: list[float], epochs: int) -> list[str
         "(mean angle to `W`). The `bp, decay` row is BP with the same extra per-step decay",
         "`W <- (1 - decay) W` that `kp` applies: KP's matched baseline.",
         "",
-        *_digits_table(digits, DIGITS_RULES, DEPTHS, decays),
+        *_digits_table(digits, plan.DIGITS_RULES, plan.DEPTHS, decays),
         "",
-        *_weak_baseline(digits, DIGITS_RULES, _digits_columns(DEPTHS)),
-        *_digits_claims(digits, DEPTHS, decays).markdown(),
+        *_weak_baseline(digits, plan.DIGITS_RULES, _digits_columns(plan.DEPTHS)),
+        *_digits_claims(digits, plan.DEPTHS, decays).markdown(),
         "",
     ]
 
@@ -445,10 +436,12 @@ def _conv_section(conv: Table, conv_epochs: int) -> list[str]:
         "`resnet20` with 1 and 3 blocks per stage; SGD lr 0.05, momentum 0.9, weight decay",
         "1e-4, batch 32. Val accuracy % (mean angle to `W`).",
         "",
-        *_conv_table(conv, CONV_RULES, CONV_BLOCKS),
+        *_conv_table(conv, plan.CONV_RULES, plan.CONV_BLOCKS),
         "",
-        *_weak_baseline(conv, CONV_RULES, [(b, False, f"ResNet-{6 * b + 2}") for b in CONV_BLOCKS]),
-        *_conv_claims(conv, CONV_BLOCKS).markdown(),
+        *_weak_baseline(
+            conv, plan.CONV_RULES, [(b, False, f"ResNet-{6 * b + 2}") for b in plan.CONV_BLOCKS]
+        ),
+        *_conv_claims(conv, plan.CONV_BLOCKS).markdown(),
         "",
     ]
 

@@ -317,13 +317,10 @@ class LearnedFeedback(FeedbackLayer):
 _SCHEDULE = {"delay_steps": 0, "warmup_steps": 0, "feedback_lr": None}
 
 
-@register_rule("sa")
-class SA(LearnedFeedback):
-    """Symmetric alignment: ``B`` learns by ``alpha decay + beta self``."""
+class _TwoCoefficients(LearnedFeedback):
+    """A loss of two weighted primitives, ``alpha`` and ``beta`` (sa, aa)."""
 
-    defaults = {"alpha": 1e-3, "beta": 2e-3, **_SCHEDULE}
     coefficients = ("alpha", "beta")
-    loss = staticmethod(sa_loss)
 
     def init_feedback(
         self,
@@ -335,6 +332,14 @@ class SA(LearnedFeedback):
         feedback_lr: float | None,
     ) -> None:
         super().init_feedback(generator, **_locals(locals()))
+
+
+@register_rule("sa")
+class SA(_TwoCoefficients):
+    """Symmetric alignment: ``B`` learns by ``alpha decay + beta self``."""
+
+    defaults = {"alpha": 1e-3, "beta": 2e-3, **_SCHEDULE}
+    loss = staticmethod(sa_loss)
 
 
 @register_rule("ia")
@@ -359,23 +364,11 @@ class IA(LearnedFeedback):
 
 
 @register_rule("aa")
-class AA(LearnedFeedback):
+class AA(_TwoCoefficients):
     """Activation alignment: ``B`` learns by ``alpha sparse + beta amp``."""
 
     defaults = {"alpha": 1e-3, "beta": 2e-3, **_SCHEDULE}
-    coefficients = ("alpha", "beta")
     loss = staticmethod(aa_loss)
-
-    def init_feedback(
-        self,
-        generator: torch.Generator,
-        alpha: float,
-        beta: float,
-        delay_steps: int,
-        warmup_steps: int,
-        feedback_lr: float | None,
-    ) -> None:
-        super().init_feedback(generator, **_locals(locals()))
 
 
 def _locals(values: dict[str, Any]) -> dict[str, Any]:
