@@ -18,6 +18,7 @@ machine.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -201,25 +202,14 @@ class Scheduler:
             fields["result"] = result
             if result.get("parent_run_id"):
                 fields["mlflow_parent_run_id"] = result["parent_run_id"]
-        if store.transition(
-            conn=conn,
-            job_id=job_id,
-            from_states=[JobState.CANCELLING],
-            to_state=JobState.CANCELLED,
-            **fields,
-        ):
+        move = functools.partial(store.transition, conn=conn, job_id=job_id, **fields)
+        if move(from_states=[JobState.CANCELLING], to_state=JobState.CANCELLED):
             log.info("job %s cancelled", job_id)
             return
         parsed = JobResult.parse(result)
         ok = returncode == 0 if returncode is not None else bool(parsed and parsed.succeeded())
         if ok:
-            store.transition(
-                conn=conn,
-                job_id=job_id,
-                from_states=[JobState.RUNNING],
-                to_state=JobState.SUCCEEDED,
-                **fields,
-            )
+            move(from_states=[JobState.RUNNING], to_state=JobState.SUCCEEDED)
             log.info("job %s succeeded", job_id)
             return
         failed = [
@@ -241,13 +231,10 @@ class Scheduler:
             reason += "; failed settings: " + "; ".join(failed)
         tail = log_tail(job_dir / "driver.log")
         error = f"{reason}\n--- driver.log (tail) ---\n{tail}" if tail else reason
-        store.transition(
-            conn=conn,
-            job_id=job_id,
+        move(
             from_states=[JobState.RUNNING],
             to_state=JobState.FAILED,
             error=error,
-            **fields,
         )
         log.info("job %s failed: %s", job_id, reason)
 

@@ -56,6 +56,7 @@ def main() -> int:
             sys.exit(143)
 
         signal.signal(signal.SIGTERM, on_term)
+        print("hanging until SIGTERM", flush=True)
         while True:
             time.sleep(0.05)
     if name.startswith("stubborn"):

@@ -54,6 +54,19 @@ def wait_state(
         time.sleep(0.05)
 
 
+def wait_log(http: httpx.Client, job_id: str, text: str, timeout: float = 30.0) -> str:
+    """Wait until the job's log holds ``text`` (e.g. a stand-in driver's line saying its
+    SIGTERM handler is in place: on a loaded machine Python takes seconds to get there)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = http.get(f"/v1/experiments/{job_id}/logs").text
+        if text in log:
+            return log
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id}: {text!r} never in its log: {log[-2000:]}")
+        time.sleep(0.05)
+
+
 def wait_stubborn(run_dir: Path, job_id: str, timeout: float = 30.0) -> int:
     """Wait until a ``stubborn`` stand-in driver ignores SIGTERM (it then writes its helper's
     pid next to its result file); the helper's pid. A cancel sent before that, on a loaded

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from svc_helpers import make_settings, spec, wait_state, wait_stubborn
+from svc_helpers import make_settings, spec, wait_log, wait_state, wait_stubborn
 
 from service.api.server import ServerThread
 
@@ -45,8 +45,7 @@ def test_list_paginates_and_filters(http: httpx.Client) -> None:
 
 def test_cancel_running_job(http: httpx.Client) -> None:
     job = http.post("/v1/experiments", json=spec("hang")).json()
-    wait_state(http, job["id"], ("RUNNING",))
-    time.sleep(0.3)  # let the fake driver install its SIGTERM handler
+    wait_log(http, job["id"], "hanging until SIGTERM")  # its SIGTERM handler is in place
     answer = http.post(f"/v1/experiments/{job['id']}/cancel")
     assert answer.status_code == 202 and answer.json()["state"] in ("CANCELLING", "CANCELLED")
     done = wait_state(http, job["id"])
