@@ -75,6 +75,23 @@ def test_breaking_table_and_claims_follow_the_numbers() -> None:
     assert "| fa | never | - | - | 1.0 at 2, 32 | 6 |" in text
 
 
+def test_points_where_bp_itself_does_not_learn_compare_nothing() -> None:
+    """At depth 12 BP (and so every rule) sits at chance: a gap of 0 there must not read as
+    "never broken", nor let a gap that grows with depth look flat."""
+    records = _records(lambda r, d, w: d)
+    for rec in records:
+        if rec["depth"] == 12:
+            rec["val_acc"] = 0.08  # chance on 10 classes
+    summary = summarize(records)
+    assert summary[("fa", 12, 32)]["gap"] is None and summary[("bp", 12, 256)]["bp_failed"]
+    assert summary[("fa", 6, 32)]["gap"] == pytest.approx(6.0)
+    assert breaking_points(summary)["fa"]["measured"] == 4
+    text = "\n".join(section({"breaking-mlp": records}, epochs=1, conv_epochs=1))
+    assert "BP itself did not learn at 12, 32; 12, 256" in text
+    agrees = text.split("Disagrees or not reproduced:")[0]
+    assert "fa's gap to BP 2.0 points at depth 2, 6.0 at depth 6" in agrees
+
+
 @pytest.mark.slow
 def test_tiny_study_logs_heat_maps_and_table_to_the_parent_run(
     workdir: Path, ray_cluster: str

@@ -35,6 +35,7 @@ from trainers.contracts import RunStatus
 from trainers.reproductions.reproduce_grid import BREAKING_GAP, BREAKING_GRIDS, LR_GRID
 
 __all__ = [
+    "bp_failed",
     "breaking_points",
     "finish_study",
     "heatmaps",
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 GROWS = 2.0  # points a gap must widen from the shallowest to the deepest net to "grow"
+# BP's best accuracy below twice chance (10 classes in both sets): BP itself did not learn
+# there, so a gap of 0 would read "never broken" where nothing was compared
+BP_LEARNS = 0.2
 LIT = "the literature as issue 25 summarizes it"  # claims without a paper in papers.md
 Point = tuple[str, int, int]  # rule, depth (hidden layers or blocks per stage), width (0: none)
 
@@ -128,7 +132,8 @@ def study_records(job_id: str, uri: str, epochs: int) -> list[dict[str, Any]]:
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[Point, dict[str, Any]]:
     """Per grid point, its best finished trial (``val_acc``, ``angle``, ``lr``) and ``gap``:
-    BP's best at the same point minus the rule's, in points (None without BP there)."""
+    BP's best at the same point minus the rule's, in points (None without BP there, or where
+    BP's best is below ``BP_LEARNS``: then ``bp_failed`` is True)."""
     best: dict[Point, dict[str, Any]] = {}
     for r in records:
         if r["status"] != "FINISHED" or r.get("val_acc") is None:
@@ -138,8 +143,15 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[Point, dict[str, Any]]:
             best[key] = {k: r.get(k) for k in ("val_acc", "angle", "lr")}
     for (_, depth, width), b in best.items():
         bp = best.get(("bp", depth, width))
-        b["gap"] = None if bp is None else 100.0 * (bp["val_acc"] - b["val_acc"])
+        b["bp_failed"] = bp is not None and bp["val_acc"] < BP_LEARNS
+        compared = bp is not None and not b["bp_failed"]
+        b["gap"] = 100.0 * (bp["val_acc"] - b["val_acc"]) if compared else None
     return best
+
+
+def bp_failed(summary: dict[Point, dict[str, Any]]) -> list[tuple[int, int]]:
+    """The points (depth, width) where BP itself did not learn (``BP_LEARNS``)."""
+    return sorted((d, w) for (r, d, w), v in summary.items() if r == "bp" and v["bp_failed"])
 
 
 def _axes(summary: dict[Point, dict[str, Any]]) -> tuple[list[str], list[int], list[int]]:
@@ -256,6 +268,20 @@ def table(summary: dict[Point, dict[str, Any]], ladder: bool = False) -> list[st
     return head + rows
 
 
+def _bp_failed_note(summary: dict[Point, dict[str, Any]], ladder: bool) -> list[str]:
+    failed = bp_failed(summary)
+    if not failed:
+        return []
+    where = "; ".join(_point(p, ladder) for p in failed)
+    return [
+        f"BP itself did not learn at {where} (its best accuracy below {100 * BP_LEARNS:.0f} "
+        "%, twice chance): those points compare nothing and are left out of the table's "
+        "gaps and of the claims below (every rule sat at chance there too; a gap of 0 "
+        "would read as 'never broken').",
+        "",
+    ]
+
+
 def _list(values: list[int]) -> str:
     return ", ".join(map(str, values)) or "none run"
 
@@ -309,7 +335,9 @@ def _gap_by_depth(summary, rule: str) -> dict[int, float]:
 def _angle_by_width(summary, rule: str) -> dict[int, float]:
     per: dict[int, list[float]] = {}
     for (r, _, w), v in summary.items():
-        if r == rule and v.get("angle") is not None and not math.isnan(v["angle"]):
+        if r != rule or v.get("bp_failed") or v.get("angle") is None:
+            continue
+        if not math.isnan(v["angle"]):
             per.setdefault(w, []).append(v["angle"])
     return {w: sum(a) / len(a) for w, a in sorted(per.items())}
 
@@ -394,9 +422,10 @@ def section(sweeps: dict[str, list[dict[str, Any]]], epochs: int, conv_epochs: i
         "",
     ]
     if mlp:
-        out += ["### Digits MLP", "", *table(mlp), ""]
+        out += ["### Digits MLP", "", *table(mlp), "", *_bp_failed_note(mlp, ladder=False)]
     if conv:
         out += ["### Conv ladder (ResNet, blocks per stage)", "", *table(conv, ladder=True), ""]
+        out += _bp_failed_note(conv, ladder=True)
     agree, disagree, missing = _claims(mlp, conv)
     out += ["Agrees:", ""] + ([f"- {c}." for c in agree] or ["- none."]) + [""]
     out += ["Disagrees or not reproduced:", ""]

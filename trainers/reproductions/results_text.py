@@ -373,7 +373,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         + ". Rules run at their defaults (`kp` decay 1e-4 per step, `wm` a mirror phase every"
         " 4 steps, mirror batch = fan-in, rate 0.01 per step, `pfa` expansion 10, `sa` `ia`"
         " `aa` Kunin et al.'s code coefficients"
-        + ("" if "digits-lr-search" in sweeps else ", `pfa_o` not run")
+        + ("" if {"digits-lr-search", *plan.BREAKING_SWEEPS} & set(sweeps) else ", `pfa_o` not run")
         + "); accuracy is the final val"
         " accuracy; the angle in brackets is `align_mean_angle`, the mean angle between `W`"
         " and the backward matrix over rule layers (for `pfa` the path `(R B)^T`; `dfa`'s"
