@@ -11,8 +11,8 @@ cluster named by ``RAY_ADDRESS`` or starts a local one.
 ``python -m trainers.launch SPEC [--job-id ID] [--result PATH]`` is the driver process the
 service spawns per job (or submits as a Ray job, with ``--spec-env`` and ``--result -``):
 exit 0 when every setting finished, 1 when one failed, 143 when terminated (130 on
-SIGINT); on SIGTERM or SIGINT it marks its MLflow runs KILLED and exits, which ends every trial (Tune trial actors, Train
-controllers and workers are owned by the driver).
+SIGINT); on SIGTERM or SIGINT it marks its MLflow runs KILLED and exits, which ends every
+trial (Tune trial actors, Train controllers and workers are owned by the driver).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
 from trainers.plugins import PLUGINS_ENV
+from trainers.ray_setup import environment, init_local_ray
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import StorageError, check_data_root, check_storage
 from trainers.summary import write_summary
@@ -47,6 +48,10 @@ from trainers.trainer import build_trainer, job_storage
 __all__ = ["Terminated", "build_trainer", "main", "run_experiment", "terminated_on_sigterm"]
 
 log = logging.getLogger("bioprop.launch")
+
+#: the signals that stop a run the same way: a cancel or a batch scheduler, and Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 class Terminated(Exception):
@@ -66,8 +71,6 @@ class Terminated(Exception):
 def _init_ray() -> None:
     import ray
 
-    from trainers.ray_setup import init_local_ray
-
     if ray.is_initialized():
         return
     ours = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
@@ -84,10 +87,6 @@ def _init_ray() -> None:
 
 
 _signals_received: list[int] = []
-
-
-#: the signals that stop a run the same way: a cancel or a batch scheduler, and Ctrl-C
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -110,10 +109,9 @@ def terminated_on_sigterm() -> Iterator[None]:
         return
     _signals_received.clear()
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS}
-    tune_sigint = os.environ.get(TUNE_SIGINT_VAR)
-    os.environ[TUNE_SIGINT_VAR] = "1"
     try:
-        yield
+        with environment({TUNE_SIGINT_VAR: "1"}):
+            yield
     except BaseException as exc:
         if _signals_received and not isinstance(exc, Terminated):
             first = _signals_received[0]
@@ -122,13 +120,6 @@ def terminated_on_sigterm() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if tune_sigint is None:
-            os.environ.pop(TUNE_SIGINT_VAR, None)
-        else:
-            os.environ[TUNE_SIGINT_VAR] = tune_sigint
-
-
-TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:

@@ -39,6 +39,7 @@ __all__ = [
     "LOCAL_CLUSTER_ENV",
     "LOCAL_SYSTEM_CONFIG",
     "api_server_address",
+    "environment",
     "init_local_ray",
 ]
 
@@ -58,7 +59,8 @@ LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``values`` inside the block, restored after it."""
     previous = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -75,7 +77,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def api_server_address(url: str) -> Iterator[None]:
     """``RAY_API_SERVER_ADDRESS`` is ``url`` inside the block, restored after it. Ray reads it
     before ``RAY_ADDRESS`` wherever it looks for a dashboard (state API, job submission)."""
-    with _environment({API_SERVER_VAR: url}):
+    with environment({API_SERVER_VAR: url}):
         yield
 
 
@@ -89,7 +91,7 @@ def init_local_ray(**kwargs: Any) -> Any:
     port = _free_port()
     env = {k: v for k, v in LOCAL_CLUSTER_ENV.items() if k not in os.environ}
     kwargs.setdefault("_system_config", dict(LOCAL_SYSTEM_CONFIG))
-    with api_server_address(f"http://127.0.0.1:{port}"), _environment(env):  # to the raylet
+    with api_server_address(f"http://127.0.0.1:{port}"), environment(env):  # to the raylet
         return ray.init(
             address="local",
             include_dashboard=True,

@@ -2,8 +2,8 @@
 
 Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
 and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
-on checkpoint epochs (:func:`checkpoint_due`: ``spec.checkpoint``). What differs between tasks is a small :class:`~trainers.tasks.base.Task`
-object looked up
+on checkpoint epochs (:func:`checkpoint_due`: ``spec.checkpoint``). What differs between
+tasks is a small :class:`~trainers.tasks.base.Task` object looked up
 by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
 batch to a loss and its named per-sample sums, evaluates, and picks and scores the
 gradient-alignment probe batch. Everything else is here, once: restore, the optimizer
