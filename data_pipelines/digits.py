@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_pipelines.digits_count import TRAIN_FRACTION
+
 __all__ = ["DigitsLoader", "NUM_CLASSES"]
 
 NUM_CLASSES = 10
-TRAIN_FRACTION = 0.8
 
 
 @lru_cache(maxsize=1)

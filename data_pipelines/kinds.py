@@ -306,9 +306,9 @@ class Digits(DataKind):
         return NUM_CLASSES
 
     def split_size(self, data: Any, split: str) -> int:
-        from data_pipelines.digits import digits_split
+        from data_pipelines.digits_count import split_size
 
-        return len(digits_split(split)[1])
+        return split_size(split)
 
 
 @register_kind("coco")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
+from trainers.in_trial import runs_in_trial
 from trainers.plugins import PLUGINS_ENV
 from trainers.ray_setup import environment, init_local_ray
 from trainers.spec import ExperimentSpec, load_spec
@@ -68,7 +69,9 @@ class Terminated(Exception):
         return 128 + int(self.signum)
 
 
-def _init_ray() -> None:
+def _init_ray(spec: ExperimentSpec) -> None:
+    """Join ``RAY_ADDRESS``'s cluster, else start one of our own (with the dashboard only
+    when a setting runs a Ray Train run: :func:`trainers.ray_setup.init_local_ray`)."""
     import ray
 
     if ray.is_initialized():
@@ -80,7 +83,7 @@ def _init_ray() -> None:
         runtime_env = {"env_vars": {PLUGINS_ENV: plugins}} if plugins else None
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
-        init_local_ray(log_to_driver=True)  # a new cluster of our own
+        init_local_ray(dashboard=not runs_in_trial(spec), log_to_driver=True)  # our own
     for sig, handler in ours.items():  # Ray's core worker installs its own (abort) handler
         if handler is _raise_terminated:
             signal.signal(sig, handler)
@@ -146,7 +149,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
             "storage_path": storage,
         }
     )
-    _init_ray()
+    _init_ray(spec)
     earlier_parent, _ = find_job_runs(job_id, uri)
     if earlier_parent is None:
         parent = start_parent(spec, uri=uri, job_id=job_id)

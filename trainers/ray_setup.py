@@ -1,6 +1,8 @@
 """How bioprop starts a Ray cluster of its own: :func:`init_local_ray`.
 
-The dashboard is on: Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` per run
+The dashboard is on when a job runs Ray Train runs (settings of more than one worker; a
+1-worker setting trains in its Tune trial, :mod:`trainers.in_trial`, and needs none of
+this): Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` per run
 that asks Ray's state API (served by the dashboard) once a second whether the run's train
 controller lives, and removes the worker group's placement group when it does not. Tune
 ends a trial it stops early (ASHA) or cancels by killing that controller, so without a
@@ -81,16 +83,21 @@ def api_server_address(url: str) -> Iterator[None]:
         yield
 
 
-def init_local_ray(**kwargs: Any) -> Any:
+def init_local_ray(*, dashboard: bool = True, **kwargs: Any) -> Any:
     """``ray.init(address="local", **kwargs)`` (a new cluster, never one ``ray start`` left
-    on this host) with its dashboard on 127.0.0.1, ``RAY_API_SERVER_ADDRESS`` and
-    :data:`LOCAL_CLUSTER_ENV` set for the cluster's processes and :data:`LOCAL_SYSTEM_CONFIG`;
-    this process's environment is left as it was. Returns Ray's context."""
+    on this host) with :data:`LOCAL_CLUSTER_ENV` set for the cluster's processes and
+    :data:`LOCAL_SYSTEM_CONFIG`; with ``dashboard``, its dashboard on 127.0.0.1 and
+    ``RAY_API_SERVER_ADDRESS`` naming it (without, no dashboard: about 2 s of start-up and
+    a dozen processes less). This process's environment is left as it was. Returns Ray's
+    context."""
     import ray
 
-    port = _free_port()
     env = {k: v for k, v in LOCAL_CLUSTER_ENV.items() if k not in os.environ}
     kwargs.setdefault("_system_config", dict(LOCAL_SYSTEM_CONFIG))
+    if not dashboard:
+        with environment(env):
+            return ray.init(address="local", include_dashboard=False, **kwargs)
+    port = _free_port()
     with api_server_address(f"http://127.0.0.1:{port}"), environment(env):  # to the raylet
         return ray.init(
             address="local",

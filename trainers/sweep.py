@@ -2,12 +2,19 @@
 
 Every point of the sweep grid (``spec.settings()``), and with a ``search:`` section every
 sampled trial inside each point, is one Tune trial. A trial is the function
-:func:`train_trial`: it opens (or reopens) its MLflow child run, then builds and fits the same
-``TorchTrainer`` a single run uses, with Ray Train V2's ``TuneReportCallback`` forwarding each
-epoch's metrics to Tune (Ray's documented Train-inside-Tune pattern). The trial function
-itself holds no CPU (a 64 MiB memory reservation only), so as many trials run at once as
-the cluster has room for their Train workers, bounded by ``sweep.max_concurrent``
-(:func:`max_concurrent`).
+:func:`train_trial`: it opens (or reopens) its MLflow child run, then trains the setting with
+the one worker loop (:mod:`trainers.worker`):
+
+- **one worker** (``scale.workers: 1``): in the trial's own process
+  (:mod:`trainers.in_trial`), which then holds the worker's CPUs (and GPU). No Ray Train run:
+  its controller, worker group and the actors around them cost more than a small setting's
+  training.
+- **several workers**: the same ``TorchTrainer`` a single run uses, with Ray Train V2's
+  ``TuneReportCallback`` forwarding each epoch's metrics to Tune (Ray's documented
+  Train-inside-Tune pattern). Such a trial holds no CPU (a 64 MiB memory reservation only),
+  so as many trials run at once as the cluster has room for their Train workers.
+
+Either way at most ``sweep.max_concurrent`` at once (:func:`max_concurrent`).
 
 Outcomes in MLflow: a trial that trained every epoch ends FINISHED; one that raised ends
 FAILED (the others go on); one stopped early by ASHA ends FINISHED with the tags
@@ -16,13 +23,13 @@ the scheduler decides; the run is closed by a Tune callback, because Tune ends a
 trial's process).
 
 A grid's trial processes are reused (``reuse_actors``): a process whose setting finished
-trains the next one (its own MLflow child run, its own ``TorchTrainer``), so a setting does
-not pay for a new Ray process and its imports. A search's are not: a trial ASHA stops is
-ended by killing its process, which takes its Train controller with it.
+trains the next one (its own MLflow child run, its own loop or ``TorchTrainer``), so a setting
+does not pay for a new Ray process and its imports. A search's are not: a trial ASHA stops is
+ended by killing its process, which takes its training (or its Train controller) with it.
 
 Starting the same job again: a grid runs only the settings whose child run has not finished
-every epoch, each resuming from its Ray Train checkpoint (the ``TorchTrainer`` name is stable
-per job and setting); a search restores its Tune experiment (same sampled values, scheduler
+every epoch, each resuming from its last checkpoint (the ``TorchTrainer`` name, and the
+checkpoint folder of a setting trained in its trial, are stable per job and setting); a search restores its Tune experiment (same sampled values, scheduler
 and searcher state), resuming the unfinished trials.
 
 The parent run gets, per rule, the best trial (:func:`record_best`): tags
@@ -102,6 +109,15 @@ def trial_resources() -> dict[str, float]:
     node_id = ray.get_runtime_context().get_node_id()
     ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
     return {**TRIAL_RESOURCES, f"node:{ip}": NODE_SHARE}
+
+
+def _resources(spec: ExperimentSpec) -> dict[str, float]:
+    """A trial's resources: its one worker's when it trains in the trial process
+    (:mod:`trainers.in_trial`; anywhere in the cluster), else :func:`trial_resources`."""
+    from trainers.in_trial import runs_in_trial
+    from trainers.in_trial import trial_resources as in_trial_resources
+
+    return in_trial_resources(spec) if runs_in_trial(spec) else trial_resources()
 
 
 def max_concurrent(spec: ExperimentSpec, trials: int, cluster: dict[str, float]) -> int:
@@ -225,7 +241,7 @@ def refresh_summary(uri: str, parent: str, every_s: float = SUMMARY_EVERY_S) -> 
 
 def train_trial(config: dict[str, Any]) -> None:
     """The Tune trial: one setting (a grid point, with the sampled values of a search) trained
-    by a ``TorchTrainer`` into its MLflow child run.
+    into its MLflow child run, in this process (one worker) or by a ``TorchTrainer``.
 
     ``config``: ``point`` (``{"label", "spec"}``: the grid point, resolved, data prepared),
     ``sample`` (searched field path -> value), ``parent``, ``uri``, ``job_id``, ``search``.
@@ -233,7 +249,8 @@ def train_trial(config: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainers.trainer import build_trainer
+    from trainers.in_trial import fit_in_trial, runs_in_trial
+    from trainers.trainer import build_trainer, train_run_name, worker_config
 
     uri, job_id, search = config["uri"], config["job_id"], config["search"]
     sample = dict(config.get("sample") or {})
@@ -258,25 +275,32 @@ def train_trial(config: dict[str, Any]) -> None:
     log.info("setting %r run_id=%s trial %s", label, run_id, trial_id)
     # a search trial's Train run is named by its trial (two samples may share a label)
     name = trial_id if search else label
-    trainer = build_trainer(
-        spec,
-        run_id=run_id,
-        uri=uri,
-        job_id=job_id,
-        setting=name,
-        callbacks=[TuneReportCallback()],
-        label=label,
-    )
     try:
-        fit = trainer.fit()
+        if runs_in_trial(spec):  # one worker: the loop runs here, no Ray Train run
+            checkpoint = fit_in_trial(
+                worker_config(spec, run_id=run_id, uri=uri, label=label),
+                spec,
+                train_run_name(spec, name, job_id),
+            )
+        else:
+            trainer = build_trainer(
+                spec,
+                run_id=run_id,
+                uri=uri,
+                job_id=job_id,
+                setting=name,
+                callbacks=[TuneReportCallback()],
+                label=label,
+            )
+            checkpoint = trainer.fit().checkpoint
     except Exception as exc:
         _client(uri).set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         log_curves(uri, run_id)
         finish_run(uri, run_id, "FAILED")
         refresh_summary(uri, config["parent"])
         raise
-    if fit.checkpoint is not None:
-        _log_final_checkpoint(uri, run_id, fit.checkpoint, spec.storage_path)
+    if checkpoint is not None:
+        _log_final_checkpoint(uri, run_id, checkpoint, spec.storage_path)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
     refresh_summary(uri, config["parent"])  # the parent's summary, as children finish
@@ -496,7 +520,7 @@ def run_trials(
     if points:
         concurrent = max_concurrent(spec, trials, ray.cluster_resources())
         log.info("%d trials, up to %d at once", trials, concurrent)
-        trainable = tune.with_resources(train_trial, trial_resources())
+        trainable = tune.with_resources(train_trial, _resources(spec))
         if search is not None and tune.Tuner.can_restore(path):
             log.info("restoring the search experiment at %s", path)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)

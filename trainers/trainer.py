@@ -11,7 +11,7 @@ import re
 from trainers.spec import ExperimentSpec
 from trainers.storage import resolve_storage
 
-__all__ = ["build_trainer", "job_storage"]
+__all__ = ["build_trainer", "job_storage", "train_run_name", "worker_config"]
 
 
 def job_storage(spec: ExperimentSpec) -> str:
@@ -19,10 +19,16 @@ def job_storage(spec: ExperimentSpec) -> str:
     return resolve_storage(spec.storage_path)
 
 
-def _trial_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
-    """Stable per job and setting, so restarting the same job resumes its Ray Train run."""
+def train_run_name(spec: ExperimentSpec, setting: str, job_id: str) -> str:
+    """Stable per job and setting, so restarting the same job resumes its Ray Train run (or,
+    for a setting trained in its trial, :mod:`trainers.in_trial`, its checkpoint folder)."""
     raw = f"{spec.name}-{setting}-{job_id}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+
+def worker_config(spec: ExperimentSpec, *, run_id: str, uri: str, label: str) -> dict:
+    """The worker loop's ``config`` (:func:`trainers.worker.train_loop_per_worker`)."""
+    return {"spec": spec.model_dump(mode="json"), "run_id": run_id, "uri": uri, "setting": label}
 
 
 def build_trainer(
@@ -46,12 +52,9 @@ def build_trainer(
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "run_id": run_id,
-            "uri": uri,
-            "setting": label or setting or spec.rule.name,
-        },
+        train_loop_config=worker_config(
+            spec, run_id=run_id, uri=uri, label=label or setting or spec.rule.name
+        ),
         torch_config=TorchConfig(backend="nccl" if spec.scale.gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=spec.scale.workers,
@@ -59,7 +62,7 @@ def build_trainer(
             resources_per_worker={"CPU": spec.scale.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name=_trial_name(spec, setting or spec.rule.name, job_id),
+            name=train_run_name(spec, setting or spec.rule.name, job_id),
             storage_path=job_storage(spec),
             failure_config=failure_config(spec),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),

@@ -1,7 +1,7 @@
 """The one per-worker training loop Ray Train runs on every rank, for every task.
 
 Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
-and call ``ray.train.report`` from every rank once per epoch, with a checkpoint from rank 0
+and report (``ray.train.report`` on a Train run, :mod:`trainers.session`) from every rank once per epoch, with a checkpoint from rank 0
 on checkpoint epochs (:func:`checkpoint_due`: ``spec.checkpoint``). What differs between
 tasks is a small :class:`~trainers.tasks.base.Task` object looked up
 by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import ray
 import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from trainers import metrics, notices, rules
 from trainers.optim import build_optimizer
+from trainers.session import RayTrainSession, Session
 from trainers.spec import ExperimentSpec
 from trainers.tasks import get_task
 from trainers.tasks.base import Task, WorkerEnv, all_reduce_sum
@@ -52,6 +52,7 @@ __all__ = [
     "close_epoch",
     "restore_or_start",
     "retrained_epochs",
+    "run_worker_loop",
     "train_loop_per_worker",
     "worker_env",
 ]
@@ -60,23 +61,30 @@ CHECKPOINT_FILE = "checkpoint.pt"
 TAG_RETRAINED = "bioprop.retrained_epochs"
 
 
-def worker_env(config: dict[str, Any]) -> WorkerEnv:
+def worker_env(config: dict[str, Any], session: Session) -> WorkerEnv:
     """The :class:`WorkerEnv` of this worker; ``config``: ``spec``, ``run_id``, ``uri``."""
-    ctx = ray.train.get_context()
+    spec = ExperimentSpec.model_validate(config["spec"])
+    rank, world = session.rank_world()
     return WorkerEnv(
-        spec=ExperimentSpec.model_validate(config["spec"]),
+        spec=spec,
         run_id=config["run_id"],
         uri=config["uri"],
-        rank=ctx.get_world_rank(),
-        world=ctx.get_world_size(),
-        device=ray.train.torch.get_device(),
+        rank=rank,
+        world=world,
+        device=session.device(spec.scale.gpu),
     )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config``: ``spec`` (resolved, data prepared), ``run_id``,
-    ``uri`` and ``setting`` (the label this worker's warnings are shown with)."""
-    env = worker_env(config)
+    """Ray Train entry point: :func:`run_worker_loop` as a worker of a Train run."""
+    run_worker_loop(config, RayTrainSession())
+
+
+def run_worker_loop(config: dict[str, Any], session: Session) -> None:
+    """Train one setting on this worker. ``config``: ``spec`` (resolved, data prepared),
+    ``run_id``, ``uri`` and ``setting`` (the label this worker's warnings are shown with);
+    ``session``: what runs the loop (:mod:`trainers.session`)."""
+    env = worker_env(config, session)
     notices.install(config.get("setting") or env.spec.rule.name)
     if env.spec.batch_size % env.world:
         per = env.spec.batch_size // env.world
@@ -89,10 +97,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     task = get_task(spec.task)
     val_loader = env.loader("val", spec.seed)
     model = task.build(env, val_loader)
-    optimizer, scheduler, start_epoch = restore_or_start(model, spec, rank, world, run_id, uri)
+    optimizer, scheduler, start_epoch = restore_or_start(
+        model, spec, rank, world, run_id, uri, session.get_checkpoint()
+    )
     # epochs this run logged past its checkpoint before a failure: trained again, not logged
     logged = retrained_epochs(uri, run_id, start_epoch) if rank == 0 else 0
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     if task.channels_last and env.use_amp:
         model = model.to(memory_format=torch.channels_last)
 
@@ -140,7 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
             close_epoch(
                 env, epoch, epoch_metrics, model, optimizer, scheduler, probe_alignment,
-                log_to_mlflow=epoch >= logged, clock=clock,
+                log_to_mlflow=epoch >= logged, clock=clock, session=session,
             )  # fmt: skip
     finally:
         if monitor is not None:
@@ -148,17 +158,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def restore_or_start(
-    model: nn.Module, spec: ExperimentSpec, rank: int, world: int, run_id: str, uri: str
+    model: nn.Module,
+    spec: ExperimentSpec,
+    rank: int,
+    world: int,
+    run_id: str,
+    uri: str,
+    checkpoint: Any = None,
 ):
     """Optimizer and LR scheduler for ``model``, restored with the model, RNG and epoch from
-    Ray Train's last checkpoint when there is one. Returns ``(optimizer, scheduler,
-    start_epoch)``. Every rank must call it (it runs a collective)."""
+    ``checkpoint`` (the session's last, a ``ray.train.Checkpoint``) when there is one.
+    Returns ``(optimizer, scheduler, start_epoch)``. Every rank must call it (it runs a
+    collective)."""
     optimizer = build_optimizer(rules.param_groups(model), spec.optim)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=spec.schedule.step_every, gamma=spec.schedule.gamma
     )
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=False)
@@ -210,14 +226,16 @@ def close_epoch(
     *,
     log_to_mlflow: bool = True,
     clock: CheckpointClock | None = None,
+    session: Session,
 ) -> None:
     """End an epoch whose train and val metrics are in ``epoch_metrics``: add per-layer
     weight alignment (and, unless ``tracking.alignment_every`` logs it per step, the probe's
-    gradient alignment), report to Ray with the checkpoint, log everything to MLflow on
-    rank 0 (unless ``log_to_mlflow`` is false: an epoch the run logged before, trained
-    again after a restart). Ray sees only the epoch metrics and the mean alignment angle.
+    gradient alignment), report to the session with the checkpoint, and log everything to
+    MLflow on rank 0 (unless ``log_to_mlflow`` is false: an epoch the run logged before,
+    trained again after a restart); the log first where the session says so
+    (``log_before_report``: a scheduler's stop may end the process inside the report). Ray sees only the epoch metrics and the mean alignment angle.
     ``clock``: when the last checkpoint was saved (``checkpoint.min_interval_s``); without
-    one, every ``checkpoint.every_epochs`` epochs."""
+    one, every ``checkpoint.every_epochs`` epochs. ``session``: where the report goes."""
     summary = dict(epoch_metrics)
     align = metrics.alignment(rules.unwrap(model))
     epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
@@ -225,20 +243,30 @@ def close_epoch(
         epoch_metrics.update(probe_alignment())
     summary["align_mean_angle"] = epoch_metrics.get("align_mean_angle", float("nan"))
     save = checkpoint_due(env, epoch, clock)
-    _report(env.spec, epoch, summary, model, optimizer, scheduler, env.rank, env.world, save)
+    log = env.rank == 0 and log_to_mlflow
+    if log and session.log_before_report:
+        _log(env, epoch, epoch_metrics)
+    _report(
+        session, env.spec, epoch, summary, model, optimizer, scheduler,
+        env.rank, env.world, save,
+    )  # fmt: skip
+    if log and not session.log_before_report:
+        _log(env, epoch, epoch_metrics)
     if save and clock is not None:
         clock.saved()
-    if env.rank == 0 and log_to_mlflow:
-        tracking = env.spec.tracking
-        log_epoch(
-            env.uri,
-            env.run_id,
-            epoch_metrics,
-            step=epoch + 1,
-            weight_stats=tracking.weight_stats,
-            max_layers=tracking.layer_metrics_max_layers,
-            final=epoch + 1 == env.spec.schedule.epochs,
-        )
+
+
+def _log(env: WorkerEnv, epoch: int, epoch_metrics: dict[str, float]) -> None:
+    tracking = env.spec.tracking
+    log_epoch(
+        env.uri,
+        env.run_id,
+        epoch_metrics,
+        step=epoch + 1,
+        weight_stats=tracking.weight_stats,
+        max_layers=tracking.layer_metrics_max_layers,
+        final=epoch + 1 == env.spec.schedule.epochs,
+    )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -331,7 +359,9 @@ def checkpoint_due(env: WorkerEnv, epoch: int, clock: CheckpointClock | None) ->
     return all_reduce_sum([1.0 if due else 0.0], env.device)[0] > 0
 
 
-def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, save) -> None:
+def _report(
+    session, spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world, save
+) -> None:
     rng = _gather_rng(world) if save else []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
@@ -346,4 +376,4 @@ def _report(spec, epoch, epoch_metrics, model, optimizer, scheduler, rank, world
             }
             torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(epoch_metrics, checkpoint=checkpoint)
+        session.report(epoch_metrics, checkpoint)

@@ -179,6 +179,16 @@ def test_digits_contract(num_shards: int) -> None:
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
 
 
+def test_digits_split_sizes_are_counted_without_loading_the_set() -> None:
+    """The driver's count (from scikit-learn's data file, no import of it) is the loader's."""
+    from data_pipelines.digits import digits_split
+
+    data = dp.prepare(DataSpec(kind="digits", image_size=8))
+    for split in ("train", "val"):
+        assert dp.split_size(data, split) == len(digits_split(split)[1])
+    assert dp.split_size(data, "train") + dp.split_size(data, "val") == 1797
+
+
 def test_val_last_batch_may_be_empty_but_steps_stay_equal(tmp_path: Path) -> None:
     """5 images, 2 shards, batch 2: shards hold 2 and 3 images, both take 2 steps."""
     from dp_images import write_id_folder

@@ -299,7 +299,7 @@ def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
             if len(epochs) == 2 and min(epochs) >= 1:
                 break
             time.sleep(0.5)
-        assert len(_trial_processes()) >= 6  # 2 x (trial, controller, worker)
+        assert len(_trial_processes()) >= 2  # 2 trials, each training in its own process
         client.cancel(job["id"])
         job = client.wait(job["id"], timeout=120, poll=0.5)
         assert job["state"] == "CANCELLED"
