@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_pipelines.digits_count import TRAIN_FRACTION
+from data_pipelines.digits_file import TRAIN_FRACTION, load_digits_arrays
 
 __all__ = ["DigitsLoader", "NUM_CLASSES"]
 
@@ -27,11 +27,9 @@ NUM_CLASSES = 10
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)
-    y = bunch.target.astype(np.int64)
+    images, target = load_digits_arrays()
+    x = (images / 16.0).astype(np.float32)
+    y = target
     order = np.random.default_rng(0).permutation(len(y))
     return x[order], y[order]
 

@@ -306,7 +306,7 @@ class Digits(DataKind):
         return NUM_CLASSES
 
     def split_size(self, data: Any, split: str) -> int:
-        from data_pipelines.digits_count import split_size
+        from data_pipelines.digits_file import split_size
 
         return split_size(split)
 

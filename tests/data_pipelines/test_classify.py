@@ -179,10 +179,19 @@ def test_digits_contract(num_shards: int) -> None:
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
 
 
-def test_digits_split_sizes_are_counted_without_loading_the_set() -> None:
-    """The driver's count (from scikit-learn's data file, no import of it) is the loader's."""
-    from data_pipelines.digits import digits_split
+def test_digits_read_from_the_file_are_scikit_learns_digits() -> None:
+    """Read from scikit-learn's data file without importing it: the arrays ``load_digits``
+    gives, and the driver's split counts are the loader's."""
+    import numpy as np
+    from sklearn.datasets import load_digits
 
+    from data_pipelines.digits import digits_split
+    from data_pipelines.digits_file import load_digits_arrays
+
+    images, labels = load_digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
     data = dp.prepare(DataSpec(kind="digits", image_size=8))
     for split in ("train", "val"):
         assert dp.split_size(data, split) == len(digits_split(split)[1])

@@ -366,7 +366,7 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
             if results.get("stopped")
             else []
         ),
-        "Every sweep is a spec file run as `bioprop run` runs it (Ray Train, one worker, the",
+        "Every sweep is a spec file run as `bioprop run` runs it (one worker, trained in its Ray Tune trial, the",
         "data pipelines, MLflow experiment `bioprop-reproduce`); the files are written under",
         "`bioprop-runs/reproduce/`: "
         + "; ".join(f"`{cmd}`" for cmd in results.get("commands", {}).values())
