@@ -15,6 +15,7 @@ printed, exit 143 or 130.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -118,18 +119,17 @@ def run(
 
 
 def _ray_connected() -> bool:
-    import ray
-
-    return ray.is_initialized()
+    ray = sys.modules.get("ray")  # not imported: not connected (and no import for asking)
+    return ray is not None and ray.is_initialized()
 
 
 def _disconnect() -> None:
     """Leave Ray (stopping the local cluster this command started), quietly."""
     import signal
 
-    import ray
+    if _ray_connected():
+        import ray
 
-    if ray.is_initialized():
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
         try:
             ray.shutdown()

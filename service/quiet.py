@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainers import notices
 from trainers.notices import parse_notice, shown
 
 __all__ = ["QuietConsole"]
@@ -39,7 +40,9 @@ class _ConsoleHandler(logging.Handler):
         self.quiet = quiet
 
     def emit(self, record: logging.LogRecord) -> None:
-        if shown(record):
+        # while this process trains a setting itself, the setting's marked line (in the log)
+        # brings the record to the console, with the setting's name
+        if shown(record) and not notices.installed():
             self.quiet.notice(record.levelname, "", record.getMessage())
 
 

@@ -138,8 +138,9 @@ class TrialSession:
 
     log_before_report = True
 
-    def __init__(self, store: CheckpointStore) -> None:
+    def __init__(self, store: CheckpointStore, to_tune: bool = True) -> None:
         self.store = store
+        self.to_tune = to_tune
         self.checkpoint = store.latest()
         self._device = None
 
@@ -160,28 +161,35 @@ class TrialSession:
         return self.checkpoint
 
     def report(self, metrics: dict[str, float], checkpoint) -> None:
-        from ray import tune
-
         result = dict(metrics)
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:  # metrics' epoch counts from 1
                 self.checkpoint = self.store.save(folder, int(metrics["epoch"]) - 1)
             result["checkpoint_path"] = self.checkpoint.path  # as TuneReportCallback puts it
-        tune.report(result)
+        if self.to_tune:
+            from ray import tune
+
+            tune.report(result)
 
 
-def fit_in_trial(config: dict[str, Any], spec: ExperimentSpec, name: str):
+def fit_in_trial(config: dict[str, Any], spec: ExperimentSpec, name: str, *, to_tune=True):
     """Train one setting in this process: ``config`` is the worker loop's (``spec``,
     ``run_id``, ``uri``, ``setting``), ``name`` the setting's Train-run name (its checkpoint
-    folder). Returns the newest persisted checkpoint (a ``ray.train.Checkpoint``) or None.
-    Raises the loop's last exception once ``spec.max_failures`` restarts are spent."""
+    folder); ``to_tune``: report each epoch to this process's Tune trial (false: a driver
+    training its one setting without Ray). Returns the newest persisted checkpoint (a
+    ``ray.train.Checkpoint``) or None. Raises the loop's last exception once
+    ``spec.max_failures`` restarts are spent (a stop request, a ``BaseException``, at once)."""
+    import torch
+
     from trainers.trainer import job_storage
     from trainers.worker import run_worker_loop
 
+    # the worker's share of the CPU, as Ray gives a trial (OMP_NUM_THREADS), also in a driver
+    torch.set_num_threads(spec.scale.cpus_per_worker)
     store = CheckpointStore.open(job_storage(spec), name, spec.checkpoint.keep)
     failures = 0
     while True:
-        session = TrialSession(store)
+        session = TrialSession(store, to_tune)
         try:
             run_worker_loop(config, session)
             return session.get_checkpoint()

@@ -55,9 +55,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """Raised in the driver when it receives SIGTERM (cancel) or SIGINT (Ctrl-C);
-    ``signum`` is the signal's number."""
+    ``signum`` is the signal's number. A ``BaseException``, as ``KeyboardInterrupt``: a
+    stop request, which no ``except Exception`` (a setting's restart, bookkeeping) takes
+    for a failure."""
 
     def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
         super().__init__(message)
@@ -134,7 +136,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     ones; without one, a fresh id is drawn so an earlier run of the same spec is never reused.
     """
     import data_pipelines
-    from trainers.sweep import best_per_rule, record_best, run_trials
+    from trainers.sweep import best_per_rule, record_best, run_trials, runs_in_process
 
     job_id = job_id or uuid.uuid4().hex[:12]
     if not JOB_ID.fullmatch(job_id):
@@ -149,7 +151,12 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
             "storage_path": storage,
         }
     )
-    _init_ray(spec)
+    # one 1-worker setting and no cluster named: trained here, no Ray started
+    ray = sys.modules.get("ray")  # a caller's connection (a notebook) is a cluster named
+    joined = ray is not None and ray.is_initialized()
+    in_process = not (os.environ.get("RAY_ADDRESS") or joined) and runs_in_process(spec)
+    if not in_process:
+        _init_ray(spec)
     earlier_parent, _ = find_job_runs(job_id, uri)
     if earlier_parent is None:
         parent = start_parent(spec, uri=uri, job_id=job_id)
@@ -159,7 +166,10 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         log.info("resuming job %s (parent run %s)", job_id, parent)
     result: dict[str, Any] = {"job_id": job_id, "parent_run_id": parent, "tracking_uri": uri}
     try:
-        children = run_trials(spec, job_id=job_id, uri=uri, parent=parent, storage_path=storage)
+        children = run_trials(
+            spec, job_id=job_id, uri=uri, parent=parent, storage_path=storage,
+            in_process=in_process,
+        )  # fmt: skip
     except BaseException:
         _kill_open_runs(uri, job_id, parent)
         raise

@@ -20,7 +20,15 @@ import logging
 import re
 import sys
 
-__all__ = ["MARK", "NoticeHandler", "install", "notice_line", "parse_notice"]
+__all__ = [
+    "MARK",
+    "NoticeHandler",
+    "install",
+    "notice_line",
+    "installed",
+    "parse_notice",
+    "uninstall",
+]
 
 MARK = "[bioprop-notice]"
 #: bioprop's loggers: ``bioprop.*`` and the modules' own (``logging.getLogger(__name__)``)
@@ -75,9 +83,19 @@ class NoticeHandler(logging.Handler):
 def install(setting: str) -> None:
     """Mark this process's warnings and errors as ``setting``'s (replaces an earlier call's
     handler: Ray may reuse a process)."""
+    uninstall()
+    logging.getLogger().addHandler(NoticeHandler(setting))
+    logging.captureWarnings(True)
+
+
+def uninstall() -> None:
+    """Stop marking this process's records (a driver that trained a setting itself)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, NoticeHandler):
             root.removeHandler(handler)
-    root.addHandler(NoticeHandler(setting))
-    logging.captureWarnings(True)
+
+
+def installed() -> bool:
+    """Whether this process marks its records (they reach a quiet console as notices)."""
+    return any(isinstance(h, NoticeHandler) for h in logging.getLogger().handlers)

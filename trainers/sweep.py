@@ -14,7 +14,9 @@ the one worker loop (:mod:`trainers.worker`):
   Train-inside-Tune pattern). Such a trial holds no CPU (a 64 MiB memory reservation only),
   so as many trials run at once as the cluster has room for their Train workers.
 
-Either way at most ``sweep.max_concurrent`` at once (:func:`max_concurrent`).
+Either way at most ``sweep.max_concurrent`` at once (:func:`max_concurrent`). A job of one
+1-worker setting without a search, where no cluster is named, skips Ray altogether: the
+driver trains it itself (:func:`runs_in_process`, :func:`train_setting`).
 
 Outcomes in MLflow: a trial that trained every epoch ends FINISHED; one that raised ends
 FAILED (the others go on); one stopped early by ASHA ends FINISHED with the tags
@@ -24,8 +26,9 @@ trial's process).
 
 A grid's trial processes are reused (``reuse_actors``): a process whose setting finished
 trains the next one (its own MLflow child run, its own loop or ``TorchTrainer``), so a setting
-does not pay for a new Ray process and its imports. A search's are not: a trial ASHA stops is
-ended by killing its process, which takes its training (or its Train controller) with it.
+does not pay for a new Ray process and its imports (about 5 s here: Ray, torch, MLflow). So
+are a search's without ``asha``; with it they are not: a trial ASHA stops is ended by killing
+its process, which takes its training (or its Train controller) with it.
 
 Starting the same job again: a grid runs only the settings whose child run has not finished
 every epoch, each resuming from its last checkpoint (the ``TorchTrainer`` name, and the
@@ -82,6 +85,8 @@ __all__ = [
     "max_concurrent",
     "record_best",
     "run_trials",
+    "runs_in_process",
+    "train_setting",
     "train_trial",
 ]
 
@@ -240,15 +245,22 @@ def refresh_summary(uri: str, parent: str, every_s: float = SUMMARY_EVERY_S) -> 
 
 
 def train_trial(config: dict[str, Any]) -> None:
-    """The Tune trial: one setting (a grid point, with the sampled values of a search) trained
-    into its MLflow child run, in this process (one worker) or by a ``TorchTrainer``.
+    """The Tune trial: :func:`train_setting` with this trial's id, reporting to Tune."""
+    import ray.tune
+
+    train_setting(config, trial_id=ray.tune.get_context().get_trial_id())
+
+
+def train_setting(config: dict[str, Any], *, trial_id: str | None) -> None:
+    """One setting (a grid point, with the sampled values of a search) trained into its
+    MLflow child run: in this process (one worker) or by a ``TorchTrainer``. ``trial_id``:
+    the Tune trial running it; None for a single setting the driver trains itself
+    (:func:`run_trials`, ``in_process``), whose epochs then go to no Tune session.
 
     ``config``: ``point`` (``{"label", "spec"}``: the grid point, resolved, data prepared),
     ``sample`` (searched field path -> value), ``parent``, ``uri``, ``job_id``, ``search``.
+    Raises what ended the setting, after closing its run FAILED.
     """
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from trainers.in_trial import fit_in_trial, runs_in_trial
     from trainers.trainer import build_trainer, train_run_name, worker_config
 
@@ -257,7 +269,6 @@ def train_trial(config: dict[str, Any]) -> None:
     spec = ExperimentSpec.model_validate(_sampled(config["point"]["spec"], sample))
     label = _label(config["point"]["label"], sample)
     notices.install(label)
-    trial_id = ray.tune.get_context().get_trial_id()
     earlier = _find_child(
         uri, job_id, trial_id=trial_id if search else None, label=None if search else label
     )
@@ -271,18 +282,22 @@ def train_trial(config: dict[str, Any]) -> None:
         run_id = start_child(
             spec, uri=uri, parent_run_id=config["parent"], job_id=job_id, setting=label
         )
-    _client(uri).set_tag(run_id, TAG_TRIAL, trial_id)
+    if trial_id is not None:
+        _client(uri).set_tag(run_id, TAG_TRIAL, trial_id)
     log.info("setting %r run_id=%s trial %s", label, run_id, trial_id)
     # a search trial's Train run is named by its trial (two samples may share a label)
-    name = trial_id if search else label
+    name = trial_id if search and trial_id else label
     try:
         if runs_in_trial(spec):  # one worker: the loop runs here, no Ray Train run
             checkpoint = fit_in_trial(
                 worker_config(spec, run_id=run_id, uri=uri, label=label),
                 spec,
                 train_run_name(spec, name, job_id),
+                to_tune=trial_id is not None,
             )
         else:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
             trainer = build_trainer(
                 spec,
                 run_id=run_id,
@@ -487,16 +502,16 @@ def run_trials(
     uri: str,
     parent: str,
     storage_path: str,
+    in_process: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every setting of ``spec`` as trials of one Tune experiment; return one entry per
     child run (``rule``, ``setting``, ``run_id``, ``status``, ``metrics``, ``checkpoint``,
-    ``skipped``, ``stopped_early``), grid order first.
+    ``skipped``, ``stopped_early``), grid order first. ``in_process`` (a single 1-worker
+    setting without a search, :func:`runs_in_process`): the setting trains in this process,
+    with no Ray at all.
 
     Trials that fail are FAILED entries; the others still run. Raises only what stops the
     whole experiment (e.g. the driver's termination)."""
-    import ray
-    from ray import tune
-
     search = spec.search
     _, earlier_children = find_job_runs(job_id, uri)
     for run in earlier_children:  # left RUNNING by a driver that died; resumed ones reopen
@@ -513,32 +528,64 @@ def run_trials(
             continue
         points.append({"label": label, "spec": setting.model_dump(mode="json")})
     name = _safe(f"{spec.name}-{job_id}")
-    path = f"{storage_path.rstrip('/')}/{name}"  # a folder or a URI (s3://...)
     constants = {"parent": parent, "uri": uri, "job_id": job_id, "search": search is not None}
     per_point = search.trials_per_point() if search else 1
     trials = len(points) * per_point
-    if points:
-        concurrent = max_concurrent(spec, trials, ray.cluster_resources())
-        log.info("%d trials, up to %d at once", trials, concurrent)
-        trainable = tune.with_resources(train_trial, _resources(spec))
-        if search is not None and tune.Tuner.can_restore(path):
-            log.info("restoring the search experiment at %s", path)
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=_param_space(search, points, constants),
-                tune_config=_tune_config(spec, points, constants, concurrent),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=storage_path,
-                    callbacks=[_bookkeeping_callback(uri, job_id, storage_path)],
-                    failure_config=tune.FailureConfig(max_failures=0),
-                    verbose=0,
-                ),
-            )
-        tuner.fit()
+    if in_process and points:
+        _train_here({**constants, "point": points[0], "sample": {}})
+    elif points:
+        _run_tune(spec, points, constants, trials, name, storage_path)
     return _entries(spec, job_id, uri, skipped)
+
+
+def _run_tune(spec, points, constants, trials: int, name: str, storage_path: str) -> None:
+    """The settings ``points`` as the trials of one Tune experiment (restored, for a search
+    started before)."""
+    import ray
+    from ray import tune
+
+    search = spec.search
+    path = f"{storage_path.rstrip('/')}/{name}"  # a folder or a URI (s3://...)
+    uri, job_id = constants["uri"], constants["job_id"]
+    concurrent = max_concurrent(spec, trials, ray.cluster_resources())
+    log.info("%d trials, up to %d at once", trials, concurrent)
+    trainable = tune.with_resources(train_trial, _resources(spec))
+    if search is not None and tune.Tuner.can_restore(path):
+        log.info("restoring the search experiment at %s", path)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(search, points, constants),
+            tune_config=_tune_config(spec, points, constants, concurrent),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                callbacks=[_bookkeeping_callback(uri, job_id, storage_path)],
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+
+
+def runs_in_process(spec: ExperimentSpec) -> bool:
+    """Whether the driver trains ``spec`` itself, without Ray: one setting of one worker, no
+    search. (Called where no cluster is named: on a cluster the setting goes to the cluster.)"""
+    from trainers.in_trial import runs_in_trial
+
+    return spec.search is None and spec.sweep_size() == 1 and runs_in_trial(spec)
+
+
+def _train_here(config: dict[str, Any]) -> None:
+    """:func:`train_setting` in the driver; its failure is the setting's (recorded FAILED on
+    its run), not the job's: the entries report it as a Tune trial's would be."""
+    try:
+        train_setting(config, trial_id=None)
+    except Exception:
+        log.exception("setting %r failed", config["point"]["label"])
+    finally:
+        notices.uninstall()
 
 
 def _param_space(search, points, constants) -> dict[str, Any]:
@@ -565,6 +612,7 @@ def _tune_config(spec: ExperimentSpec, points, constants, concurrent: int):
         # a searcher is asked once per trial; a grid repeats itself num_samples times
         num_samples=len(points) * search.num_samples if optuna else search.num_samples,
         max_concurrent_trials=concurrent,
+        reuse_actors=search.asha is None,  # ASHA ends a stopped trial by ending its process
         search_alg=_per_point_optuna(search, points, constants) if optuna else None,
         scheduler=(
             _per_point_asha(search, spec.schedule.epochs, constants["uri"], constants["job_id"])

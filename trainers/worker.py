@@ -309,7 +309,10 @@ def _system_metrics(uri: str, run_id: str):
 
 
 def _count_nodes(world: int) -> int:
-    """How many distinct Ray nodes this worker group spans."""
+    """How many distinct Ray nodes this worker group spans (1 for a process outside Ray: a
+    driver training its one setting itself)."""
+    if not ray.is_initialized():
+        return 1
     node = ray.get_runtime_context().get_node_id()
     nodes: list[Any] = [None] * world
     if dist.is_available() and dist.is_initialized():

@@ -162,3 +162,88 @@ def test_ctrl_c_in_a_terminal_kills_the_runs_and_warnings_show_once(workdir, ray
     assert "batch_size 65 is not a multiple of scale.workers 2" in warned[0]
     log = (workdir / "bioprop-runs" / "runs" / "ctrlc" / "run.log").read_text()
     _assert_quiet(screen, log)
+
+
+def _final_model(uri: str, run_id: str) -> dict:
+    import torch
+    from mlflow import MlflowClient
+
+    folder = MlflowClient(uri).get_run(run_id).data.tags["bioprop.checkpoint"]
+    return torch.load(os.path.join(folder, "checkpoint.pt"), weights_only=False)["model"]
+
+
+def test_one_setting_trains_in_the_command_without_ray_and_resumes_exactly(workdir):
+    """A laptop's ``bioprop run`` (no cluster named) of one 1-worker setting trains in the
+    command's own process: no Ray started. Ctrl-C between two checkpoints kills it; the same
+    job started again continues from the last checkpoint and ends as a run never stopped."""
+    import torch
+    from mlflow import MlflowClient
+
+    from trainers.tracking import default_tracking_uri, find_job_runs
+
+    spec = {
+        **SPEC,
+        "name": "here",
+        "batch_size": 8,  # epochs of about half a second: the kill lands inside one
+        "checkpoint": {"every_epochs": 2, "min_interval_s": 0},
+    }
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    uri = default_tracking_uri()
+    find_job_runs("here", uri)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "service.cli", "run", "spec.json"]
+    proc = subprocess.Popen(
+        [*cmd, "--job-id", "here"], cwd=workdir, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_an_epoch(proc, "here", uri)
+        deadline = time.monotonic() + 120
+        while True:  # an odd epoch logged: the kill lands after an unsaved epoch
+            _, children = find_job_runs("here", uri)
+            logged = int(children[0].data.metrics.get("epoch", 0))
+            if logged >= 3 and logged % 2:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + errs
+    assert "resume with --job-id here" in errs
+    log = (workdir / "bioprop-runs" / "runs" / "here" / "run.log").read_text()
+    assert "Started a local Ray instance" not in log and "ray_results/here-" not in log
+    _, (child,) = find_job_runs("here", uri)
+    assert child.info.status == "KILLED"
+    stopped = int(child.data.metrics["epoch"])
+
+    target = stopped + 3
+    more = ["--set", f"schedule.epochs={target}"]
+    again = subprocess.run(
+        [*cmd, "--job-id", "here", *more], cwd=workdir, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    whole = subprocess.run(
+        [*cmd, "--job-id", "whole", *more], cwd=workdir, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+
+    client = MlflowClient(uri)
+    _, (resumed,) = find_job_runs("here", uri)
+    assert resumed.info.run_id == child.info.run_id and resumed.info.status == "FINISHED"
+    seams = client.get_metric_history(resumed.info.run_id, "resumed_from_epoch")
+    # the last checkpoint (every 2 epochs): the one of the last epoch logged, when the kill
+    # came after its save, else the one before (an odd epoch is never saved)
+    saved = {stopped - 1} if stopped % 2 else {stopped, stopped - 2}
+    assert len(seams) == 1 and seams[0].value in saved, (stopped, seams)
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss")]
+    assert steps == list(range(1, target + 1))  # the epoch trained twice is logged once
+    _, (fresh,) = find_job_runs("whole", uri)
+    a = _final_model(uri, fresh.info.run_id)
+    b = _final_model(uri, resumed.info.run_id)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
