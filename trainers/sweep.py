@@ -312,13 +312,15 @@ def train_setting(config: dict[str, Any], *, trial_id: str | None) -> None:
         _client(uri).set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         log_curves(uri, run_id)
         finish_run(uri, run_id, "FAILED")
-        refresh_summary(uri, config["parent"])
+        if trial_id is not None:  # the driver training it writes the summary next
+            refresh_summary(uri, config["parent"])
         raise
     if checkpoint is not None:
         _log_final_checkpoint(uri, run_id, checkpoint, spec.storage_path)
     log_curves(uri, run_id)
     finish_run(uri, run_id, "FINISHED")
-    refresh_summary(uri, config["parent"])  # the parent's summary, as children finish
+    if trial_id is not None:  # the parent's summary, as children finish
+        refresh_summary(uri, config["parent"])
 
 
 def _bookkeeping_callback(uri: str, job_id: str, storage: str):
