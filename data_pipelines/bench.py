@@ -43,14 +43,17 @@ def _images_per_s(loader: Iterable, *, batches: int, warmup: int) -> float:
 
 
 def dali_train_loader(
-    root: Path | str, *, image_size: int, batch_size: int, threads: int
+    root: Path | str, *, image_size: int, batch_size: int, threads: int, cache: bool = False
 ) -> Iterable:
     """The project's DALI train loader over ``root`` (one shard; a folder, packed shards, or
-    either under ``s3://``), prepared (preflighted) as a run prepares it."""
+    either under ``s3://``; ``cache``: ``data.cache``), prepared (preflighted) as a run
+    prepares it."""
     from data_pipelines import build_loader, prepare
     from data_pipelines.spec import DataSpec
 
-    data = DataSpec(kind="imagefolder", root=root, image_size=image_size, num_threads=threads)
+    data = DataSpec(
+        kind="imagefolder", root=root, image_size=image_size, num_threads=threads, cache=cache
+    )
     return build_loader(prepare(data, task="classify"), "train", batch_size=batch_size)
 
 
@@ -134,14 +137,23 @@ def bench_roots(
     batches: int = 20,
     warmup: int = 3,
     rounds: int = 2,
+    cached: list[str] = (),
 ) -> dict[str, Any]:
     """Images/s of the same DALI train pipeline over each root (e.g. the same images as local
     shards, shards in a bucket, a local folder, many small objects in a bucket), timed in
-    alternating rounds; the headline is each root's median round."""
+    alternating rounds; the headline is each root's median round. ``cached``: packed roots
+    on object storage read with ``data.cache`` (named ``<uri> (cached)``); the copy into the
+    cache happens when the loader is built, before the rounds, and is timed apart
+    (``cache_copy_s``)."""
     from data_pipelines import default_device_id
 
     kw = {"image_size": image_size, "batch_size": batch_size, "threads": threads}
     loaders = {str(root): dali_train_loader(root, **kw) for root in roots}
+    copy_s = {}
+    for uri in cached:
+        start = time.perf_counter()
+        loaders[f"{uri} (cached)"] = dali_train_loader(uri, cache=True, **kw)
+        copy_s[f"{uri} (cached)"] = round(time.perf_counter() - start, 2)
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     for r in range(rounds):
         for name, loader in loaders.items():
@@ -150,6 +162,7 @@ def bench_roots(
             rates[name].append(round(rate, 1))
     return {
         "images_per_s": {name: round(statistics.median(v), 1) for name, v in rates.items()},
+        "cache_copy_s": copy_s,
         "rounds": rates,
         "dali_decoding": "mixed" if default_device_id() is not None else "cpu",
         "threads": threads,

@@ -282,6 +282,12 @@ def bench_cmd(
     rounds: int = typer.Option(2, "--rounds"),
     synth_size: int = typer.Option(320, "--synth-size", help="side of the synthetic JPEG files"),
     synth_images: int = typer.Option(1024, "--synth-images", help="synthetic train images"),
+    cached: list[str] = typer.Option(
+        [],
+        "--cached-root",
+        help="packed shards on object storage read with data.cache (copied to the node's "
+        "cache first, the copy timed apart), side by side with the --root ones",
+    ),
 ) -> None:
     """Images/s of the DALI train pipeline vs torchvision ImageFolder + DataLoader."""
     from rich.table import Table
@@ -289,10 +295,11 @@ def bench_cmd(
     from data_pipelines.bench import bench_loader, bench_roots
     from data_pipelines.synth import atomic_build, synth_imagenet
 
-    if len(roots) > 1 or (roots and "://" in roots[0]):  # torchvision reads no s3://
+    if len(roots) > 1 or (roots and "://" in roots[0]) or cached:  # torchvision: no s3://
         with console.status(f"timing the DALI train pipeline over {len(roots)} roots"):
             result = bench_roots(
                 [_dest(r) for r in roots],
+                cached=cached,
                 image_size=image_size,
                 batch_size=batch_size,
                 threads=threads,
@@ -305,6 +312,8 @@ def bench_cmd(
         for name, rate in result["images_per_s"].items():
             table.add_row(name, f"{rate:.1f}")
         console.print(table)
+        for name, seconds in result.get("cache_copy_s", {}).items():
+            console.print(f"{name}: copied to the cache in {seconds:.1f} s before timing")
         _print_json(result)
         return
     root = Path(roots[0]) if roots else None

@@ -220,6 +220,10 @@ class ImageFolder(DataKind):
         train = split == "train"
         if is_packed(root):
             index = read_packed(root, split)
+            if data.cache and isinstance(root, str):  # shards on object storage, copied
+                from data_pipelines.shard_cache import stage
+
+                index = stage(index, root, split)
             sources = lambda: iter_packed_images(index)  # noqa: E731
         else:
             classes = index_split(root, "train").classes if split == "val" else None

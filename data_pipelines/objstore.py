@@ -22,6 +22,7 @@ __all__ = [
     "DataRootError",
     "check_bucket",
     "check_root",
+    "download_file",
     "exists",
     "list_files",
     "read_bytes",
@@ -144,6 +145,23 @@ def upload_file(local: str | os.PathLike[str], uri: str, chunk: int = 8 << 20) -
                 stream.write(piece)
     except OSError as exc:
         raise _error(uri, exc) from exc
+
+
+def download_file(uri: str, local: str | os.PathLike[str], chunk: int = 8 << 20) -> int:
+    """Copy the object ``uri`` to the local file in ``chunk``-byte pieces (whole-object
+    GETs, never held in memory whole); returns the bytes written."""
+    fs, path = _fs_path(uri)
+    written = 0
+    try:
+        with fs.open_input_stream(path) as stream, open(local, "wb") as out:
+            while piece := stream.read(chunk):
+                out.write(piece)
+                written += len(piece)
+    except FileNotFoundError as exc:
+        raise DataRootError(f"{uri}: object not found") from exc
+    except OSError as exc:
+        raise _error(uri, exc) from exc
+    return written
 
 
 def check_bucket(uri: str) -> None:

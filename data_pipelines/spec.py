@@ -47,6 +47,14 @@ class DataSpec(Section):
         "with imagenet augmentation, image_size with cifar and none)",
     )
     num_threads: Int = Field(1, ge=1, le=64, description="DALI CPU threads per worker")
+    cache: bool = Field(
+        False,
+        description="packed shards on object storage (root s3://... with wds.json): copy "
+        "each split's shards once per node, whole, into $BIOPROP_DATA_CACHE (default "
+        "~/.cache/bioprop/data) and read them there at local-disk speed (DALI's reader "
+        "otherwise fetches every sample with its own ranged request); the same samples in "
+        "the same order. Ignored for other roots",
+    )
     augment: Literal[AUGMENTATIONS] | None = Field(
         None,
         description="train-time augmentation: imagenet (random-resized crop over 8-100 % of "

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import data_pipelines as dp
+from data_pipelines import objstore
 from data_pipelines.cli import app
 from data_pipelines.objstore import DataRootError
 from data_pipelines.prepare_sets import prepare_imagenet
@@ -62,6 +63,38 @@ def test_object_store_shards_read_in_the_order_of_the_same_shards_on_disk(
     local = tmp_path / "wds"
     prepare_imagenet(bucket[1], local, fmt="shards", subset=True, shard_size=7)
     assert _epoch(f"{bucket[0]}/wds", "train", 1, seed=5) == _epoch(local, "train", 1, seed=5)
+
+
+def test_cached_shards_are_copied_once_and_read_in_the_same_order(
+    bucket, tmp_path: Path, monkeypatch
+) -> None:
+    """``data.cache``: the split's shards copied whole to the node's cache, read from there
+    in the order DALI reads them from the bucket; a second loader copies nothing, and a
+    truncated copy (an interrupted download) is fetched again."""
+    from data_pipelines.shard_cache import cache_dir
+
+    monkeypatch.setenv("BIOPROP_DATA_CACHE", str(tmp_path / "cache"))
+    uri = f"{bucket[0]}/wds"
+
+    def epoch(cache: bool) -> list[int]:
+        data = dp.prepare(DataSpec(kind="imagefolder", root=uri, image_size=24, cache=cache))
+        loader = dp.build_loader(data, "train", batch_size=6, shard_id=1, num_shards=2, seed=5)
+        return [int(x) for _, labels in loader for x in labels]
+
+    streamed = epoch(False)
+    assert epoch(True) == streamed
+    folder = cache_dir(uri)
+    assert (folder / "SOURCE").read_text().strip() == uri
+    copies = sorted(folder.glob("train/shard-*"))
+    objects = objstore.list_files(f"{uri}/train")
+    assert {p.name: p.stat().st_size for p in copies} == objects  # every .tar and .idx
+    stamps = {p: p.stat().st_mtime_ns for p in copies}
+    assert epoch(True) == streamed
+    assert {p: p.stat().st_mtime_ns for p in copies} == stamps  # nothing copied again
+    first = copies[0] if copies[0].suffix == ".tar" else copies[1]
+    first.write_bytes(first.read_bytes()[:100])
+    assert epoch(True) == streamed
+    assert first.stat().st_size == objects[first.name]
 
 
 def test_preflight_names_the_uri_and_what_is_wrong(bucket, tmp_path: Path, monkeypatch) -> None:

@@ -56,9 +56,10 @@ def test_checkpoint_folders_keep_the_newest_whole_ones(tmp_path):
 
 
 def test_checkpoint_folders_on_an_s3_compatible_store(tmp_path, s3):
-    store = CheckpointStore.open("s3://ckpt/runs", "setting", keep=3)
+    s3.create_bucket(Bucket="in-trial")  # its own: other tests expect `ckpt` empty
+    store = CheckpointStore.open("s3://in-trial/runs", "setting", keep=3)
     _check_store(store, tmp_path)
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ckpt", Prefix="runs/")["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="in-trial", Prefix="runs/")["Contents"]}
     assert "runs/setting/checkpoint_000004/checkpoint.pt" in keys
     assert not any(k.startswith("runs/setting/checkpoint_000000/") for k in keys)
 
