@@ -6,6 +6,7 @@ job's log), holds bioprop's lines only; Ray's, Tune's and MLflow's are in the ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,6 +45,26 @@ INTERNALS = (
     "tune.py",
     "process group",
 )
+
+
+@contextlib.contextmanager
+def _ended(proc: subprocess.Popen) -> Iterator[None]:
+    """Kill ``proc`` when the block fails (a test's wait that timed out)."""
+    try:
+        yield
+    except BaseException:
+        proc.kill()
+        raise
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> tuple[str, str]:
+    """Send ``sig`` and return the command's output once it has ended (killed after 120 s)."""
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _wait_for_an_epoch(proc: subprocess.Popen, job_id: str, uri: str) -> None:
@@ -80,13 +102,9 @@ def test_sigterm_marks_the_runs_killed_and_says_how_to_resume(workdir, ray_clust
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with _ended(proc):
         _wait_for_an_epoch(proc, "term", uri)
-        proc.send_signal(signal.SIGTERM)
-        out, errs = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, errs = _stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, out + errs
     assert "resume with --job-id term" in errs
     parent, children = find_job_runs("term", uri)
@@ -196,7 +214,7 @@ def test_one_setting_trains_in_the_command_without_ray_and_resumes_exactly(workd
         [*cmd, "--job-id", "here"], cwd=workdir, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
+    with _ended(proc):
         _wait_for_an_epoch(proc, "here", uri)
         deadline = time.monotonic() + 120
         while True:  # an odd epoch logged: the kill lands after an unsaved epoch
@@ -206,11 +224,7 @@ def test_one_setting_trains_in_the_command_without_ray_and_resumes_exactly(workd
                 break
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, errs = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, errs = _stop(proc, signal.SIGINT)
     assert proc.returncode == 130, out + errs
     assert "resume with --job-id here" in errs
     log = (workdir / "bioprop-runs" / "runs" / "here" / "run.log").read_text()
