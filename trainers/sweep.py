@@ -32,8 +32,9 @@ its process, which takes its training (or its Train controller) with it.
 
 Starting the same job again: a grid runs only the settings whose child run has not finished
 every epoch, each resuming from its last checkpoint (the ``TorchTrainer`` name, and the
-checkpoint folder of a setting trained in its trial, are stable per job and setting); a search restores its Tune experiment (same sampled values, scheduler
-and searcher state), resuming the unfinished trials.
+checkpoint folder of a setting trained in its trial, are stable per job and setting); a
+search restores its Tune experiment (same sampled values, scheduler and searcher state),
+resuming the unfinished trials.
 
 The parent run gets, per rule, the best trial (:func:`record_best`): tags
 ``bioprop.best.<rule>.run_id`` / ``.setting`` / ``.<metric>`` (its value) and the table

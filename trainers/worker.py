@@ -1,8 +1,10 @@
-"""The one per-worker training loop Ray Train runs on every rank, for every task.
+"""The one per-worker training loop, on every rank of a Ray Train run or, for a 1-worker
+setting, in its Tune trial's process (:mod:`trainers.in_trial`), for every task.
 
 Shaped like Ray Train's own examples: prepare the model (DDP), iterate this rank's shard,
-and report (``ray.train.report`` on a Train run, :mod:`trainers.session`) from every rank once per epoch, with a checkpoint from rank 0
-on checkpoint epochs (:func:`checkpoint_due`: ``spec.checkpoint``). What differs between
+and report to the session (:mod:`trainers.session`: ``ray.train.report`` on a Train run)
+from every rank once per epoch, with a checkpoint from rank 0 on checkpoint epochs
+(:func:`checkpoint_due`: ``spec.checkpoint``). What differs between
 tasks is a small :class:`~trainers.tasks.base.Task` object looked up
 by ``spec.task`` in ``trainers.tasks.TASKS``: it builds the converted model, takes one
 batch to a loss and its named per-sample sums, evaluates, and picks and scores the
@@ -233,9 +235,10 @@ def close_epoch(
     gradient alignment), report to the session with the checkpoint, and log everything to
     MLflow on rank 0 (unless ``log_to_mlflow`` is false: an epoch the run logged before,
     trained again after a restart); the log first where the session says so
-    (``log_before_report``: a scheduler's stop may end the process inside the report). Ray sees only the epoch metrics and the mean alignment angle.
-    ``clock``: when the last checkpoint was saved (``checkpoint.min_interval_s``); without
-    one, every ``checkpoint.every_epochs`` epochs. ``session``: where the report goes."""
+    (``log_before_report``: a scheduler's stop may end the process inside the report). The
+    report holds only the epoch metrics and the mean alignment angle. ``clock``: when the
+    last checkpoint was saved (``checkpoint.min_interval_s``); without one, every
+    ``checkpoint.every_epochs`` epochs. ``session``: where the report goes."""
     summary = dict(epoch_metrics)
     align = metrics.alignment(rules.unwrap(model))
     epoch_metrics.update({f"align_{k}": v for k, v in align.items() if np.isfinite(v)})
