@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from data_pipelines import objstore
+import data_pipelines.objstore as objstore
 from data_pipelines.location import join_uri
 from data_pipelines.pack import PackedIndex
 
