@@ -5,7 +5,9 @@
   connection's opening), a **body read timeout** (its body within ``BODY_TIMEOUT_S`` of its
   headers), each answered ``408 Request Timeout`` and closed, and a cap of
   ``MAX_CONNECTIONS_PER_CLIENT`` open connections per client address (more are answered
-  ``429`` and closed at once). Slow or endless requests cannot hold sockets and file
+  ``429`` at once, their side closed, what they still send dropped, the socket closed when
+  they close theirs or after ``REFUSED_LINGER_S``: a lingering close, so no reset destroys
+  the answer). Slow or endless requests cannot hold sockets and file
   descriptors for ever.
 - :class:`RequestBounds`: ASGI middleware refusing a request line plus headers over
   ``MAX_HEADER_BYTES`` (431; h11's own bound only holds for headers that arrive in pieces)
@@ -26,6 +28,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from service.core.settings import Settings
 
 __all__ = ["RequestBounds", "bounded_protocol", "host_name"]
+
+REFUSED_LINGER_S = 2.0  # how long a refused (429) connection is drained before it is closed
 
 
 def _raw_response(status: int, reason: str, message: str, *extra: str) -> bytes:
@@ -51,12 +55,14 @@ def bounded_protocol(settings: Settings) -> type[H11Protocol]:
         _timer: asyncio.TimerHandle | None = None
         _phase = ""
         _host = ""
+        _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._host = self.client[0] if self.client else ""
             open_by_host[self._host] += 1
             if open_by_host[self._host] > per_client:
+                self._refused = True
                 transport.write(
                     _raw_response(
                         429,
@@ -66,7 +72,13 @@ def bounded_protocol(settings: Settings) -> type[H11Protocol]:
                         "retry-after: 1",
                     )
                 )
-                transport.close()
+                # a lingering close: closing a socket whose client has sent bytes we never
+                # read makes the kernel send a reset, which can destroy the 429 on its way;
+                # end our side instead, drop what still comes, and close once the client
+                # has (or after REFUSED_LINGER_S)
+                if transport.can_write_eof():
+                    transport.write_eof()
+                self.loop.call_later(REFUSED_LINGER_S, transport.close)
                 return
             self._arm("headers", header_s)
 
@@ -78,6 +90,8 @@ def bounded_protocol(settings: Settings) -> type[H11Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # a refused client's request: read and dropped
             if self.conn.their_state is h11.IDLE and self._timer is None:
                 self._arm("headers", header_s)  # a new request on a kept-alive connection
             super().data_received(data)
