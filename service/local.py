@@ -15,7 +15,6 @@ printed, exit 143 or 130.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ import typer
 
 from service.tables import best_table, console, err, live_or_lines, results_table
 from trainers.contracts import JobResult
+from trainers.ray_setup import ray_connected
 
 __all__ = ["SetOpt", "overridden", "run"]
 
@@ -92,7 +92,7 @@ def run(
     log_path = run_log(job_id)
     console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})", highlight=False)
     console.print(f"log: {log_path}", highlight=False, soft_wrap=True)
-    joined = _ray_connected()  # a caller's connection (a notebook, a test) stays
+    joined = ray_connected()  # a caller's connection (a notebook, a test) stays
     try:
         with QuietConsole(log_path, [console, err], verbose=verbose):
             try:
@@ -118,16 +118,11 @@ def run(
     raise typer.Exit(1 if parsed is None or parsed.unfinished() else 0)
 
 
-def _ray_connected() -> bool:
-    ray = sys.modules.get("ray")  # not imported: not connected (and no import for asking)
-    return ray is not None and ray.is_initialized()
-
-
 def _disconnect() -> None:
     """Leave Ray (stopping the local cluster this command started), quietly."""
     import signal
 
-    if _ray_connected():
+    if ray_connected():
         import ray
 
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits

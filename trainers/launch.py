@@ -33,7 +33,7 @@ from typing import Any
 from trainers.contracts import JOB_ID, RESULT_MARKER, JobResult, RunStatus
 from trainers.in_trial import runs_in_trial
 from trainers.plugins import PLUGINS_ENV
-from trainers.ray_setup import environment, init_local_ray
+from trainers.ray_setup import environment, init_local_ray, ray_connected
 from trainers.spec import ExperimentSpec, load_spec
 from trainers.storage import StorageError, check_data_root, check_storage
 from trainers.summary import write_summary
@@ -152,9 +152,9 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         }
     )
     # one 1-worker setting and no cluster named: trained here, no Ray started
-    ray = sys.modules.get("ray")  # a caller's connection (a notebook) is a cluster named
-    joined = ray is not None and ray.is_initialized()
-    in_process = not (os.environ.get("RAY_ADDRESS") or joined) and runs_in_process(spec)
+    # a caller's connection (a notebook) names a cluster too
+    named = os.environ.get("RAY_ADDRESS") or ray_connected()
+    in_process = not named and runs_in_process(spec)
     if not in_process:
         _init_ray(spec)
     earlier_parent, _ = find_job_runs(job_id, uri)

@@ -24,8 +24,8 @@ __all__ = [
     "MARK",
     "NoticeHandler",
     "install",
-    "notice_line",
     "installed",
+    "notice_line",
     "parse_notice",
     "uninstall",
 ]

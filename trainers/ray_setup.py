@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "api_server_address",
     "environment",
     "init_local_ray",
+    "ray_connected",
 ]
 
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
@@ -81,6 +83,13 @@ def api_server_address(url: str) -> Iterator[None]:
     before ``RAY_ADDRESS`` wherever it looks for a dashboard (state API, job submission)."""
     with environment({API_SERVER_VAR: url}):
         yield
+
+
+def ray_connected() -> bool:
+    """Whether this process is connected to a Ray cluster (asked without importing Ray: a
+    process that never imported it is not)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def init_local_ray(*, dashboard: bool = True, **kwargs: Any) -> Any:
