@@ -30,7 +30,7 @@ class KindInfo:
 
 KIND_INFO: dict[str, KindInfo] = {
     "imagefolder": KindInfo(True, AUGMENTATIONS, "imagenet", ("classify",), object_store=True),
-    "coco": KindInfo(True, ("none",), "none", ("detect",)),
+    "coco": KindInfo(True, ("none",), "none", ("detect",), object_store=True),
     "digits": KindInfo(False, ("none",), "none", ("classify",)),
     "synthetic": KindInfo(False, AUGMENTATIONS, "imagenet", ("classify", "detect")),
 }

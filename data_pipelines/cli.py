@@ -135,21 +135,40 @@ def prepare_coco_cmd(
     src: Path = typer.Argument(
         ..., help="folder with train2017.zip, val2017.zip and annotations_trainval2017.zip"
     ),
-    dest: Path = typer.Argument(..., help="folder to write (data.root of a coco spec)"),
+    dest: str = typer.Argument(
+        ..., help="folder, or s3://bucket/prefix for shards, to write (data.root of a coco spec)"
+    ),
+    fmt: str = typer.Option(
+        "folder",
+        "--format",
+        help="folder (train2017/, val2017/, annotations/) or shards (webdataset: each image "
+        "with its boxes)",
+    ),
     subset: bool = typer.Option(False, "--subset", help="accept a deliberate part of COCO"),
-    threads: int = typer.Option(4, "--threads", min=1, help="files written at once"),
+    shard_size: int = typer.Option(1000, "--shard-size", min=1, help="images per shard"),
+    seed: int = typer.Option(0, "--seed", help="order of the train samples in the shards"),
+    threads: int = typer.Option(4, "--threads", min=1, help="files or shards written at once"),
 ) -> None:
-    """COCO 2017 from the official zips into the folder the coco kind reads (images and
-    annotations, checked); run it again to resume."""
+    """COCO 2017 from the official zips, annotations checked against the images, into the
+    folder the coco kind reads or into shards; run it again to resume."""
     from data_pipelines.imagenet import SourceError
+    from data_pipelines.objstore import DataRootError
     from data_pipelines.prepare_sets import prepare_coco
 
-    with _rate_progress("writing COCO") as (advance, set_total):
+    with _rate_progress(f"writing COCO ({fmt})") as (advance, set_total):
         try:
             summary = prepare_coco(
-                src, dest, subset=subset, threads=threads, progress=advance, on_total=set_total
+                src,
+                _dest(dest),
+                fmt=fmt,
+                subset=subset,
+                shard_size=shard_size,
+                seed=seed,
+                threads=threads,
+                progress=advance,
+                on_total=set_total,
             )
-        except (SourceError, ValueError, FileNotFoundError) as exc:
+        except (SourceError, DataRootError, ValueError, FileNotFoundError) as exc:
             _refuse(exc)
     console.print(f"wrote {summary['counts']} to {summary['dest']}")
     _print_json(summary)
@@ -212,25 +231,42 @@ def synth_coco_cmd(
 
 @app.command("pack")
 def pack_cmd(
-    root: Path = typer.Argument(..., help="ImageNet-layout folder (train/ and val/)"),
+    root: Path = typer.Argument(
+        ...,
+        help="ImageNet-layout folder (train/ and val/) or COCO folder (annotations/ and the "
+        "images)",
+    ),
     out: str = typer.Option(..., "--out", help="folder or s3://bucket/prefix for the shards"),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="images per tar"),
     seed: int = typer.Option(0, "--seed", help="order of the train samples"),
 ) -> None:
-    """Pack an ImageNet folder into webdataset tar shards (data.root may point at either)."""
+    """Pack an ImageNet or COCO folder into webdataset tar shards (data.root may point at
+    either; a COCO sample carries its image's boxes); run it again to resume."""
+    from data_pipelines.coco import index_coco
+    from data_pipelines.coco_pack import pack_coco
     from data_pipelines.folder import index_folder
     from data_pipelines.pack import pack_imagefolder
 
-    total = sum(len(index_folder(root / split)) for split in ("train", "val"))
+    coco = (root / "annotations").is_dir()
+    try:
+        if coco:
+            total = sum(len(index_coco(root, split)) for split in ("train", "val"))
+        else:
+            total = sum(len(index_folder(root / split)) for split in ("train", "val"))
+    except (ValueError, FileNotFoundError) as exc:
+        _refuse(exc)
+    pack = pack_coco if coco else pack_imagefolder
     with _progress(f"packing {total} images", total) as advance:
-        pack_imagefolder(root, _dest(out), shard_size=shard_size, seed=seed, progress=advance)
-    console.print(f"packed {total} images into {out}")
+        pack(root, _dest(out), shard_size=shard_size, seed=seed, progress=advance)
+    console.print(f"packed {total} {'COCO ' if coco else ''}images into {out}")
 
 
 @app.command("check")
 def check_cmd(
     root: str = typer.Argument(
-        ..., help="ImageNet-layout folder or packed shards, local or s3://bucket/prefix"
+        ...,
+        help="ImageNet-layout folder or packed shards (ImageNet or COCO), local or "
+        "s3://bucket/prefix",
     ),
     limit: int = typer.Option(20, "--limit", min=1),
 ) -> None:
@@ -243,14 +279,15 @@ def check_cmd(
     from data_pipelines.kinds import check_remote_root
     from data_pipelines.location import is_uri
     from data_pipelines.objstore import DataRootError
-    from data_pipelines.pack import is_packed, iter_packed_images, read_packed
+    from data_pipelines.pack import is_packed, iter_packed_images, packed_kind, read_packed
 
     where = _dest(root)
     try:
+        kind = packed_kind(where) if is_packed(where) else "imagefolder"
         if is_uri(where):
-            check_remote_root(str(where))
+            check_remote_root(str(where), kind)
         if is_packed(where):
-            splits = [read_packed(where, split) for split in ("train", "val")]
+            splits = [read_packed(where, split, kind=kind) for split in ("train", "val")]
             count = sum(len(s) for s in splits)
             sources = chain.from_iterable(iter_packed_images(s) for s in splits)
         else:

@@ -1,7 +1,9 @@
 """COCO-format detection sets read by DALI's COCO reader, shaped for torchvision's RetinaNet.
 
 Layout: ``root/{split}/`` (or ``root/{split}2017/``) images and
-``root/annotations/instances_{split}.json`` (or ``instances_{split}2017.json``).
+``root/annotations/instances_{split}.json`` (or ``instances_{split}2017.json``), or the same
+set packed into webdataset shards (:mod:`data_pipelines.coco_pack`), in a folder or under
+an ``s3://`` prefix.
 
 The annotation file is checked in Python first (an annotation naming a missing image, an
 image file that does not exist, a box outside its image or with no area: a
@@ -27,8 +29,18 @@ from typing import Any
 import torch
 
 from data_pipelines.folder import IMAGENET_MEAN, IMAGENET_STD, reader_shard
+from data_pipelines.pack import PackedIndex
 
-__all__ = ["CocoIndex", "coco_pipeline", "find_split", "index_coco", "retinanet_transform_kwargs"]
+__all__ = [
+    "SHARD_MEMBERS",
+    "CocoIndex",
+    "check_annotations",
+    "coco_pipeline",
+    "find_split",
+    "index_coco",
+    "read_annotations",
+    "retinanet_transform_kwargs",
+]
 
 MAX_SIZE_RATIO = 1333 / 800
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in real annotations)
@@ -62,15 +74,21 @@ def find_split(root: Path, split: str) -> tuple[Path, Path]:
     return folder, ann
 
 
-def index_coco(
-    root: str | Path, split: str, *, include_crowd: bool = False, skip_empty: bool = False
-) -> CocoIndex:
-    """Check a split's annotations against its images; list the images to read."""
-    folder, ann_path = find_split(Path(root), split)
+def read_annotations(ann_path: Path) -> dict[str, Any]:
+    """The JSON document of an annotation file; ValueError naming it when it is not JSON."""
     try:
-        doc = json.loads(ann_path.read_text())
+        return json.loads(Path(ann_path).read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{ann_path}: not valid JSON ({exc})") from exc
+
+
+def check_annotations(
+    doc: dict[str, Any], ann_path: Path | str, folder: Path | str, *, include_crowd: bool = False
+) -> tuple[dict[int, dict[str, Any]], list[int], set[int]]:
+    """Check a COCO document: images and categories listed, each annotation naming a listed
+    image and category, each box inside its image (``BOX_TOLERANCE``) with an area. Returns
+    ``(images by id, sorted category ids, ids of images with a box)``; errors name
+    ``ann_path`` and the annotation (``folder``: where the images are, for the message)."""
     images = {img["id"]: img for img in doc.get("images", [])}
     if not images:
         raise ValueError(f"{ann_path}: no images listed")
@@ -96,10 +114,22 @@ def index_coco(
         if w <= 0 or h <= 0 or x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
             raise ValueError(
                 f"{ann_path}: annotation {ann.get('id')} box {ann['bbox']} (xywh) lies outside "
-                f"its image {folder / img['file_name']} ({width}x{height}) or has no area"
+                f"its image {folder}/{img['file_name']} ({width}x{height}) or has no area"
             )
         if include_crowd or not ann.get("iscrowd", 0):
             with_boxes.add(img["id"])
+    return images, categories, with_boxes
+
+
+def index_coco(
+    root: str | Path, split: str, *, include_crowd: bool = False, skip_empty: bool = False
+) -> CocoIndex:
+    """Check a split's annotations against its images; list the images to read."""
+    folder, ann_path = find_split(Path(root), split)
+    doc = read_annotations(ann_path)
+    images, categories, with_boxes = check_annotations(
+        doc, ann_path, folder, include_crowd=include_crowd
+    )
     files = []
     for image_id in sorted(images):
         img = images[image_id]
@@ -127,7 +157,7 @@ def retinanet_transform_kwargs(image_size: int) -> dict[str, Any]:
 
 
 def coco_pipeline(
-    index: CocoIndex,
+    index: CocoIndex | PackedIndex,
     *,
     train: bool,
     image_size: int,
@@ -139,27 +169,39 @@ def coco_pipeline(
     device_id: int | None,
     include_crowd: bool = False,
 ):
-    """The DALI detection pipeline (one ``@pipeline_def``) for one split and shard."""
+    """The DALI detection pipeline (one ``@pipeline_def``) for one split and shard.
+
+    ``index`` is a COCO folder (DALI's COCO reader, over the images the index lists, train
+    shuffled by ``seed``) or packed shards (DALI's webdataset reader,
+    :mod:`data_pipelines.coco_pack`): both give each image's bytes, its boxes (ltrb, as
+    fractions of the image), its category ids and its image id, and the rest is the same.
+    """
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device_id is not None
-    files = list(index.files)
-    if train:
-        random.Random(seed).shuffle(files)
+    shard = dict(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed)
 
     @pipeline_def(enable_conditionals=False)
     def coco_pipe():
-        jpegs, boxes, labels, ids = fn.readers.coco(
-            file_root=str(index.image_root),
-            annotations_file=str(index.annotations),
-            images=files,
-            ltrb=True,
-            ratio=True,
-            avoid_class_remapping=True,
-            include_iscrowd=include_crowd,
-            image_ids=True,
-            **reader_shard(train=train, shard_id=shard_id, num_shards=num_shards, seed=seed),
-        )
+        if isinstance(index, CocoIndex):
+            files = list(index.files)
+            if train:
+                random.Random(seed).shuffle(files)
+            jpegs, boxes, labels, ids = fn.readers.coco(
+                file_root=str(index.image_root),
+                annotations_file=str(index.annotations),
+                images=files,
+                ltrb=True,
+                ratio=True,
+                avoid_class_remapping=True,
+                include_iscrowd=include_crowd,
+                image_ids=True,
+                **reader_shard(**shard),
+            )
+        else:
+            jpegs, boxes, labels, ids = _read_shards(
+                index, include_crowd=include_crowd, **reader_shard(**shard, samples=len(index))
+            )
         images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
         if train:
             flip = fn.random.coin_flip(probability=0.5)
@@ -193,6 +235,30 @@ def coco_pipeline(
 
 
 OUTPUT_MAP = ["images", "boxes", "labels", "sizes", "ids"]
+#: members of a packed COCO sample besides ``jpg`` (:mod:`data_pipelines.coco_pack`):
+#: non-crowd boxes (float32 ltrb fractions, 4 per box), their category ids (int32), the same
+#: two for crowd boxes, the image id (int32)
+SHARD_MEMBERS = ("box", "lbl", "cbox", "clbl", "id")
+
+
+def _read_shards(index: PackedIndex, *, include_crowd: bool, **shard: Any):
+    """DALI's webdataset reader over packed COCO shards: ``(jpegs, boxes [M, 4] ltrb
+    fractions, category ids [M], image id [1])``, crowd boxes appended when asked for."""
+    from nvidia.dali import fn, types
+
+    jpegs, boxes, labels, crowd_boxes, crowd_labels, ids = fn.readers.webdataset(
+        paths=[str(p) for p in index.tars],
+        index_paths=[str(p) for p in index.indexes],
+        ext=["jpg", *SHARD_MEMBERS],
+        dtypes=[types.UINT8, types.FLOAT, types.INT32, types.FLOAT, types.INT32, types.INT32],
+        missing_component_behavior="error",
+        **shard,
+    )
+    boxes = fn.reshape(boxes, shape=[-1, 4])
+    if include_crowd:
+        boxes = fn.cat(boxes, fn.reshape(crowd_boxes, shape=[-1, 4]), axis=0)
+        labels = fn.cat(labels, crowd_labels, axis=0)
+    return jpegs, boxes, labels, ids
 
 
 class DetectionBatch:

@@ -105,11 +105,12 @@ def prepared_root(data: Any) -> Path | str:
     return data.root if is_uri(data.root) else Path(data.root)
 
 
-def check_remote_root(uri: str) -> None:
-    """Preflight of an ``imagefolder`` root on object storage, on the driver: the bucket
-    answers with the environment's credentials, the prefix holds ``wds.json`` and every
-    shard it lists, or ``train/`` and ``val/`` class folders, and an object can be read.
-    :class:`data_pipelines.objstore.DataRootError` (or FileNotFoundError) names the URI."""
+def check_remote_root(uri: str, kind: str = "imagefolder") -> None:
+    """Preflight of a root on object storage, on the driver: the bucket answers with the
+    environment's credentials, the prefix holds ``wds.json`` (of ``kind``'s format) and every
+    shard it lists, or (``imagefolder``) ``train/`` and ``val/`` class folders, and an object
+    can be read. :class:`data_pipelines.objstore.DataRootError` (or FileNotFoundError,
+    ValueError) names the URI."""
     from data_pipelines.folder import index_split
     from data_pipelines.objstore import check_root, read_bytes
     from data_pipelines.pack import MANIFEST, read_packed
@@ -117,8 +118,13 @@ def check_remote_root(uri: str) -> None:
     files = check_root(uri)
     if MANIFEST in files:
         for split in ("train", "val"):
-            read_packed(uri, split)  # reads wds.json: an object we may get
+            read_packed(uri, split, kind=kind)  # reads wds.json: an object we may get
         return
+    if kind == "coco":
+        raise FileNotFoundError(
+            f"{uri}/{MANIFEST} not found: a COCO set on object storage is read as packed "
+            "shards (bioprop data prepare coco --format shards, or bioprop data pack)"
+        )
     for split in ("train", "val"):
         if not any(key.startswith(f"{split}/") for key in files):
             raise FileNotFoundError(f"split folder not found: {uri}/{split} (nor {uri}/{MANIFEST})")
@@ -203,9 +209,13 @@ class ImageFolder(DataKind):
         if is_uri(data.root):
             check_remote_root(data.root)
             return data.model_copy()
+        from data_pipelines.pack import is_packed, read_packed
+
         root = existing_root(data)
         for split in ("train", "val"):
-            if not (root / split).is_dir():
+            if is_packed(root):
+                read_packed(root, split)  # every shard listed is there, of this kind
+            elif not (root / split).is_dir():
                 raise FileNotFoundError(f"split folder not found: {root / split}")
         return data.model_copy(update={"root": root})
 
@@ -317,19 +327,48 @@ class Digits(DataKind):
 
 @register_kind("coco")
 class Coco(DataKind):
-    """A COCO-format detection set (``annotations/instances_{train,val}.json`` and images),
-    checked on the driver (annotations against images) so a broken set fails before any
-    worker starts. Loader options: ``include_crowd`` (default False: crowd boxes dropped),
-    ``skip_empty`` (default False: images without boxes kept, with empty targets) and
-    ``with_ids`` (a third item, the COCO image ids)."""
+    """A COCO-format detection set (``annotations/instances_{train,val}.json`` and images)
+    or its packed shards (:mod:`data_pipelines.coco_pack`; a folder or an ``s3://`` prefix,
+    copied to the node first with ``data.cache``), checked on the driver (annotations
+    against images; shards listed) so a broken set fails before any worker starts. Loader
+    options: ``include_crowd`` (default False: crowd boxes dropped), ``skip_empty`` (default
+    False: images without boxes kept, with empty targets; folders only) and ``with_ids`` (a
+    third item, the COCO image ids)."""
 
     def prepare(self, data: Any, *, task: str) -> Any:
         from data_pipelines.coco import index_coco
+        from data_pipelines.pack import is_packed, read_packed
 
+        if is_uri(data.root):
+            check_remote_root(data.root, kind="coco")
+            return data.model_copy()
         root = existing_root(data)
         for split in ("train", "val"):
-            index_coco(root, split)
+            if is_packed(root):
+                read_packed(root, split, kind="coco")
+            else:
+                index_coco(root, split)
         return data.model_copy(update={"root": root})
+
+    def _index(self, data: Any, split: str, **options: bool):
+        """A split's :class:`~data_pipelines.coco.CocoIndex`, or its packed shards (staged
+        into the node's cache with ``data.cache``)."""
+        from data_pipelines.coco import index_coco
+        from data_pipelines.pack import is_packed, read_packed
+
+        root = prepared_root(data)
+        if not is_packed(root):
+            return index_coco(root, split, **options)
+        if options.get("skip_empty"):
+            raise ValueError(
+                f"{root}: skip_empty needs a COCO folder; packed shards hold every image"
+            )
+        index = read_packed(root, split, kind="coco")
+        if data.cache and isinstance(root, str):
+            from data_pipelines.shard_cache import stage
+
+            index = stage(index, root, split)
+        return index
 
     def loader(
         self,
@@ -345,32 +384,34 @@ class Coco(DataKind):
         with_ids: bool = False,
     ):
         from data_pipelines.check import explain_decode_error
-        from data_pipelines.coco import OUTPUT_MAP, DetectionBatch, coco_pipeline, index_coco
+        from data_pipelines.coco import OUTPUT_MAP, CocoIndex, DetectionBatch, coco_pipeline
         from data_pipelines.loader import DaliLoader
+        from data_pipelines.pack import iter_packed_images
 
         shard = dict(batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed)
-        root = prepared_root(data)
-        index = index_coco(root, split, include_crowd=include_crowd, skip_empty=skip_empty)
+        index = self._index(data, split, include_crowd=include_crowd, skip_empty=skip_empty)
         train = split == "train"
-        steps, options = shard_plan(data, split, len(index), where=index.annotations, **shard)
+        if isinstance(index, CocoIndex):
+            where, category_ids = index.annotations, index.category_ids
+            paths = [index.image_root / f for f in index.files]
+            sources = lambda: paths  # noqa: E731
+        else:
+            where, category_ids = join_uri(str(prepared_root(data)), split), index.category_ids
+            sources = lambda: iter_packed_images(index)  # noqa: E731
+        steps, options = shard_plan(data, split, len(index), where=where, **shard)
         pipe = coco_pipeline(
             index, train=train, image_size=data.image_size, include_crowd=include_crowd, **options
         )
-        paths = [index.image_root / f for f in index.files]
         return DaliLoader(
             pipe,
             output_map=OUTPUT_MAP,
             steps=steps,
-            convert=DetectionBatch(index.category_ids, with_ids=with_ids),
-            on_error=lambda exc: explain_decode_error(exc, paths),
+            convert=DetectionBatch(list(category_ids), with_ids=with_ids),
+            on_error=lambda exc: explain_decode_error(exc, sources()),
         )
 
     def num_classes(self, data: Any) -> int:
-        from data_pipelines.coco import index_coco
-
-        return len(index_coco(prepared_root(data), "train").category_ids)
+        return len(self._index(data, "train").category_ids)
 
     def split_size(self, data: Any, split: str) -> int:
-        from data_pipelines.coco import index_coco
-
-        return len(index_coco(prepared_root(data), split))
+        return len(self._index(data, split))

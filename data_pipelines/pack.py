@@ -3,10 +3,12 @@ object-store prefix) and reading their manifest.
 
 ``pack_imagefolder(root, out)`` (``bioprop data pack``) and ``bioprop data prepare ...
 --format shards`` write ``out/{train,val}/shard-00000.tar`` (+ ``.idx``, DALI's v1.2 index,
-so readers start without scanning the tars) and ``out/wds.json`` (class names, sample
-counts, shard files). Each sample is two members: ``<key>.jpg`` (the original file's bytes,
-whatever its real format: the decoder sniffs it) and ``<key>.cls`` (the class index, int64
-little-endian); ``<key>`` is the sample's position in the split's sorted list. Train
+so readers start without scanning the tars) and ``out/wds.json`` (format, class names, sample
+counts, shard files). Each sample is ``<key>.jpg`` (the original file's bytes, whatever its
+real format: the decoder sniffs it) and, for a classification set, ``<key>.cls`` (the class
+index, int64 little-endian); a COCO set's samples carry their boxes instead
+(:mod:`data_pipelines.coco_pack`). ``<key>`` is the sample's position in the split's sorted
+list. Train
 samples are written in a seed-shuffled order, since a tar is read sequentially; val stays
 sorted. Shards are deterministic (same samples, same bytes: member times are 0) and each
 is put whole, its index after it, so :func:`write_shards` skips the shards whose index
@@ -22,7 +24,7 @@ import json
 import logging
 import random
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from data_pipelines.location import is_uri, join_uri
 from data_pipelines.output import Target, for_each
 
 __all__ = [
+    "FORMATS",
     "MANIFEST",
     "PackedIndex",
     "is_packed",
+    "packed_kind",
     "iter_packed_images",
     "pack_imagefolder",
     "read_packed",
@@ -45,18 +49,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "wds.json"
+#: ``wds.json``'s ``format`` for each data kind that reads packed shards
+FORMATS = {"imagefolder": "bioprop-wds-1", "coco": "bioprop-coco-wds-1"}
 Reader = Callable[[], bytes]  # the bytes of one image
+Members = int | Mapping[str, bytes]  # a class index, or a sample's other members by extension
 
 
 @dataclass(frozen=True)
 class PackedIndex:
     """One packed split: tar shards, their index files (paths or ``s3://`` URIs), sample
-    count, class names."""
+    count, class names (a COCO set's: category names, with ``category_ids``)."""
 
     tars: list[Path | str]
     indexes: list[Path | str]
     count: int
     classes: list[str]
+    category_ids: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return self.count
@@ -68,8 +76,19 @@ def is_packed(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
-def read_packed(root: str | Path, split: str) -> PackedIndex:
-    """A split of the packed set at ``root``; FileNotFoundError naming a missing shard."""
+def packed_kind(root: str | Path) -> str:
+    """The data kind whose shards ``root``'s ``wds.json`` lists (``imagefolder`` or ``coco``)."""
+    if is_uri(root):
+        manifest = json.loads(objstore.read_bytes(join_uri(str(root), MANIFEST)))
+    else:
+        manifest = json.loads((Path(root) / MANIFEST).read_text())
+    found = manifest.get("format", FORMATS["imagefolder"])
+    return next((k for k, f in FORMATS.items() if f == found), found)
+
+
+def read_packed(root: str | Path, split: str, *, kind: str = "imagefolder") -> PackedIndex:
+    """A split of the packed set at ``root``; FileNotFoundError naming a missing shard,
+    ValueError naming ``wds.json`` when it holds another kind's set."""
     if is_uri(root):
         where = join_uri(str(root), MANIFEST)
         manifest = json.loads(objstore.read_bytes(where))
@@ -81,6 +100,10 @@ def read_packed(root: str | Path, split: str) -> PackedIndex:
         manifest = json.loads(Path(where).read_text())
         at = lambda name: Path(root) / name  # noqa: E731
         found = lambda name: (Path(root) / name).is_file()  # noqa: E731
+    found_format = manifest.get("format", FORMATS["imagefolder"])
+    if found_format != FORMATS[kind]:
+        other = next((k for k, f in FORMATS.items() if f == found_format), found_format)
+        raise ValueError(f"{where} holds a packed {other} set; data.kind must be {other!r}")
     if split not in manifest["splits"]:
         raise FileNotFoundError(f"{where} has no split {split!r}")
     entry = manifest["splits"][split]
@@ -93,6 +116,7 @@ def read_packed(root: str | Path, split: str) -> PackedIndex:
         indexes=[at(name[:-4] + ".idx") for name in entry["shards"]],
         count=entry["count"],
         classes=manifest["classes"],
+        category_ids=tuple(manifest.get("category_ids", ())),
     )
 
 
@@ -124,7 +148,7 @@ def write_index(tar_path: Path, out: Path | None = None) -> int:
 
 
 def write_shards(
-    samples: Sequence[tuple[Reader, int]],
+    samples: Sequence[tuple[Reader, Members]],
     target: Target,
     split: str,
     *,
@@ -135,7 +159,8 @@ def write_shards(
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Write one split's ``(read, label)`` samples as shards under ``target``; returns the
-    shard names (relative). ``done`` (``target.existing()``) holds what an earlier run left:
+    shard names (relative). ``label`` is a class index (the ``.cls`` member) or the sample's
+    other members, ``{extension: bytes}``. ``done`` (``target.existing()``) holds what an earlier run left:
     a shard whose ``.idx`` is there is complete and skipped."""
     done = target.existing() if done is None else done
     order = list(range(len(samples)))
@@ -156,7 +181,10 @@ def write_shards(
                 read, label = samples[i]
                 key = f"{i:08d}"
                 _add(tar, f"{key}.jpg", read())
-                _add(tar, f"{key}.cls", label.to_bytes(8, "little", signed=True))
+                if isinstance(label, int):
+                    label = {"cls": label.to_bytes(8, "little", signed=True)}
+                for ext, data in label.items():
+                    _add(tar, f"{key}.{ext}", data)
         tmp_idx = target.scratch(idx)
         write_index(tmp, tmp_idx)
         target.put_file(name, tmp)
@@ -169,13 +197,20 @@ def write_shards(
 
 
 def write_manifest(
-    target: Target, classes: list[str], splits: dict[str, tuple[list[str], int]]
+    target: Target,
+    classes: list[str],
+    splits: dict[str, tuple[list[str], int]],
+    *,
+    kind: str = "imagefolder",
+    **extra: object,
 ) -> None:
-    """``wds.json``: the format, class names, each split's shards and sample count."""
+    """``wds.json``: the format, class names, each split's shards and sample count, and
+    ``extra`` (a COCO set's category ids and annotation files)."""
     manifest = {
-        "format": "bioprop-wds-1",
+        "format": FORMATS[kind],
         "classes": classes,
         "splits": {s: {"shards": names, "count": n} for s, (names, n) in splits.items()},
+        **extra,
     }
     target.put(MANIFEST, json.dumps(manifest, indent=1).encode())
 

@@ -6,9 +6,11 @@
   their index and ``wds.json`` (:func:`data_pipelines.pack.write_shards`), in a folder or
   under an ``s3://`` prefix (:class:`data_pipelines.output.Target`).
 - :func:`prepare_coco`: the official COCO 2017 zips (``train2017.zip``, ``val2017.zip``,
-  ``annotations_trainval2017.zip``) to the folder the ``coco`` kind reads
-  (``train2017/``, ``val2017/``, ``annotations/instances_{train,val}2017.json``), checked
-  by :func:`data_pipelines.coco.index_coco` once written.
+  ``annotations_trainval2017.zip``), their annotations checked against the images, to the
+  folder the ``coco`` kind reads (``train2017/``, ``val2017/``,
+  ``annotations/instances_{train,val}2017.json``; the default) or to webdataset shards of
+  images with their boxes (:mod:`data_pipelines.coco_pack`), in a folder or under an
+  ``s3://`` prefix.
 
 Both resume: every file is put whole (a file present is complete) and what is present is
 skipped, so a run stopped part-way continues where it stopped and ends with the files a
@@ -137,20 +139,28 @@ def prepare_coco(
     src: str | Path,
     dest: str | Path,
     *,
+    fmt: str = "folder",
     subset: bool = False,
+    shard_size: int = 1000,
+    seed: int = 0,
     threads: int = 4,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Unpack and check the official COCO 2017 zips under ``src`` into the folder ``dest``."""
-    from data_pipelines.coco import index_coco
+    """Check the official COCO 2017 zips under ``src`` and write them to ``dest`` as ``fmt``
+    (``folder``, or ``shards``: images with their boxes); returns what was written."""
+    from data_pipelines.coco import check_annotations, index_coco
+    from data_pipelines.coco_pack import write_coco_manifest, write_coco_split
 
-    if is_uri(dest):
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "folder" and is_uri(dest):
         raise ValueError(
-            f"{dest}: COCO sets are read from a folder (DALI's COCO reader); prepare them to a "
-            "folder every node mounts"
+            f"{dest}: a COCO folder is read by DALI's COCO reader from a file system; for "
+            "object storage prepare it with --format shards"
         )
     src, target = Path(src), Target(dest)
+    target.check()
     for name in (*COCO_ZIPS.values(), COCO_ANNOTATIONS):
         if not (src / name).is_file():
             raise SourceError(f"COCO archive not found: {src / name}")
@@ -164,6 +174,7 @@ def prepare_coco(
             raise SourceError(f"{src / COCO_ANNOTATIONS}: has no {member}") from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise SourceError(f"{src / COCO_ANNOTATIONS}: cannot read {member} ({exc})") from exc
+        check_annotations(docs[split], f"{src / COCO_ANNOTATIONS} {member}", src / zip_name)
         archives[split] = _zip(src / zip_name)
         names = set(archives[split].namelist())
         missing = [
@@ -185,10 +196,13 @@ def prepare_coco(
     if on_total is not None:
         on_total(sum(len(d["images"]) for d in docs.values()))
     done = target.existing()
+    written, annotation_files = {}, {}
     for split, doc in docs.items():
         archive = archives[split]
 
-        def reader(member: str, archive: zipfile.ZipFile = archive) -> Callable[[], bytes]:
+        def reader(name: str, archive: zipfile.ZipFile = archive, split: str = split):
+            member = f"{split}2017/{name}"
+
             def read() -> bytes:
                 try:
                     return archive.read(member)  # ZipFile reads are thread-safe
@@ -197,17 +211,39 @@ def prepare_coco(
 
             return read
 
-        items = [
-            (f"{split}2017/{img['file_name']}", reader(f"{split}2017/{img['file_name']}"))
-            for img in sorted(doc["images"], key=lambda img: img["id"])
-        ]
-        _put_all(items, target, done, threads=threads, progress=progress)
-        ann = f"annotations/instances_{split}2017.json"
+        if fmt == "shards":
+            written[split] = write_coco_split(
+                doc,
+                reader,
+                target,
+                split,
+                shard_size=shard_size,
+                seed=seed,
+                done=done,
+                threads=threads,
+                progress=progress,
+            )
+        else:
+            items = [
+                (f"{split}2017/{img['file_name']}", reader(img["file_name"]))
+                for img in sorted(doc["images"], key=lambda img: img["id"])
+            ]
+            _put_all(items, target, done, threads=threads, progress=progress)
+        ann = annotation_files[split] = f"annotations/instances_{split}2017.json"
         if ann not in done:
             target.put(ann, annotations.read(ann))
-    for split in COCO_ZIPS:
-        index_coco(Path(str(target)), split)  # boxes against images, as the coco kind checks
+    if fmt == "shards":
+        write_coco_manifest(target, docs, written, annotation_files)
+    else:
+        for split in COCO_ZIPS:
+            index_coco(Path(str(target)), split)  # every image written where the kind reads
     counts = {split: len(doc["images"]) for split, doc in docs.items()}
-    summary = {"dataset": "coco", "source": str(src), "counts": counts, "dest": str(target)}
+    summary = {
+        "dataset": "coco",
+        "source": str(src),
+        "format": fmt,
+        "counts": counts,
+        "dest": str(target),
+    }
     target.put(DONE, json.dumps(summary, indent=1).encode())
     return summary

@@ -20,11 +20,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest):
+def ray_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One local Ray cluster for the session; drivers spawned by tests join it via RAY_ADDRESS.
     Its processes see the ``s3`` endpoint (``AWS_*``, as every node of a real cluster does),
-    so a spec's ``storage_path: s3://ckpt/...`` works in any test; without moto, none."""
+    so a spec's ``storage_path: s3://ckpt/...`` works in any test; without moto, none. Their
+    node cache of packed shards (``data.cache``) is a folder of the session's."""
     import ray
+
+    os.environ["BIOPROP_DATA_CACHE"] = str(tmp_path_factory.mktemp("node-data-cache"))
 
     try:
         request.getfixturevalue("s3")  # before the cluster: its processes inherit AWS_*
