@@ -350,9 +350,10 @@ class Coco(DataKind):
                 index_coco(root, split)
         return data.model_copy(update={"root": root})
 
-    def _index(self, data: Any, split: str, **options: bool):
-        """A split's :class:`~data_pipelines.coco.CocoIndex`, or its packed shards (staged
-        into the node's cache with ``data.cache``)."""
+    def _index(self, data: Any, split: str, *, cache: bool = False, **options: bool):
+        """A split's :class:`~data_pipelines.coco.CocoIndex`, or its packed shards (with
+        ``cache`` and ``data.cache``, staged into this node's cache: a loader's, never the
+        driver's counts)."""
         from data_pipelines.coco import index_coco
         from data_pipelines.pack import is_packed, read_packed
 
@@ -364,7 +365,7 @@ class Coco(DataKind):
                 f"{root}: skip_empty needs a COCO folder; packed shards hold every image"
             )
         index = read_packed(root, split, kind="coco")
-        if data.cache and isinstance(root, str):
+        if cache and data.cache and isinstance(root, str):
             from data_pipelines.shard_cache import stage
 
             index = stage(index, root, split)
@@ -389,7 +390,9 @@ class Coco(DataKind):
         from data_pipelines.pack import iter_packed_images
 
         shard = dict(batch_size=batch_size, shard_id=shard_id, num_shards=num_shards, seed=seed)
-        index = self._index(data, split, include_crowd=include_crowd, skip_empty=skip_empty)
+        index = self._index(
+            data, split, cache=True, include_crowd=include_crowd, skip_empty=skip_empty
+        )
         train = split == "train"
         if isinstance(index, CocoIndex):
             where, category_ids = index.annotations, index.category_ids

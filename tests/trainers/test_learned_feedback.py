@@ -157,12 +157,19 @@ def test_ia_loss_sees_only_the_layers_own_tensors() -> None:
     (plus its coefficients), nothing from another layer, and the layer calls it with its
     own tensors."""
     params = list(inspect.signature(ia_loss).parameters)
-    assert params == ["x", "weight", "feedback", "conv", "alpha", "beta", "gamma"]
+    assert params == ["x", "weight", "feedback", "conv", "alpha", "beta", "gamma", "response"]
     layer = RULES["ia"].from_layer(nn.Linear(5, 3), seed=1, name="fc")
     assert type(layer).loss is ia_loss
     x = torch.randn(4, 5)
     own = ia_loss(x, layer.weight, layer.feedback, None, alpha=2e-3, beta=1e-3, gamma=1e-3)
     torch.testing.assert_close(layer.local_loss(x), own)
+    # T_W x taken from the layer's output (less its bias) gives the same loss, conv too
+    for rule in ("ia", "aa"):
+        for base, inp in ((nn.Linear(5, 3), x), (nn.Conv2d(3, 4, 3, padding=1), None)):
+            layer = RULES[rule].from_layer(base, seed=1, name="l").double()
+            inp = torch.randn(2, 3, 5, 5, dtype=torch.float64) if inp is None else inp.double()
+            y = layer.stock_forward(inp)
+            torch.testing.assert_close(layer.local_loss(inp, y), layer.local_loss(inp))
 
 
 def _train_b_alone(layer: nn.Module, steps: int, lr: float) -> None:

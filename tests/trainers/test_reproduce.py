@@ -110,3 +110,16 @@ def test_a_baseline_the_rules_beat_is_called_weak() -> None:
     strong = render(_results(lambda r, d, bn, lr: 0.97 if r == "bp" else 0.95), epochs=2,
                     conv_epochs=2)  # fmt: skip
     assert caveat not in strong
+
+
+def test_a_page_without_the_breaking_point_study_says_where_it_is() -> None:
+    results = _results(lambda r, d, bn, lr: 0.9)
+    whole = render(results, epochs=2, conv_epochs=2)
+    for name in reproduce.BREAKING_SWEEPS:
+        del results["sweeps"][name]
+    page = render(results, epochs=2, conv_epochs=2)
+    pointer = "is not in this run: `--only breaking-mlp breaking-conv` runs it on its own"
+    assert pointer in page and "[`breaking-point.md`](breaking-point.md)" in page
+    assert pointer not in whole
+    del results["sweeps"]["conv-synthetic"]
+    assert "`docs/results.md` has the others" in render(results, epochs=2, conv_epochs=2)

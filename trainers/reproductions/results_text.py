@@ -380,7 +380,17 @@ def render(results: dict[str, Any], *, epochs: int, conv_epochs: int) -> str:
         " hidden layers have none, so its angle is the output layer's).",
         "",
     ]
-    if set(plan.SWEEPS) - set(sweeps):
+    missing = set(plan.SWEEPS) - set(sweeps)
+    if missing and missing <= set(plan.BREAKING_SWEEPS):
+        out += [
+            "The breaking-point study (every rule over depth x width of the digits MLP and a "
+            "ResNet ladder, each at its own best learning rate) is not in this run: `--only "
+            + " ".join(plan.BREAKING_SWEEPS)
+            + "` runs it on its own, and its last section, tables and heat maps are in "
+            "[`breaking-point.md`](breaking-point.md).",
+            "",
+        ]
+    elif missing:
         out += [
             "This file holds the sweeps " + ", ".join(f"`{n}`" for n in sweeps) + " only "
             "(`--only`); `docs/results.md` has the others.",

@@ -69,10 +69,12 @@ warm-up ``s = min(1, (t - delay_steps + 1) / warmup_steps)``; both 0 by default 
 the authors' coefficient schedules ``alpha_start`` and ``alpha_schedule_type='linear'``).
 
 Cost per training step and layer, in forward-pass units: ``sa`` none beyond a ``W``-sized
-product; ``aa`` 3 (``T_W x``, ``T_B x`` and its weight gradient); ``ia`` 5 (plus
-``T_B^T T_W x`` and its weight gradient); every rule one copy of the layer's output
-(:class:`AddLocalLoss`). All terms are computed in float32 (at least)
-outside autocast.
+product; ``aa`` 2 (``T_B x`` and its weight gradient); ``ia`` 4 (plus ``T_B^T T_W x`` and
+its weight gradient); every rule one copy of the layer's output (:class:`AddLocalLoss`).
+``T_W x`` is the layer's output less its bias, taken from it when the layer ran in the
+loss's precision (float32 or float64); under autocast it is recomputed in float32 (one
+unit more). Each of ``T_W x`` and ``T_B x`` is formed once for all the terms that use it.
+All terms are computed in float32 (at least) outside autocast.
 """
 
 from __future__ import annotations
@@ -204,20 +206,34 @@ def ia_loss(
     alpha: Any,
     beta: Any,
     gamma: Any,
+    response: Tensor | None = None,
 ) -> Tensor:
-    """Information alignment: ``alpha amp + beta null + gamma decay``."""
-    return (
-        alpha * amp(x, weight, feedback, conv)
-        + beta * null(x, weight, feedback, conv)
-        + gamma * decay(weight, feedback)
-    )
+    """Information alignment: ``alpha amp + beta null + gamma decay``. ``response`` is
+    ``T_W x`` when the layer has it already (its output less its bias); both terms share
+    it and ``T_B x`` is taken once."""
+    v_w = _map(x, weight, conv) if response is None else response
+    n = _rows(x, conv)
+    amp_ = -(_map(x, feedback, conv) * v_w).sum() / n
+    null_ = _mean_sq(_map_t(v_w, feedback, conv, x.shape), n)
+    return alpha * amp_ + beta * null_ + gamma * decay(weight, feedback)
 
 
 def aa_loss(
-    x: Tensor, weight: Tensor, feedback: Tensor, conv: Geometry, *, alpha: Any, beta: Any
+    x: Tensor,
+    weight: Tensor,
+    feedback: Tensor,
+    conv: Geometry,
+    *,
+    alpha: Any,
+    beta: Any,
+    response: Tensor | None = None,
 ) -> Tensor:
-    """Activation alignment: ``alpha sparse + beta amp``."""
-    return alpha * sparse(x, weight, feedback, conv) + beta * amp(x, weight, feedback, conv)
+    """Activation alignment: ``alpha sparse + beta amp``, ``T_W x`` (``response`` when
+    given) and ``T_B x`` each taken once for both terms."""
+    v_w = _map(x, weight, conv) if response is None else response
+    v_b = _map(x, feedback, conv)
+    n = _rows(x, conv)
+    return alpha * (_mean_sq(v_w, n) + _mean_sq(v_b, n)) - beta * (v_b * v_w).sum() / n
 
 
 class AddLocalLoss(torch.autograd.Function):
@@ -292,9 +308,14 @@ class LearnedFeedback(FeedbackLayer):
             return ConvGeometry(self.stride, padding, self.dilation, self.groups)
         return None
 
-    def local_loss(self, x: Tensor) -> Tensor:
+    #: the losses that take the layer's response ``T_W x`` instead of recomputing it
+    uses_response = False
+
+    def local_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """``s(t) R(x, W, B)`` on this layer's own (detached) input and weight, in float32
-        (float64 for a float64 layer), outside autocast."""
+        (float64 for a float64 layer), outside autocast. ``y``, the layer's output: when it
+        is in that precision already, ``T_W x = y - bias`` is taken from it, not recomputed
+        (one forward-sized product fewer per layer)."""
         if isinstance(self, nn.Conv2d):
             x, _ = self.pad_input(x)
         dtype = torch.promote_types(self.weight.dtype, torch.float32)
@@ -302,8 +323,18 @@ class LearnedFeedback(FeedbackLayer):
             x = x.detach().to(dtype)
             w = self.weight.detach().to(dtype)
             b = self.feedback.to(dtype)
-            loss = type(self).loss(x, w, b, self.geometry(), **self.coefs)
+            extra = {}
+            if self.uses_response and y is not None and y.dtype == dtype:
+                extra["response"] = self._response(y.detach())
+            loss = type(self).loss(x, w, b, self.geometry(), **self.coefs, **extra)
             return loss * self.schedule_scale()
+
+    def _response(self, y: Tensor) -> Tensor:
+        """``T_W x`` from the layer's output ``y``: ``y`` less the bias."""
+        if self.bias is None:
+            return y
+        bias = self.bias.detach()
+        return y - (bias.view(-1, 1, 1) if isinstance(self, nn.Conv2d) else bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._exact_bp or not torch.is_grad_enabled():
@@ -311,7 +342,7 @@ class LearnedFeedback(FeedbackLayer):
         y = self.feedback_forward(x, self.feedback.detach())
         if not self.training:
             return y
-        return AddLocalLoss.apply(y, self.local_loss(x))
+        return AddLocalLoss.apply(y, self.local_loss(x, y))
 
 
 _SCHEDULE = {"delay_steps": 0, "warmup_steps": 0, "feedback_lr": None}
@@ -349,6 +380,7 @@ class IA(LearnedFeedback):
     defaults = {"alpha": 2e-3, "beta": 1e-3, "gamma": 1e-3, **_SCHEDULE}
     coefficients = ("alpha", "beta", "gamma")
     loss = staticmethod(ia_loss)
+    uses_response = True
 
     def init_feedback(
         self,
@@ -369,6 +401,7 @@ class AA(_TwoCoefficients):
 
     defaults = {"alpha": 1e-3, "beta": 2e-3, **_SCHEDULE}
     loss = staticmethod(aa_loss)
+    uses_response = True
 
 
 def _locals(values: dict[str, Any]) -> dict[str, Any]:
