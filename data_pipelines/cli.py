@@ -107,27 +107,10 @@ def prepare_imagenet_cmd(
     """ImageNet from the official archives or the Kaggle layout, checked (1,000 classes,
     1,281,167 train and 50,000 val images) and written as an ImageFolder or shards;
     run it again to resume."""
-    from data_pipelines.imagenet import SourceError
-    from data_pipelines.objstore import DataRootError
     from data_pipelines.prepare_sets import prepare_imagenet
 
-    with _rate_progress(f"writing ImageNet ({fmt})") as (advance, set_total):
-        try:
-            summary = prepare_imagenet(
-                src,
-                _dest(dest),
-                fmt=fmt,
-                subset=subset,
-                shard_size=shard_size,
-                seed=seed,
-                threads=threads,
-                progress=advance,
-                on_total=set_total,
-            )
-        except (SourceError, DataRootError, ValueError) as exc:
-            _refuse(exc)
-    console.print(f"wrote {summary['counts']} to {summary['dest']}")
-    _print_json(summary)
+    options = dict(fmt=fmt, subset=subset, shard_size=shard_size, seed=seed, threads=threads)
+    _prepare("ImageNet", prepare_imagenet, src, dest, **options)
 
 
 @prepare_app.command("coco")
@@ -151,23 +134,21 @@ def prepare_coco_cmd(
 ) -> None:
     """COCO 2017 from the official zips, annotations checked against the images, into the
     folder the coco kind reads or into shards; run it again to resume."""
-    from data_pipelines.imagenet import SourceError
-    from data_pipelines.objstore import DataRootError
     from data_pipelines.prepare_sets import prepare_coco
 
-    with _rate_progress(f"writing COCO ({fmt})") as (advance, set_total):
+    options = dict(fmt=fmt, subset=subset, shard_size=shard_size, seed=seed, threads=threads)
+    _prepare("COCO", prepare_coco, src, dest, **options)
+
+
+def _prepare(name: str, prepare, src: Path, dest: str, **options) -> None:
+    """Run ``prepare(src, dest, **options)`` under a progress bar (rate, ETA); a source or
+    destination it refuses exits 2 naming the file; prints what was written."""
+    from data_pipelines.imagenet import SourceError
+    from data_pipelines.objstore import DataRootError
+
+    with _rate_progress(f"writing {name} ({options['fmt']})") as (advance, set_total):
         try:
-            summary = prepare_coco(
-                src,
-                _dest(dest),
-                fmt=fmt,
-                subset=subset,
-                shard_size=shard_size,
-                seed=seed,
-                threads=threads,
-                progress=advance,
-                on_total=set_total,
-            )
+            summary = prepare(src, _dest(dest), progress=advance, on_total=set_total, **options)
         except (SourceError, DataRootError, ValueError, FileNotFoundError) as exc:
             _refuse(exc)
     console.print(f"wrote {summary['counts']} to {summary['dest']}")

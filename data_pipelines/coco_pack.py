@@ -77,17 +77,8 @@ def write_coco_split(
     members = coco_members(doc)
     ordered = sorted(doc["images"], key=lambda img: img["id"])
     samples = [(read(img["file_name"]), members[img["id"]]) for img in ordered]
-    names = write_shards(
-        samples,
-        target,
-        split,
-        shard_size=shard_size,
-        seed=seed,
-        done=done,
-        threads=threads,
-        progress=progress,
-    )
-    return names, len(samples)
+    shards = dict(shard_size=shard_size, seed=seed, done=done, threads=threads)
+    return write_shards(samples, target, split, progress=progress, **shards), len(samples)
 
 
 def write_coco_manifest(
@@ -136,16 +127,7 @@ def pack_coco(
         def read(file_name: str, folder: Path = index.image_root) -> Callable[[], bytes]:
             return (folder / file_name).read_bytes
 
-        written[split] = write_coco_split(
-            doc,
-            read,
-            target,
-            split,
-            shard_size=shard_size,
-            seed=seed,
-            done=done,
-            threads=threads,
-            progress=progress,
-        )
+        shards = dict(shard_size=shard_size, seed=seed, done=done, threads=threads)
+        written[split] = write_coco_split(doc, read, target, split, progress=progress, **shards)
     write_coco_manifest(target, docs, written, annotations)
     return target.dest

@@ -90,17 +90,10 @@ def prepare_imagenet(
     done = target.existing()
     if fmt == "shards":
         written = {}
+        shards = dict(shard_size=shard_size, seed=seed, done=done, threads=threads)
         for split, samples in source.splits.items():
-            names = write_shards(
-                [(s.read, s.label) for s in samples],
-                target,
-                split,
-                shard_size=shard_size,
-                seed=seed,
-                done=done,
-                threads=threads,
-                progress=progress,
-            )
+            samples = [(s.read, s.label) for s in samples]
+            names = write_shards(samples, target, split, progress=progress, **shards)
             written[split] = (names, len(samples))
         write_manifest(target, source.classes, written)
     else:
@@ -212,16 +205,9 @@ def prepare_coco(
             return read
 
         if fmt == "shards":
+            shards = dict(shard_size=shard_size, seed=seed, done=done, threads=threads)
             written[split] = write_coco_split(
-                doc,
-                reader,
-                target,
-                split,
-                shard_size=shard_size,
-                seed=seed,
-                done=done,
-                threads=threads,
-                progress=progress,
+                doc, reader, target, split, progress=progress, **shards
             )
         else:
             items = [

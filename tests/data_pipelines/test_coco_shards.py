@@ -197,11 +197,9 @@ def test_bioprop_run_trains_detection_on_two_workers_from_the_buckets_shards(
     """``bioprop run`` with ``data: {kind: coco, root: s3://..., cache: true}``: two Ray
     workers copy the shards to their node's cache and train RetinaNet from them; MLflow
     records the epoch, mAP and the data set's URI."""
-    import os
-    import subprocess
-    import sys
+    from dp_runs import bioprop_run_child
 
-    from trainers.tracking import default_tracking_uri, find_job_runs
+    from data_pipelines.shard_cache import cache_dir
 
     uri, _ = coco_bucket
     spec = {
@@ -215,22 +213,13 @@ def test_bioprop_run_trains_detection_on_two_workers_from_the_buckets_shards(
         "schedule": {"epochs": 1},
         "scale": {"workers": 2},
     }
-    (workdir / "spec.json").write_text(json.dumps(spec))
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "run", "spec.json", "--job-id", "coco-s3"],
-        cwd=workdir,
-        env={**os.environ, "RAY_ADDRESS": ray_cluster},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    _, children = find_job_runs("coco-s3", default_tracking_uri())
-    (run,) = children
+    run = bioprop_run_child(workdir, spec, "coco-s3", ray_cluster)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epoch"] == 1 and 0.0 <= run.data.metrics["map"] <= 1.0
     (dataset,) = run.inputs.dataset_inputs
     assert json.loads(dataset.dataset.source) == {"uri": uri}
     assert json.loads(dataset.dataset.profile)["train"] == 8
-    cache = Path(os.environ["BIOPROP_DATA_CACHE"])  # the workers' node cache
-    assert {p.parent.name for p in cache.rglob("*.tar")} >= {"train", "val"}
+    folder = cache_dir(uri)  # under the workers' BIOPROP_DATA_CACHE (the ray_cluster's)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tar")) == [
+        f"{split}/shard-0000{i}.tar" for split in ("train", "val") for i in range(3)
+    ]

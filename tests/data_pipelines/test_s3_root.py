@@ -129,11 +129,8 @@ def test_bioprop_run_trains_two_workers_from_the_bucket(bucket, workdir, ray_clu
     Ray workers read their shards from the bucket (their environment holds AWS_*, as every
     node of a cluster does), and MLflow records the epochs and the data set's URI."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    from trainers.tracking import default_tracking_uri, find_job_runs
+    from dp_runs import bioprop_run_child
 
     spec = {
         "name": "from-s3",
@@ -144,18 +141,7 @@ def test_bioprop_run_trains_two_workers_from_the_bucket(bucket, workdir, ray_clu
         "schedule": {"epochs": 1},
         "scale": {"workers": 2},
     }
-    (workdir / "spec.json").write_text(json.dumps(spec))
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "run", "spec.json", "--job-id", "s3data"],
-        cwd=workdir,
-        env={**os.environ, "RAY_ADDRESS": ray_cluster},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    _, children = find_job_runs("s3data", default_tracking_uri())
-    (run,) = children
+    run = bioprop_run_child(workdir, spec, "s3data", ray_cluster)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epoch"] == 1
     (dataset,) = run.inputs.dataset_inputs
