@@ -81,7 +81,7 @@ def _rate_progress(label: str):
 
 
 def _refuse(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # paths whole
     raise typer.Exit(2)
 
 
@@ -145,12 +145,18 @@ def _prepare(name: str, prepare, src: Path, dest: str, **options) -> None:
     destination it refuses exits 2 naming the file; prints what was written."""
     from data_pipelines.imagenet import SourceError
     from data_pipelines.objstore import DataRootError
+    from data_pipelines.prepare_sets import FORMATS
 
-    with _rate_progress(f"writing {name} ({options['fmt']})") as (advance, set_total):
-        try:
-            summary = prepare(src, _dest(dest), progress=advance, on_total=set_total, **options)
-        except (SourceError, DataRootError, ValueError, FileNotFoundError) as exc:
-            _refuse(exc)
+    if options["fmt"] not in FORMATS:
+        raise typer.BadParameter(
+            f"one of {', '.join(FORMATS)}, not {options['fmt']!r}", param_hint="--format"
+        )
+    where = _dest(dest)
+    try:  # the bar ends before an error is printed below it
+        with _rate_progress(f"writing {name} ({options['fmt']})") as (advance, set_total):
+            summary = prepare(src, where, progress=advance, on_total=set_total, **options)
+    except (SourceError, DataRootError, ValueError, FileNotFoundError) as exc:
+        _refuse(exc)
     console.print(f"wrote {summary['counts']} to {summary['dest']}")
     _print_json(summary)
 
@@ -226,8 +232,11 @@ def pack_cmd(
     from data_pipelines.coco import index_coco
     from data_pipelines.coco_pack import pack_coco
     from data_pipelines.folder import index_folder
+    from data_pipelines.objstore import DataRootError
     from data_pipelines.pack import pack_imagefolder
 
+    if not root.is_dir():
+        _refuse(FileNotFoundError(f"folder not found: {root}"))
     coco = (root / "annotations").is_dir()
     try:
         if coco:
@@ -237,8 +246,12 @@ def pack_cmd(
     except (ValueError, FileNotFoundError) as exc:
         _refuse(exc)
     pack = pack_coco if coco else pack_imagefolder
-    with _progress(f"packing {total} images", total) as advance:
-        pack(root, _dest(out), shard_size=shard_size, seed=seed, progress=advance)
+    where = _dest(out)
+    try:  # the bar ends before an error is printed below it
+        with _progress(f"packing {total} images", total) as advance:
+            pack(root, where, shard_size=shard_size, seed=seed, progress=advance)
+    except (DataRootError, ValueError, FileNotFoundError) as exc:
+        _refuse(exc)
     console.print(f"packed {total} {'COCO ' if coco else ''}images into {out}")
 
 
@@ -249,13 +262,14 @@ def check_cmd(
         help="ImageNet-layout folder or packed shards (ImageNet or COCO), local or "
         "s3://bucket/prefix",
     ),
-    limit: int = typer.Option(20, "--limit", min=1),
+    limit: int = typer.Option(20, "--limit", min=1, help="list at most this many bad files"),
 ) -> None:
     """Decode every image of a folder (or of its shards) with PIL and list the ones that fail
     (exit 1 if any; exit 2 naming the root when it cannot be read)."""
     from itertools import chain
 
     from data_pipelines.check import find_undecodable
+    from data_pipelines.coco import index_coco
     from data_pipelines.folder import index_sources, index_split
     from data_pipelines.kinds import check_remote_root
     from data_pipelines.location import is_uri
@@ -271,6 +285,10 @@ def check_cmd(
             splits = [read_packed(where, split, kind=kind) for split in ("train", "val")]
             count = sum(len(s) for s in splits)
             sources = chain.from_iterable(iter_packed_images(s) for s in splits)
+        elif not is_uri(where) and (Path(where) / "annotations").is_dir():  # a COCO folder
+            splits = [index_coco(where, split) for split in ("train", "val")]  # boxes checked
+            count = sum(len(s) for s in splits)
+            sources = (s.image_root / f for s in splits for f in s.files)
         else:
             train = index_split(where, "train")
             val = index_split(where, "val", classes=train.classes)

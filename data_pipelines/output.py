@@ -54,6 +54,12 @@ class Target:
             found.update(str(rel / f) if str(rel) != "." else f for f in files)
         return {f for f in found if not f.endswith(".partial")}
 
+    def get(self, rel: str) -> bytes:
+        """The bytes of the file ``rel`` under the destination."""
+        if self.remote:
+            return objstore.read_bytes(self.where(rel))  # type: ignore[arg-type]
+        return Path(self.where(rel)).read_bytes()
+
     def put(self, rel: str, data: bytes) -> None:
         """Write ``data`` at ``rel`` atomically."""
         if self.remote:

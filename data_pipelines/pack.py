@@ -13,7 +13,9 @@ samples are written in a seed-shuffled order, since a tar is read sequentially; 
 sorted. Shards are deterministic (same samples, same bytes: member times are 0) and each
 is put whole, its index after it, so :func:`write_shards` skips the shards whose index
 exists: an interrupted run continues, never writes a shard twice, and ends with the shards
-an uninterrupted run writes. ``wds.json`` is written last. The loader reads a packed root
+an uninterrupted run writes. Each split's ``layout.json`` (shard size, seed, sample count)
+is written before its first shard; a resumed run with another layout is refused, since its
+shards would hold other samples. ``wds.json`` is written last. The loader reads a packed root
 when ``wds.json`` is present in it (``data.kind: imagefolder``), local or ``s3://``.
 """
 
@@ -163,6 +165,9 @@ def write_shards(
     other members, ``{extension: bytes}``. ``done`` (``target.existing()``) holds what an earlier run left:
     a shard whose ``.idx`` is there is complete and skipped."""
     done = target.existing() if done is None else done
+    _check_layout(
+        target, split, done, {"shard_size": shard_size, "seed": seed, "samples": len(samples)}
+    )
     order = list(range(len(samples)))
     if split == "train":
         random.Random(seed).shuffle(order)
@@ -194,6 +199,33 @@ def write_shards(
 
     for_each(lambda job: one(*job), zip(names, chunks, strict=True), threads=threads)
     return names
+
+
+LAYOUT = "layout.json"  # per split: what decides which sample lands in which shard
+
+
+def _check_layout(target: Target, split: str, done: set[str], layout: dict[str, int]) -> None:
+    """Record the split's shard layout (shard size, seed, sample count) before its first
+    shard, or, resuming, refuse a run whose layout differs from the recorded one: its
+    shards would hold other samples than the ones written, so samples would be lost or
+    doubled. ValueError naming the file and both layouts."""
+    rel = f"{split}/{LAYOUT}"
+    describe = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items()))  # noqa: E731
+    if rel in done:
+        found = json.loads(target.get(rel))
+        if found != layout:
+            raise ValueError(
+                f"{target.where(rel)}: these shards were begun with {describe(found)}; this "
+                f"run has {describe(layout)}. Resume with the same --shard-size, --seed and "
+                "source, or write to an empty destination"
+            )
+        return
+    if any(name.startswith(f"{split}/shard-") for name in done):
+        raise ValueError(
+            f"{target.where(split)} holds shards that record no layout ({LAYOUT}); they may "
+            "not match this run's: write to an empty destination"
+        )
+    target.put(rel, json.dumps(layout).encode())
 
 
 def write_manifest(

@@ -78,7 +78,7 @@ def run(
 ) -> None:
     """Run one experiment or sweep in this process (local Ray unless an address is given)."""
     from service.quiet import QuietConsole
-    from trainers.launch import Terminated, run_experiment, terminated_on_sigterm
+    from trainers.launch import PreflightError, Terminated, run_experiment, terminated_on_sigterm
     from trainers.spec import ExperimentSpec
 
     loaded = ExperimentSpec.model_validate(overridden(spec, set_ or []))
@@ -107,6 +107,9 @@ def run(
             highlight=False,
         )
         raise typer.Exit(exc.exit_code) from None
+    except PreflightError as exc:  # nothing ran: the field, file or URI, not a traceback
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     children = result.get("children", [])
     console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
     if len(children) > 1 and result.get("best"):

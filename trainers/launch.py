@@ -46,13 +46,26 @@ from trainers.tracking import (
 )
 from trainers.trainer import build_trainer, job_storage
 
-__all__ = ["Terminated", "build_trainer", "main", "run_experiment", "terminated_on_sigterm"]
+__all__ = [
+    "PreflightError",
+    "Terminated",
+    "build_trainer",
+    "main",
+    "run_experiment",
+    "terminated_on_sigterm",
+]
 
 log = logging.getLogger("bioprop.launch")
 
 #: the signals that stop a run the same way: a cancel or a batch scheduler, and Ctrl-C
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"
+
+
+class PreflightError(RuntimeError):
+    """What the driver checks before any setting starts failed: the storage location, the
+    data root or the data set (the message names the field, file or URI). Nothing ran and
+    no MLflow run was made."""
 
 
 class Terminated(BaseException):
@@ -143,14 +156,13 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
         raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
     storage = job_storage(spec)
-    check_storage(storage)  # a missing bucket or credentials fail here, clearly
+    try:  # a missing bucket, credentials, data root or broken set fail here, clearly
+        check_storage(storage)
+        data = data_pipelines.prepare(spec.data, task=spec.task)
+    except (StorageError, OSError, ValueError) as exc:
+        raise PreflightError(str(exc)) from exc
     # absolute before it reaches the trials: Tune starts each in a directory of its own
-    spec = spec.model_copy(
-        update={
-            "data": data_pipelines.prepare(spec.data, task=spec.task),
-            "storage_path": storage,
-        }
-    )
+    spec = spec.model_copy(update={"data": data, "storage_path": storage})
     # one 1-worker setting and no cluster named: trained here, no Ray started
     # a caller's connection (a notebook) names a cluster too
     named = os.environ.get("RAY_ADDRESS") or ray_connected()
@@ -224,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         with terminated_on_sigterm():
             result = run_experiment(spec, job_id=args.job_id)
         code = 0 if JobResult.model_validate(result).succeeded() else 1
+    except PreflightError as exc:
+        log.error("%s", exc)
+        return 2
     except Terminated as exc:
         log.warning("terminated: MLflow runs marked KILLED")
         result, code = {"status": RunStatus.KILLED.value}, exc.exit_code

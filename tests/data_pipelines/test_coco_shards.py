@@ -60,6 +60,8 @@ def coco_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_packed_folder_reads_each_image_with_the_boxes_of_the_folder(
     coco_folder: Path, tmp_path: Path
 ) -> None:
+    checked = runner.invoke(app, ["check", str(coco_folder)])  # the folder, then its shards
+    assert checked.exit_code == 0 and "checked 12 files, 0 undecodable" in checked.output
     packed = tmp_path / "packed"
     result = runner.invoke(
         app, ["pack", str(coco_folder), "--out", str(packed), "--shard-size", "4"]
@@ -70,6 +72,8 @@ def test_packed_folder_reads_each_image_with_the_boxes_of_the_folder(
         "shard-00001.tar",
         "shard-00002.tar",
     ]
+    checked = runner.invoke(app, ["check", str(packed)])
+    assert checked.exit_code == 0 and "checked 12 files, 0 undecodable" in checked.output
     for crowd in (False, True):
         folder = _by_image(coco_folder, "val", include_crowd=crowd)
         _assert_same(_by_image(packed, "val", include_crowd=crowd), folder)
@@ -162,6 +166,16 @@ def test_prepare_to_shards_resumes_and_refuses_a_box_outside_its_image(
     for path in once.rglob("*"):
         if path.is_file() and path.name != "prepared.json":
             assert (resumed / path.relative_to(once)).read_bytes() == path.read_bytes(), path
+    # resumed with another shard size, its shards would hold other images: refused
+    (resumed / "wds.json").unlink()
+    result = runner.invoke(
+        app,
+        ["prepare", "coco", str(src), str(resumed), "--subset", "--format", "shards",
+         "--shard-size", "4"],
+    )  # fmt: skip
+    output = result.output.replace("\n", "")
+    assert result.exit_code == 2 and "train/layout.json: these shards were begun with" in output
+    assert not (resumed / "wds.json").exists()
 
     import zipfile
 

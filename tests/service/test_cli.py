@@ -121,3 +121,15 @@ def test_rules_lists_every_registered_rule_with_its_parameters_and_defaults() ->
         assert name in rows, name
         for key, default in rule.defaults.items():
             assert f"{key} = {default!r}" in result.output, (name, key)
+
+
+def test_run_names_a_missing_data_root_without_a_traceback(workdir: Path) -> None:
+    """``bioprop run`` checks the data root before anything starts; what is wrong is one
+    line naming it, exit 2, as for an invalid spec."""
+    path = workdir / "spec.yaml"
+    data = {"kind": "imagefolder", "root": str(workdir / "nope")}
+    path.write_text(yaml.safe_dump({"name": "noroot", "model": "convnet", "data": data}))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"error: data.root not found: {workdir / 'nope'}" in result.output
+    assert "Traceback" not in result.output

@@ -80,10 +80,10 @@ def test_missing_or_wrong_credentials_fail_before_any_work(
         with pytest.raises(StorageError, match="'ckpt'.*ACCESS_DENIED"):
             check_storage(uri)
 
-        from trainers.launch import run_experiment
+        from trainers.launch import PreflightError, run_experiment
 
         spec = ExperimentSpec(name="nocreds", storage_path=uri)
-        with pytest.raises(StorageError, match="storage_path 's3://ckpt/runs"):
+        with pytest.raises(PreflightError, match="storage_path 's3://ckpt/runs"):
             run_experiment(spec, job_id="nocreds")
         assert not (workdir / "bioprop-runs" / "mlflow.db").exists()  # nothing was started
     finally:
