@@ -8,8 +8,11 @@ whole (large sequential GETs) into the cache and returns the split's index point
 copies: the same shards, so the same samples in the same order, the same per-rank sharding
 and exact resume.
 
-- Where: ``$BIOPROP_DATA_CACHE`` (a node-local disk; default ``~/.cache/bioprop/data``), one
-  folder per root, named by a hash of its URI (and holding ``SOURCE``, the URI in clear).
+- Where: ``$BIOPROP_SHARD_CACHE`` (a node-local disk; default ``~/.cache/bioprop/shards``),
+  one folder per root, named by a hash of its URI (and holding ``SOURCE``, the URI in clear).
+  Not ``BIOPROP_DATA_CACHE``: that one is the folder every node mounts, where synthetic
+  sets are built, and it travels with each job; this one is each node's own, set in the
+  node's environment (the KubeRay worker pods: an ``emptyDir``).
 - One copy per node: the ranks of a node take a file lock on the root's folder; the first
   copies, the others then find the files.
 - A file counts once its size is the object's: each is written under a temporary name and
@@ -36,12 +39,12 @@ __all__ = ["CACHE_ENV", "cache_dir", "stage"]
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "BIOPROP_DATA_CACHE"
+CACHE_ENV = "BIOPROP_SHARD_CACHE"
 
 
 def cache_dir(root: str) -> Path:
     """The node-local folder for the packed root ``root`` (a URI)."""
-    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bioprop" / "data")
+    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bioprop" / "shards")
     digest = hashlib.sha256(root.rstrip("/").encode()).hexdigest()[:16]
     return base.expanduser() / digest
 

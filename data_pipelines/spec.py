@@ -50,8 +50,8 @@ class DataSpec(Section):
     cache: bool = Field(
         False,
         description="packed shards on object storage (root s3://... with wds.json): copy "
-        "each split's shards once per node, whole, into $BIOPROP_DATA_CACHE (default "
-        "~/.cache/bioprop/data) and read them there at local-disk speed (DALI's reader "
+        "each split's shards once per node, whole, into $BIOPROP_SHARD_CACHE (a node-local "
+        "disk; default ~/.cache/bioprop/shards) and read them there at local-disk speed (DALI's reader "
         "otherwise fetches every sample with its own ranged request); the same samples in "
         "the same order. Ignored for other roots",
     )

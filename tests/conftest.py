@@ -27,7 +27,7 @@ def ray_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     node cache of packed shards (``data.cache``) is a folder of the session's."""
     import ray
 
-    os.environ["BIOPROP_DATA_CACHE"] = str(tmp_path_factory.mktemp("node-data-cache"))
+    os.environ["BIOPROP_SHARD_CACHE"] = str(tmp_path_factory.mktemp("node-shard-cache"))
 
     try:
         request.getfixturevalue("s3")  # before the cluster: its processes inherit AWS_*

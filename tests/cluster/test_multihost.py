@@ -73,8 +73,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         topo.start_s3()
         topo.start_ray_head()
         topo.wait_ray_head()
-        topo.start_ray_worker("w1", nodes=2)
-        topo.start_ray_worker("w2", nodes=3)
+        # each worker host's node-local disk for data.cache: a folder of its own
+        topo.start_ray_worker("w1", nodes=2, BIOPROP_SHARD_CACHE=str(topo.root / "cache-w1"))
+        topo.start_ray_worker("w2", nodes=3, BIOPROP_SHARD_CACHE=str(topo.root / "cache-w2"))
         topo.start_mlflow(mlflow_db)
         topo.wait_mlflow()
         topo.cp_env = topo.control_plane_env(jobs_db)
@@ -188,13 +189,16 @@ def _restart_control_plane(topo: Topology) -> None:
 
 
 def _tiny_set_in_the_bucket(topo: Topology) -> str:
-    """A tiny ImageNet-layout JPEG set (3 classes) written here and put, one object per
-    file, under ``s3://data/tiny/`` on the topology's S3 host; returns that URI."""
+    """A tiny ImageNet-layout JPEG set (3 classes), packed here into webdataset shards (16
+    images each: 3 train, 2 val) and put under ``s3://data/tiny/`` on the topology's S3
+    host; returns that URI."""
+    from data_pipelines.pack import pack_imagefolder
     from data_pipelines.synth import synth_imagenet
 
     local = topo.root / "tiny-set"
     synth_imagenet(local, classes=3, train_per_class=16, val_per_class=8, size=28)
-    files = sorted(p for p in local.rglob("*") if p.is_file())
+    packed = pack_imagefolder(local, topo.root / "tiny-wds", shard_size=16)
+    files = sorted(p for p in Path(packed).rglob("*") if p.is_file())
 
     def upload() -> None:
         import boto3
@@ -203,15 +207,17 @@ def _tiny_set_in_the_bucket(topo: Topology) -> str:
         client = boto3.client("s3", endpoint_url=AWS["AWS_ENDPOINT_URL"], **_aws_kwargs())
         client.create_bucket(Bucket="data")
         for path in files:
-            client.upload_file(str(path), "data", f"tiny/{path.relative_to(local).as_posix()}")
+            client.upload_file(str(path), "data", f"tiny/{path.relative_to(packed).as_posix()}")
 
     topo.user(upload)
     return "s3://data/tiny"
 
 
 def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> None:
-    # its data in the object store: both hosts' DALI readers read their shards from the bucket
-    data = {"kind": "imagefolder", "root": _tiny_set_in_the_bucket(cluster), "image_size": 24}
+    # its data in the object store: each worker host copies the shards from the bucket once
+    # into its own node cache (data.cache) and its DALI reader reads its share there
+    root = _tiny_set_in_the_bucket(cluster)
+    data = {"kind": "imagefolder", "root": root, "image_size": 24, "cache": True}
     job_id = _submit(cluster, {**SWEEP, "data": data, "batch_size": 16, "model": "convnet"})
 
     def read_from_ray() -> dict | None:
@@ -264,6 +270,15 @@ def test_sweep_runs_as_a_ray_job_across_two_worker_nodes(cluster: Topology) -> N
         assert child.data.params["data.root"] == data["root"], child.data.params
         (dataset,) = [i.dataset for i in child.inputs.dataset_inputs]
         assert dataset.source_type == "s3" and json.loads(dataset.profile)["train"] == 48
+
+    for host in ("w1", "w2"):  # both hosts hold the whole split, copied once, each its own
+        cached = sorted(
+            p.relative_to(p.parents[1]).as_posix()
+            for p in (cluster.root / f"cache-{host}").rglob("*.tar")
+        )
+        assert cached == [f"train/shard-0000{i}.tar" for i in range(3)] + [
+            f"val/shard-0000{i}.tar" for i in range(2)
+        ], (host, cached)
 
     text = _logs(cluster, job_id)
     assert "setting 'bp' run_id=" in text and "setting 'fa' run_id=" in text

@@ -139,7 +139,7 @@ def test_zips_to_shards_in_the_bucket_read_as_the_prepared_folder(
     prepare_coco(src, tmp_path / "folder", subset=True)
     folder = _by_image(tmp_path / "folder", "val")
     _assert_same(_by_image(uri, "val"), folder)
-    monkeypatch.setenv("BIOPROP_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BIOPROP_SHARD_CACHE", str(tmp_path / "cache"))
     data = dp.prepare(DataSpec(kind="coco", root=uri, image_size=40, cache=True))
     loader = dp.build_loader(data, "val", batch_size=3, with_ids=True)
     cached = {i: (im, t) for ims, ts, ids in loader for im, t, i in zip(ims, ts, ids, strict=True)}
@@ -233,7 +233,7 @@ def test_bioprop_run_trains_detection_on_two_workers_from_the_buckets_shards(
     (dataset,) = run.inputs.dataset_inputs
     assert json.loads(dataset.dataset.source) == {"uri": uri}
     assert json.loads(dataset.dataset.profile)["train"] == 8
-    folder = cache_dir(uri)  # under the workers' BIOPROP_DATA_CACHE (the ray_cluster's)
+    folder = cache_dir(uri)  # under the workers' BIOPROP_SHARD_CACHE (the ray_cluster's)
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tar")) == [
         f"{split}/shard-0000{i}.tar" for split in ("train", "val") for i in range(3)
     ]

@@ -73,7 +73,7 @@ def test_cached_shards_are_copied_once_and_read_in_the_same_order(
     truncated copy (an interrupted download) is fetched again."""
     from data_pipelines.shard_cache import cache_dir
 
-    monkeypatch.setenv("BIOPROP_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BIOPROP_SHARD_CACHE", str(tmp_path / "cache"))
     uri = f"{bucket[0]}/wds"
 
     def epoch(cache: bool) -> list[int]:

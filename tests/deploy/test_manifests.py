@@ -233,8 +233,11 @@ def test_services_select_pods_and_their_named_ports(docs):
 
 def test_bioprop_variables_are_settings(docs):
     """Every ``BIOPROP_*`` variable a container sets is a field of ``Settings`` (read from
-    the class), so a typo or a renamed setting fails here, not silently in the cluster."""
-    fields = set(Settings.model_fields)
+    the class) or a node's own variable read by the code (the shard cache's), so a typo or
+    a renamed setting fails here, not silently in the cluster."""
+    from data_pipelines.shard_cache import CACHE_ENV
+
+    fields = set(Settings.model_fields) | {CACHE_ENV.removeprefix(SETTINGS_PREFIX)}
     set_anywhere = {
         (where, var["name"])
         for doc in docs
