@@ -37,8 +37,8 @@ def _images_per_s(loader: Iterable, *, batches: int, warmup: int) -> float:
     start = time.perf_counter()
     seen = 0
     for _ in range(batches):
-        images, _labels = next(it)
-        seen += images.shape[0]
+        images = next(it)[0]  # a tensor (classification) or a list of images (detection)
+        seen += len(images)
     return seen / (time.perf_counter() - start)
 
 
@@ -47,14 +47,21 @@ def dali_train_loader(
 ) -> Iterable:
     """The project's DALI train loader over ``root`` (one shard; a folder, packed shards, or
     either under ``s3://``; ``cache``: ``data.cache``), prepared (preflighted) as a run
-    prepares it."""
+    prepares it. A COCO root (a folder with ``annotations/``, or packed COCO shards) gets
+    the detection pipeline, an ImageNet one the classification pipeline."""
     from data_pipelines import build_loader, prepare
+    from data_pipelines.location import is_uri
+    from data_pipelines.pack import is_packed, packed_kind
     from data_pipelines.spec import DataSpec
 
-    data = DataSpec(
-        kind="imagefolder", root=root, image_size=image_size, num_threads=threads, cache=cache
-    )
-    return build_loader(prepare(data, task="classify"), "train", batch_size=batch_size)
+    if is_packed(root):
+        kind = packed_kind(root)
+    else:
+        kind = "coco" if not is_uri(root) and (Path(root) / "annotations").is_dir() else None
+    kind = kind or "imagefolder"
+    data = DataSpec(kind=kind, root=root, image_size=image_size, num_threads=threads, cache=cache)
+    task = "detect" if kind == "coco" else "classify"
+    return build_loader(prepare(data, task=task), "train", batch_size=batch_size)
 
 
 def torchvision_train_loader(

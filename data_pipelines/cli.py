@@ -309,7 +309,8 @@ def bench_cmd(
         [],
         "--root",
         help="ImageNet-layout folder (default: build a synthetic one); given more than once "
-        "(folders, shards, s3:// prefixes): the DALI pipeline over each, side by side",
+        "(folders, shards, s3:// prefixes; COCO folders and COCO shards too, read by the "
+        "detection pipeline): the DALI pipeline over each, side by side",
     ),
     image_size: int = typer.Option(224, "--image-size"),
     batch_size: int = typer.Option(64, "--batch-size"),

@@ -237,3 +237,17 @@ def test_bioprop_run_trains_detection_on_two_workers_from_the_buckets_shards(
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tar")) == [
         f"{split}/shard-0000{i}.tar" for split in ("train", "val") for i in range(3)
     ]
+
+
+def test_data_bench_reads_a_coco_folder_and_its_shards_side_by_side(
+    coco_folder: Path, tmp_path: Path
+) -> None:
+    from data_pipelines.bench import bench_roots
+    from data_pipelines.coco_pack import pack_coco
+
+    packed = pack_coco(coco_folder, tmp_path / "packed", shard_size=4)
+    result = bench_roots(
+        [coco_folder, packed], image_size=40, batch_size=2, batches=3, warmup=1, rounds=1
+    )
+    assert set(result["images_per_s"]) == {str(coco_folder), str(packed)}
+    assert all(rate > 0 for rate in result["images_per_s"].values())
