@@ -27,6 +27,7 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -247,6 +248,35 @@ def bench_mirror_tradeoff(
     return rows
 
 
+def plot_mirror_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """:func:`bench_mirror_tradeoff`'s rows as a figure: measured steady-state angle against
+    mirror time per optimizer step (one process), one line per fan-in, each point marked
+    with its ``K``; the predicted angle for each ``K`` as a dotted level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for fan_in in sorted({r["fan_in"] for r in rows}):
+        mine = sorted((r for r in rows if r["fan_in"] == fan_in), key=lambda r: r["every"])
+        xs = [r["mirror_ms_per_step"] for r in mine]
+        ax.plot(xs, [r["angle"] for r in mine], marker="o", label=f"fan-in {fan_in}")
+        for r in mine:
+            ax.annotate(f"K={r['every']}", (r["mirror_ms_per_step"], r["angle"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    for predicted in sorted({round(r["predicted"], 2) for r in rows}):
+        ax.axhline(predicted, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("mirror time per optimizer step, ms (one process, CPU)")
+    ax.set_ylabel("steady-state angle W vs B, degrees")
+    ax.set_title("wm: alignment against mirror work (dotted: predicted)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m trainers.benchmarks.rules [--models resnet18] [--image-sizes 224 64] [--rules ...]``"""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -259,8 +289,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default=None)
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument(
+        "--mirror-tradeoff",
+        metavar="PNG",
+        default=None,
+        help="instead: wm's angle against mirror work at fan-in 64-4608, K 1/4/16, plotted here",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.mirror_tradeoff:
+        rows = bench_mirror_tradeoff()
+        plot_mirror_tradeoff(rows, args.mirror_tradeoff)
+        for row in rows:
+            print(row)  # noqa: T201 - CLI output
+        return
     rows = bench_rules(
         args.models,
         rules=args.rules,
