@@ -619,6 +619,17 @@ def test_wm_tradeoff_angle_follows_the_estimator_variance() -> None:
     assert rows[1]["angle"] > rows[0]["angle"] and rows[3]["angle"] > rows[2]["angle"]
 
 
+def test_wm_tradeoff_is_plotted_from_its_rows(tmp_path) -> None:
+    from PIL import Image
+
+    from trainers.benchmarks.rules import bench_mirror_tradeoff, plot_mirror_tradeoff
+
+    rows = bench_mirror_tradeoff((32,), (1, 4), n_out=8, mirror_lr=0.2)
+    plot_mirror_tradeoff(rows, tmp_path / "tradeoff.png")
+    with Image.open(tmp_path / "tradeoff.png") as image:
+        assert image.format == "PNG" and min(image.size) > 300
+
+
 def test_bench_rules_defaults_are_one_worker_of_the_shipped_imagenet_specs() -> None:
     """224 px, per-worker batch = batch_size / scale.workers, wm's share 1 / workers."""
     from pathlib import Path
