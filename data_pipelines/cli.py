@@ -259,8 +259,8 @@ def pack_cmd(
 def check_cmd(
     root: str = typer.Argument(
         ...,
-        help="ImageNet-layout folder or packed shards (ImageNet or COCO), local or "
-        "s3://bucket/prefix",
+        help="ImageNet-layout folder, COCO folder (annotations checked against the images) "
+        "or packed shards of either, local or s3://bucket/prefix",
     ),
     limit: int = typer.Option(20, "--limit", min=1, help="list at most this many bad files"),
 ) -> None:
