@@ -61,8 +61,10 @@ def _progress(label: str, total: int):
 
 @contextmanager
 def _rate_progress(label: str):
-    """A bar with throughput and ETA; yields ``(advance, set_total)``."""
-    with Progress(
+    """A bar with throughput and ETA; yields ``(advance, set_total)``. The bar appears at
+    the first of them (once the source is read and checked), so a source refused before
+    that prints its error alone."""
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -72,12 +74,22 @@ def _rate_progress(label: str):
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task(label, total=None)
+    )
+    task = progress.add_task(label, total=None)
+
+    def shown() -> Progress:
+        if not progress.live.is_started:
+            progress.start()
+        return progress
+
+    try:
         yield (
-            lambda n=1: progress.advance(task, n),
-            lambda total: progress.update(task, total=total),
+            lambda n=1: shown().advance(task, n),
+            lambda total: shown().update(task, total=total),
         )
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 def _refuse(exc: Exception) -> None:

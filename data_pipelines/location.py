@@ -61,10 +61,19 @@ def parse_data_uri(value: str) -> str:
     return f"{scheme}://{bucket}/{'/'.join(segments)}".rstrip("/")
 
 
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+
+
 def to_root(value: str | Path) -> str | Path:
-    """A data root as the spec keeps it: a URI's canonical text, else a ``Path``."""
+    """A data root as the spec keeps it: a URI's canonical text, else a ``Path``.
+    ``s3:/bucket/x`` (one slash, as ``Path`` folds a URI) is refused, not taken for a
+    folder named ``s3:``."""
     if isinstance(value, Path):
         return value
+    folded = _ONE_SLASH.match(value.strip())
+    if folded and folded.group(1).lower() in URI_SCHEMES:
+        fixed = f"{folded.group(1)}://{value.strip()[folded.end() :]}"
+        raise ValueError(f"{value!r}: one '/' after '{folded.group(1)}:'; did you mean {fixed!r}?")
     return parse_data_uri(value) if is_uri(value) else Path(value)
 
 

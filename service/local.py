@@ -78,7 +78,13 @@ def run(
 ) -> None:
     """Run one experiment or sweep in this process (local Ray unless an address is given)."""
     from service.quiet import QuietConsole
-    from trainers.launch import PreflightError, Terminated, run_experiment, terminated_on_sigterm
+    from trainers.launch import (
+        PreflightError,
+        Terminated,
+        preflight,
+        run_experiment,
+        terminated_on_sigterm,
+    )
     from trainers.spec import ExperimentSpec
 
     loaded = ExperimentSpec.model_validate(overridden(spec, set_ or []))
@@ -88,6 +94,11 @@ def run(
         )
     if address:
         os.environ["RAY_ADDRESS"] = address
+    try:  # before a job id is given out: nothing ran, there is nothing to resume
+        loaded = preflight(loaded)
+    except PreflightError as exc:  # the field, file or URI, not a traceback
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     job_id = job_id or uuid.uuid4().hex[:12]
     log_path = run_log(job_id)
     console.print(f"run [bold]{job_id}[/] (resume it with --job-id {job_id})", highlight=False)
@@ -97,7 +108,7 @@ def run(
         with QuietConsole(log_path, [console, err], verbose=verbose):
             try:
                 with terminated_on_sigterm(), LocalProgress(loaded, job_id):
-                    result = run_experiment(loaded, job_id=job_id)
+                    result = run_experiment(loaded, job_id=job_id, preflighted=True)
             finally:
                 if not joined:
                     _disconnect()  # Ray's tear-down prints into the log too
@@ -107,9 +118,6 @@ def run(
             highlight=False,
         )
         raise typer.Exit(exc.exit_code) from None
-    except PreflightError as exc:  # nothing ran: the field, file or URI, not a traceback
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     children = result.get("children", [])
     console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
     if len(children) > 1 and result.get("best"):

@@ -51,6 +51,7 @@ __all__ = [
     "Terminated",
     "build_trainer",
     "main",
+    "preflight",
     "run_experiment",
     "terminated_on_sigterm",
 ]
@@ -140,29 +141,42 @@ def terminated_on_sigterm() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[str, Any]:
+def preflight(spec: ExperimentSpec) -> ExperimentSpec:
+    """What the driver checks before any setting starts: the storage location (a missing
+    bucket or credentials) and the data section (:func:`data_pipelines.prepare`: the root,
+    the set's annotations or shards; a synthetic set built). Returns the spec with both
+    resolved (absolute: Tune starts each trial in a directory of its own);
+    :class:`PreflightError` naming the field, file or URI otherwise. Nothing is started."""
+    import data_pipelines
+
+    storage = job_storage(spec)
+    try:
+        check_storage(storage)
+        data = data_pipelines.prepare(spec.data, task=spec.task)
+    except (StorageError, OSError, ValueError) as exc:
+        raise PreflightError(str(exc)) from exc
+    return spec.model_copy(update={"data": data, "storage_path": storage})
+
+
+def run_experiment(
+    spec: ExperimentSpec, *, job_id: str | None = None, preflighted: bool = False
+) -> dict[str, Any]:
     """Run every setting of ``spec`` as one Ray Tune experiment (:mod:`trainers.sweep`); return
     the parent run id, each child's outcome and, per rule, the best trial.
 
     A failed setting is recorded (FAILED) and the others go on. Calling it again with the same
     ``job_id`` resumes every unfinished setting from its last checkpoint and skips finished
     ones; without one, a fresh id is drawn so an earlier run of the same spec is never reused.
+    ``preflighted``: ``spec`` is :func:`preflight`'s result already (not checked again).
     """
-    import data_pipelines
     from trainers.sweep import best_per_rule, record_best, run_trials, runs_in_process
 
     job_id = job_id or uuid.uuid4().hex[:12]
     if not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id {job_id!r} must match {JOB_ID.pattern}")
     uri = default_tracking_uri(spec.tracking.uri)
-    storage = job_storage(spec)
-    try:  # a missing bucket, credentials, data root or broken set fail here, clearly
-        check_storage(storage)
-        data = data_pipelines.prepare(spec.data, task=spec.task)
-    except (StorageError, OSError, ValueError) as exc:
-        raise PreflightError(str(exc)) from exc
-    # absolute before it reaches the trials: Tune starts each in a directory of its own
-    spec = spec.model_copy(update={"data": data, "storage_path": storage})
+    if not preflighted:
+        spec = preflight(spec)
     # one 1-worker setting and no cluster named: trained here, no Ray started
     # a caller's connection (a notebook) names a cluster too
     named = os.environ.get("RAY_ADDRESS") or ray_connected()
@@ -179,7 +193,7 @@ def run_experiment(spec: ExperimentSpec, *, job_id: str | None = None) -> dict[s
     result: dict[str, Any] = {"job_id": job_id, "parent_run_id": parent, "tracking_uri": uri}
     try:
         children = run_trials(
-            spec, job_id=job_id, uri=uri, parent=parent, storage_path=storage,
+            spec, job_id=job_id, uri=uri, parent=parent, storage_path=spec.storage_path,
             in_process=in_process,
         )  # fmt: skip
     except BaseException:

@@ -32,6 +32,7 @@ def test_s3_root_is_kept_whole_through_the_spec_and_its_json() -> None:
         ("s3:///imagenet", "must name a bucket"),
         ("s3://bucket/a/%2e%2e/b", "'.' or '..'"),
         ("s3://bucket/x?endpoint_override=evil:80", "no '\\?' options"),
+        ("s3:/lab/imagenet", "one '/' after 's3:'; did you mean 's3://lab/imagenet'"),
     ],
 )
 def test_bad_uri_is_refused_naming_the_field(root: str, reason: str) -> None:

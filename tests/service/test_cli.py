@@ -133,3 +133,6 @@ def test_run_names_a_missing_data_root_without_a_traceback(workdir: Path) -> Non
     assert result.exit_code == 2, result.output
     assert f"error: data.root not found: {workdir / 'nope'}" in result.output
     assert "Traceback" not in result.output
+    # checked before a job id is given out: nothing to resume, no run folder left behind
+    assert "resume it with" not in result.output
+    assert not (workdir / "bioprop-runs" / "runs").exists()
