@@ -396,8 +396,7 @@ class Coco(DataKind):
         train = split == "train"
         if isinstance(index, CocoIndex):
             where, category_ids = index.annotations, index.category_ids
-            paths = [index.image_root / f for f in index.files]
-            sources = lambda: paths  # noqa: E731
+            sources = lambda: (index.image_root / f for f in index.files)  # noqa: E731
         else:
             where, category_ids = join_uri(str(prepared_root(data)), split), index.category_ids
             sources = lambda: iter_packed_images(index)  # noqa: E731

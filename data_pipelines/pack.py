@@ -78,34 +78,40 @@ def is_packed(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
-def packed_kind(root: str | Path) -> str:
-    """The data kind whose shards ``root``'s ``wds.json`` lists (``imagefolder`` or ``coco``)."""
+def _manifest(root: str | Path) -> tuple[str, dict]:
+    """``(where, contents)`` of ``root``'s ``wds.json``, local or on object storage."""
     if is_uri(root):
-        manifest = json.loads(objstore.read_bytes(join_uri(str(root), MANIFEST)))
-    else:
-        manifest = json.loads((Path(root) / MANIFEST).read_text())
+        where = join_uri(str(root), MANIFEST)
+        return where, json.loads(objstore.read_bytes(where))
+    where = str(Path(root) / MANIFEST)
+    return where, json.loads(Path(where).read_text())
+
+
+def _kind(manifest: dict) -> str:
+    """The data kind of a manifest's ``format`` (the format itself when unknown)."""
     found = manifest.get("format", FORMATS["imagefolder"])
     return next((k for k, f in FORMATS.items() if f == found), found)
+
+
+def packed_kind(root: str | Path) -> str:
+    """The data kind whose shards ``root``'s ``wds.json`` lists (``imagefolder`` or ``coco``)."""
+    return _kind(_manifest(root)[1])
 
 
 def read_packed(root: str | Path, split: str, *, kind: str = "imagefolder") -> PackedIndex:
     """A split of the packed set at ``root``; FileNotFoundError naming a missing shard,
     ValueError naming ``wds.json`` when it holds another kind's set."""
+    where, manifest = _manifest(root)
+    other = _kind(manifest)
+    if other != kind:
+        raise ValueError(f"{where} holds a packed {other} set; data.kind must be {other!r}")
     if is_uri(root):
-        where = join_uri(str(root), MANIFEST)
-        manifest = json.loads(objstore.read_bytes(where))
         present = set(objstore.list_files(join_uri(str(root), split)))
         at = lambda name: join_uri(str(root), name)  # noqa: E731
         found = lambda name: name.split("/", 1)[-1] in present  # noqa: E731
     else:
-        where = str(Path(root) / MANIFEST)
-        manifest = json.loads(Path(where).read_text())
         at = lambda name: Path(root) / name  # noqa: E731
         found = lambda name: (Path(root) / name).is_file()  # noqa: E731
-    found_format = manifest.get("format", FORMATS["imagefolder"])
-    if found_format != FORMATS[kind]:
-        other = next((k for k, f in FORMATS.items() if f == found_format), found_format)
-        raise ValueError(f"{where} holds a packed {other} set; data.kind must be {other!r}")
     if split not in manifest["splits"]:
         raise FileNotFoundError(f"{where} has no split {split!r}")
     entry = manifest["splits"][split]
