@@ -169,6 +169,8 @@ def _prepare(name: str, prepare, src: Path, dest: str, **options) -> None:
             summary = prepare(src, where, progress=advance, on_total=set_total, **options)
     except (SourceError, DataRootError, ValueError, FileNotFoundError) as exc:
         _refuse(exc)
+    if summary["kept"]:
+        console.print(f"resumed: kept {summary['kept']} files an earlier run had written")
     console.print(f"wrote {summary['counts']} to {summary['dest']}")
     _print_json(summary)
 

@@ -65,6 +65,12 @@ def _put_all(
     for_each(one, items, threads=threads)
 
 
+def _kept(done: set[str]) -> int:
+    """How many of the written files an earlier (interrupted) run had already put: a
+    resumed prepare keeps them rather than write them again."""
+    return len(done - {DONE})
+
+
 def prepare_imagenet(
     src: str | Path,
     dest: str | Path,
@@ -78,7 +84,8 @@ def prepare_imagenet(
     on_total: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Read and check ImageNet under ``src``, write it to ``dest`` as ``fmt`` (``folder`` or
-    ``shards``); returns what was written (layout, counts, destination)."""
+    ``shards``); returns what was written (layout, counts, destination, and ``kept``: the
+    files an interrupted earlier run had written, kept as they were)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     target = Target(dest)
@@ -112,6 +119,7 @@ def prepare_imagenet(
         "counts": counts,
         "val_left_out": source.dropped_val,
         "dest": str(target),
+        "kept": _kept(done),
     }
     target.put(DONE, json.dumps({**summary, "classes": source.classes}, indent=1).encode())
     return summary
@@ -141,7 +149,8 @@ def prepare_coco(
     on_total: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Check the official COCO 2017 zips under ``src`` and write them to ``dest`` as ``fmt``
-    (``folder``, or ``shards``: images with their boxes); returns what was written."""
+    (``folder``, or ``shards``: images with their boxes); returns what was written
+    (``kept`` as for :func:`prepare_imagenet`)."""
     from data_pipelines.coco import check_annotations, index_coco
     from data_pipelines.coco_pack import write_coco_manifest, write_coco_split
 
@@ -230,6 +239,7 @@ def prepare_coco(
         "format": fmt,
         "counts": counts,
         "dest": str(target),
+        "kept": _kept(done),
     }
     target.put(DONE, json.dumps(summary, indent=1).encode())
     return summary

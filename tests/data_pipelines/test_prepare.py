@@ -47,6 +47,13 @@ def test_official_archives_to_folder_put_each_val_image_in_its_devkit_class(
     assert len(list((out / "train").rglob("*.JPEG"))) == 3 * 12
     expected = [classes.index(truth[name]) for name in sorted(truth, key=truth.get)]
     assert sorted(_val_labels_from_loader(out)) == sorted(expected)
+    gone = sorted((out / "train").rglob("*.JPEG"))[:5]  # as if stopped before writing these
+    for path in gone:
+        path.unlink()
+    again = runner.invoke(app, ["prepare", "imagenet", str(src), str(out), "--subset"])
+    assert again.exit_code == 0, again.output
+    assert f"resumed: kept {3 * 12 + len(truth) - 5} files" in again.output
+    assert all(path.exists() for path in gone)
 
     # without --subset, a set that is not ILSVRC2012 is refused, saying what it holds
     result = runner.invoke(app, ["prepare", "imagenet", str(src), str(tmp_path / "x")])
@@ -108,7 +115,7 @@ def test_truncated_archive_and_mismatched_val_labels_are_refused_naming_the_file
 def test_interrupted_prepare_resumes_to_the_shards_of_one_run(official, tmp_path: Path) -> None:
     src, _ = official
     once = tmp_path / "once"
-    prepare_imagenet(src, once, fmt="shards", subset=True, shard_size=5, threads=1)
+    assert prepare_imagenet(src, once, fmt="shards", subset=True, shard_size=5)["kept"] == 0
 
     class Stop(Exception):
         pass
@@ -129,7 +136,9 @@ def test_interrupted_prepare_resumes_to_the_shards_of_one_run(official, tmp_path
     assert not (resumed / "wds.json").exists()
     first = {p: p.stat().st_mtime_ns for p in resumed.rglob("*.tar")}
     assert len(first) == 3
-    prepare_imagenet(src, resumed, fmt="shards", subset=True, shard_size=5, threads=1)
+    present = [p for p in resumed.rglob("*") if p.is_file()]  # 3 shards, their indexes, layout
+    summary = prepare_imagenet(src, resumed, fmt="shards", subset=True, shard_size=5, threads=1)
+    assert summary["kept"] == len(present) > 6  # said, as the CLI prints it
     assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # not written again
     files = sorted(p.relative_to(once) for p in once.rglob("*") if p.is_file())
     assert sorted(p.relative_to(resumed) for p in resumed.rglob("*") if p.is_file()) == files

@@ -6,6 +6,8 @@ different data. The optimizer takes ``rules.param_groups`` (the learned-feedback
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,34 +35,50 @@ def _net() -> nn.Module:
     )  # fmt: skip
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _in_group(
+    rank: int, world: int, init_file: str, body: Callable[[int, str], None], out: str
+) -> None:
+    """Run ``body(rank, out)`` in a gloo group of ``world`` processes, then tear it down in
+    order: the body's DDP models collected (they hold the group in reference cycles), every
+    rank past a barrier, the group destroyed. A DDP model left to the interpreter's exit
+    destroys the group's threads there, which aborts the process now and then."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        for name in rules.RULES:
-            torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
-            model, _ = rules.convert(_net(), name, seed=7, **PARAMS.get(name, {}))
-            ddp = nn.parallel.DistributedDataParallel(model)
-            groups = rules.param_groups(ddp)
-            opt = build_optimizer(groups, OptimSpec(lr=0.05, manhattan=name == "sc"))
-            gen = torch.Generator().manual_seed(rank)
-            for _ in range(STEPS):
-                x = torch.randn(5, 1, 6, 6, generator=gen)
-                y = torch.randint(0, 3, (5,), generator=gen)
-                loss = F.cross_entropy(ddp(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                rules.after_step(ddp)
-            assert "mean_angle" in alignment(ddp)
-            torch.save(model.state_dict(), Path(out_dir) / f"{name}-{rank}.pt")
+        body(rank, out)
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
+def _spawn(body: Callable[[int, str], None], tmp_path: Path) -> None:
+    mp.spawn(_in_group, args=(2, str(tmp_path / "init"), body, str(tmp_path)), nprocs=2)
+
+
+def _every_rule(rank: int, out_dir: str) -> None:
+    for name in rules.RULES:
+        torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
+        model, _ = rules.convert(_net(), name, seed=7, **PARAMS.get(name, {}))
+        ddp = nn.parallel.DistributedDataParallel(model)
+        groups = rules.param_groups(ddp)
+        opt = build_optimizer(groups, OptimSpec(lr=0.05, manhattan=name == "sc"))
+        gen = torch.Generator().manual_seed(rank)
+        for _ in range(STEPS):
+            x = torch.randn(5, 1, 6, 6, generator=gen)
+            y = torch.randint(0, 3, (5,), generator=gen)
+            loss = F.cross_entropy(ddp(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rules.after_step(ddp)
+        assert "mean_angle" in alignment(ddp)
+        torch.save(model.state_dict(), Path(out_dir) / f"{name}-{rank}.pt")
+
+
 @pytest.mark.slow
 def test_two_gloo_ranks_stay_identical_for_every_rule(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_every_rule, tmp_path)
     for name in rules.RULES:
         a = torch.load(tmp_path / f"{name}-0.pt")
         b = torch.load(tmp_path / f"{name}-1.pt")
@@ -81,30 +99,25 @@ def test_two_gloo_ranks_stay_identical_for_every_rule(tmp_path: Path) -> None:
 WM_PARAMS = {"mirror_every": 2, "mirror_batch": 37, "mirror_lr": 0.05}  # 37: shares 19 + 18
 
 
-def _wm_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
-        model, _ = rules.convert(_net(), "wm", seed=7, **WM_PARAMS)
-        ddp = nn.parallel.DistributedDataParallel(model)
-        opt = build_optimizer(ddp.parameters(), OptimSpec(lr=0.05))
-        gen = torch.Generator().manual_seed(rank)
-        for _ in range(5):  # mirror phases after steps 1, 3 and 5
-            x = torch.randn(5, 1, 6, 6, generator=gen)
-            loss = F.cross_entropy(ddp(x), torch.randint(0, 3, (5,), generator=gen))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            rules.after_step(ddp)  # no forward after the last one: DDP broadcasts nothing
-        torch.save(model.state_dict(), Path(out_dir) / f"trained-{rank}.pt")
-        # one mirror iteration of a bare layer (same W on both ranks, no DDP)
-        torch.manual_seed(0)
-        layer = rules.RULES["wm"].from_layer(nn.Linear(12, 5), seed=3, name="fc", mirror_batch=7)
-        layer.mirror()
-        torch.save(layer.state_dict(), Path(out_dir) / f"layer-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _wm_sharded(rank: int, out_dir: str) -> None:
+    torch.manual_seed(100 + rank)  # different init per rank: DDP must sync it
+    model, _ = rules.convert(_net(), "wm", seed=7, **WM_PARAMS)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = build_optimizer(ddp.parameters(), OptimSpec(lr=0.05))
+    gen = torch.Generator().manual_seed(rank)
+    for _ in range(5):  # mirror phases after steps 1, 3 and 5
+        x = torch.randn(5, 1, 6, 6, generator=gen)
+        loss = F.cross_entropy(ddp(x), torch.randint(0, 3, (5,), generator=gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rules.after_step(ddp)  # no forward after the last one: DDP broadcasts nothing
+    torch.save(model.state_dict(), Path(out_dir) / f"trained-{rank}.pt")
+    # one mirror iteration of a bare layer (same W on both ranks, no DDP)
+    torch.manual_seed(0)
+    layer = rules.RULES["wm"].from_layer(nn.Linear(12, 5), seed=3, name="fc", mirror_batch=7)
+    layer.mirror()
+    torch.save(layer.state_dict(), Path(out_dir) / f"layer-{rank}.pt")
 
 
 @pytest.mark.slow
@@ -113,7 +126,7 @@ def test_wm_mirror_noise_is_sharded_over_ranks_and_b_is_identical(tmp_path: Path
     the Hebbian sums, so both ranks hold the same ``B`` = the estimate of all the samples."""
     from trainers.rules.base import layer_seed
 
-    mp.spawn(_wm_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_wm_sharded, tmp_path)
     a, b = (torch.load(tmp_path / f"trained-{r}.pt") for r in (0, 1))
     assert int(a["4.mirror_count"]) == 3 and int(a["4.step_count"]) == 5
     for key in ("0.feedback", "4.feedback", "6.feedback", "4.weight"):
