@@ -291,6 +291,8 @@ def check_cmd(
     from data_pipelines.pack import is_packed, iter_packed_images, packed_kind, read_packed
 
     where = _dest(root)
+    if not is_uri(where) and not Path(where).is_dir():
+        _refuse(FileNotFoundError(f"{where}: no such folder"))
     try:
         kind = packed_kind(where) if is_packed(where) else "imagefolder"
         if is_uri(where):

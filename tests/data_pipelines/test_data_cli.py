@@ -34,6 +34,8 @@ def test_synth_imagenet_then_pack_then_check(tmp_path: Path) -> None:
     bad.write_bytes(bad.read_bytes()[:60])
     result = runner.invoke(app, ["check", str(out)])
     assert result.exit_code == 1 and str(bad) in result.output
+    result = runner.invoke(app, ["check", str(tmp_path / "typo")])
+    assert result.exit_code == 2 and f"{tmp_path / 'typo'}: no such folder" in result.output
 
 
 def test_synth_coco(tmp_path: Path) -> None:
