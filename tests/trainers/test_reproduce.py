@@ -106,6 +106,11 @@ def test_a_baseline_the_rules_beat_is_called_weak() -> None:
     conv = weak.split("## Conv nets", 1)[1].split("\n## ", 1)[0]
     assert caveat in conv and "fa, ss, kp, sa, ia at ResNet-20 (BP 60.0 %)" in conv
     assert caveat not in weak.split("## Conv nets", 1)[0]  # the digits BP is fine
+    assert "(one seed, few epochs" in conv
+    seeded = _results(lambda r, d, bn, lr: 0.60 if (r, d) == ("bp", 3) else 0.95)
+    seeded["sweeps"]["conv-synthetic"] *= 2  # every setting finished twice: two seeds
+    conv = render(seeded, epochs=2, conv_epochs=2).split("## Conv nets", 1)[1]
+    assert caveat in conv and "(few epochs, one learning rate" in conv  # no "one seed"
     # BP best everywhere: no caveat anywhere
     strong = render(_results(lambda r, d, bn, lr: 0.97 if r == "bp" else 0.95), epochs=2,
                     conv_epochs=2)  # fmt: skip

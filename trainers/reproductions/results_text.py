@@ -55,6 +55,11 @@ class Table:
         # a failed run of a setting that later finished (rerun) is not a missing setting
         self.failed = [text for key, text in failed if key not in self.acc]
 
+    @property
+    def seeds(self) -> int:
+        """The most seeds any setting finished with."""
+        return max((len(v) for v in self.acc.values()), default=0)
+
     def mean(self, rule: str, depth: int, bn: bool = False, decay: float = 0.0) -> float | None:
         values = self.acc.get((rule, decay, depth, bn))
         return statistics.mean(values) if values else None
@@ -247,8 +252,9 @@ def _weak_baseline(t: Table, rules: list[str], cols: list[tuple[int, bool, str]]
         return []
     return [
         f"Caveat: BP trails by more than {NEAR:g} points: {'; '.join(beaten)}. No paper has "
-        "a rule beat BP by that much, so in those columns BP is a weak baseline (one seed, "
-        "few epochs, one learning rate for every depth) and the claims below that subtract "
+        "a rule beat BP by that much, so in those columns BP is a weak baseline ("
+        + ("one seed, " if t.seeds == 1 else "")
+        + "few epochs, one learning rate for every depth) and the claims below that subtract "
         "it say little there.",
         "",
     ]
