@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,17 @@ class LocalProcesses(Backend):
         return exit_status(handle, job_id)[1]
 
     def stop(self, job_id: str, handle: Any, *, force: bool = False) -> None:
-        signal_group(pid_of(handle), signal.SIGKILL if force else signal.SIGTERM)
+        """SIGTERM the driver alone: it marks its MLflow runs KILLED and shuts down the
+        local Ray it started, which shares its process group (signalled too, that Ray would
+        die under the driver, which would then hang on it until SIGKILL, its runs left
+        RUNNING). ``force``, or :meth:`overdue`: SIGKILL to its whole session."""
+        if force:
+            signal_group(pid_of(handle), signal.SIGKILL)
+            return
+        try:
+            os.kill(pid_of(handle), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def overdue(self, job_id: str, handle: Any) -> None:
         log.warning("job %s did not stop in time; SIGKILL", job_id)

@@ -279,13 +279,25 @@ def _trial_processes() -> list[str]:
 
 
 def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
+    _cancel_stops_every_trial(workdir, ray_cluster)
+
+
+def test_cancel_of_a_driver_on_its_own_local_ray_marks_its_runs_killed(workdir):
+    """The service's default (no Ray address): the driver starts a local Ray, whose
+    processes share its process group; cancel must reach the driver before that Ray."""
+    _cancel_stops_every_trial(workdir, None)
+
+
+def _cancel_stops_every_trial(workdir, ray_address: str | None) -> None:
+    """Cancel a 2-setting job once both train: CANCELLED, its trial processes gone, its
+    MLflow runs KILLED (no longer logging)."""
     import time
 
     from service.api.server import ServerThread
     from service.client import Client
     from service.core.settings import Settings
 
-    settings = Settings(RUN_DIR=workdir / "bioprop-runs", RAY_ADDRESS=ray_cluster)
+    settings = Settings(RUN_DIR=workdir / "bioprop-runs", RAY_ADDRESS=ray_address)
     body = {**DIGITS, "name": "cancelled", "rule": {"name": ["bp", "fa"]}}
     body["schedule"] = {"epochs": 200}  # far longer than the test waits
     client_uri = settings.MLFLOW_URI
@@ -303,6 +315,10 @@ def test_cancel_through_the_service_stops_every_trial(workdir, ray_cluster):
         client.cancel(job["id"])
         job = client.wait(job["id"], timeout=120, poll=0.5)
         assert job["state"] == "CANCELLED"
+        # the driver stopped by itself (it wrote its result), not by the SIGKILL after the grace
+        result = settings.RUN_DIR / "jobs" / job["id"] / "result.json"
+        assert result.exists(), client.logs(job["id"], tail=40)
+        assert json.loads(result.read_text())["status"] == "KILLED"
     deadline = time.monotonic() + 60
     while _trial_processes():  # the driver's actors end with it
         assert time.monotonic() < deadline, _trial_processes()
