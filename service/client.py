@@ -12,7 +12,7 @@ import httpx
 from trainers import contracts
 from trainers.spec import parse_yaml
 
-__all__ = ["ApiError", "Client", "FINAL_STATES"]
+__all__ = ["ApiError", "Client", "FINAL_STATES", "ServiceUnreachable"]
 
 FINAL_STATES = tuple(state.value for state in contracts.FINAL_STATES)  # as the API spells them
 
@@ -24,6 +24,30 @@ class ApiError(RuntimeError):
         self.status = status
         self.detail = detail
         super().__init__(f"HTTP {status}: {_format_detail(detail)}")
+
+
+class ServiceUnreachable(ApiError):
+    """No service answers at the client's URL (connection refused, name or network
+    error): the message says how to start one or point the client elsewhere."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        self.status, self.detail = 0, str(cause)
+        RuntimeError.__init__(
+            self,
+            f"no bioprop service answers at {url} ({cause}); start one with `bioprop serve`, "
+            "or give its URL with --server or BIOPROP_SERVER (`bioprop run SPEC` trains "
+            "without a service)",
+        )
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport, a failed connection raised as :class:`ServiceUnreachable`."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.ConnectError as exc:
+            raise ServiceUnreachable(str(request.url.copy_with(path="", query=None)), exc) from exc
 
 
 def _format_detail(detail: Any) -> str:
@@ -64,7 +88,9 @@ class Client:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=_Transport()
+        )
 
     def close(self) -> None:
         self._http.close()

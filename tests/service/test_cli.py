@@ -70,6 +70,19 @@ def test_token_option_and_env(
     assert result.exit_code == 0 and job_id in result.output, result.output
 
 
+def test_commands_without_a_service_say_how_to_start_one(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for args in (["status"], ["status", "abc"], ["logs", "abc"], ["cancel", "abc"]):
+        result = runner.invoke(app, [*args, "--server", url])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), args  # no crash
+        text = " ".join(result.output.split())
+        assert f"no bioprop service answers at {url}" in text and "bioprop serve" in text, args
+
+
 def test_submit_invalid_spec_names_field(server: ServerThread, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec(rule={"name": "nope"})))
