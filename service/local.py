@@ -43,9 +43,11 @@ def overridden(spec: Path, overrides: list[str]) -> dict[str, Any]:
     (``trainers.overrides``); a bad key or value prints the field and exits 2."""
     import yaml
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from trainers.overrides import OverrideError, apply_overrides
     from trainers.spec import ExperimentSpec, parse_yaml
+    from trainers.spec_problems import describe
 
     try:
         data = parse_yaml(spec.read_text())
@@ -54,7 +56,11 @@ def overridden(spec: Path, overrides: list[str]) -> dict[str, Any]:
         data = apply_overrides(data, overrides)
         ExperimentSpec.model_validate(data)
     except (OverrideError, ValidationError, ValueError, yaml.YAMLError) as exc:
-        err.print(f"[red]invalid spec {spec}:[/] {exc}")
+        if isinstance(exc, ValidationError):
+            text = describe(exc)  # one line: field: problem; ...
+        else:  # a YAML error points at the line: name the file, not "<unicode string>"
+            text = str(exc).replace('"<unicode string>"', str(spec))
+        err.print(f"[red]invalid spec {escape(str(spec))}:[/] {escape(text)}", soft_wrap=True)
         raise typer.Exit(2) from None
     return data
 

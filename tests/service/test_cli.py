@@ -136,6 +136,26 @@ def test_rules_lists_every_registered_rule_with_its_parameters_and_defaults() ->
             assert f"{key} = {default!r}" in result.output, (name, key)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("batchsize: 32\n", "batchsize: no such field; did you mean batch_size?"),
+        ("schedule: {epoch: 2}\n", "schedule.epoch: no such field; did you mean epochs?"),
+        ("optim: {lr: -0.05}\n", "optim.lr: Input should be greater than 0, got -0.05"),
+        ("rule: {name: [bp, fa}\n", "expected ',' or ']', but got '}'"),  # not eaten as markup
+    ],
+)
+def test_run_says_what_is_wrong_with_a_spec_in_its_terms(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\nmodel: mlp\ndata: {kind: digits}\n" + text)
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"invalid spec {path}: " in result.output and said in result.output, result.output
+    assert "errors.pydantic.dev" not in result.output and "<unicode string>" not in result.output
+
+
 def test_run_names_a_missing_data_root_without_a_traceback(workdir: Path) -> None:
     """``bioprop run`` checks the data root before anything starts; what is wrong is one
     line naming it, exit 2, as for an invalid spec."""
