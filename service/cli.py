@@ -30,6 +30,7 @@ from service.tables import (
     measures_table,
     progress_table,
     rules_table,
+    seeds_table,
     state,
     watch,
     when,
@@ -168,6 +169,8 @@ def status(
                 result = job.get("result") or {}
                 if result.get("best") and len(result.get("children") or []) > 1:
                     console.print(best_table(result["best"], title="best setting per rule"))
+                if result.get("over_seeds"):
+                    console.print(seeds_table(result["over_seeds"]))
                 console.print(
                     f"owner {job.get('owner') or '-'}  "
                     f"created {when(job['created_at'])}  started {when(job['started_at'])}  "

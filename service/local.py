@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.tables import best_table, console, err, live_or_lines, results_table
+from service.tables import best_table, console, err, live_or_lines, results_table, seeds_table
 from trainers.contracts import JobResult
 from trainers.ray_setup import ray_connected
 
@@ -128,8 +128,11 @@ def run(
     console.print(results_table(children, title=f"{loaded.name}", task=loaded.task))
     if len(children) > 1 and result.get("best"):
         console.print(best_table(result["best"], title="best setting per rule"))
+    if result.get("over_seeds"):
+        console.print(seeds_table(result["over_seeds"]))
     console.print(
-        f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}"
+        f"MLflow parent run {result.get('parent_run_id')} in {result.get('tracking_uri')}",
+        soft_wrap=True,  # the URI whole, to copy
     )
     parsed = JobResult.parse(result)
     raise typer.Exit(1 if parsed is None or parsed.unfinished() else 0)

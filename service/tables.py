@@ -21,6 +21,7 @@ from trainers.catalogue import RULES, TASKS
 
 __all__ = [
     "best_table",
+    "seeds_table",
     "console",
     "err",
     "jobs_table",
@@ -162,6 +163,22 @@ def best_table(rows: list[dict[str, Any]], *, title: str) -> Table:
             _fmt(row.get("value"), ".4f"),
             str(row.get("epochs", "-")),
             str(row.get("run_id")),
+        )
+    return table
+
+
+def seeds_table(rows: list[dict[str, Any]]) -> Table:
+    """Per setting, its metric over the swept seeds (``result["over_seeds"]``): mean ± sample
+    std, range and how many seeds reported it; what a comparison of rules rests on."""
+    seeds = max(row["seeds"] for row in rows)
+    table = _table(f"over {seeds} seeds", ("setting", "metric", "mean ± std", "min-max", "seeds"))
+    for row in rows:
+        table.add_row(
+            str(row["setting"]),
+            str(row["metric"]),
+            f"{row['mean']:.4f} ± {row['std']:.4f}",
+            f"{row['min']:.4f}-{row['max']:.4f}",
+            f"{row['n']}/{row['seeds']}",
         )
     return table
 

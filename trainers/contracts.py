@@ -115,7 +115,8 @@ class SettingResult(_Open):
 class JobResult(_Open):
     """What the driver returns and writes: the job's status (``FINISHED`` when every setting
     finished), its MLflow parent run, one :class:`SettingResult` per setting, the best
-    setting per rule, or ``error`` when the driver failed before or outside the settings."""
+    setting per rule (and, with swept seeds, each setting's metric over them), or ``error`` when
+    the driver failed before or outside the settings."""
 
     status: RunStatus | None = None
     error: str | None = None
@@ -123,6 +124,7 @@ class JobResult(_Open):
     tracking_uri: str | None = None
     children: list[SettingResult] = []
     best: list[dict[str, Any]] = []
+    over_seeds: list[dict[str, Any]] = []  # trainers.sweep.over_seeds: mean ± std per setting
 
     @classmethod
     def parse(cls, raw: Any) -> JobResult | None:

@@ -169,7 +169,14 @@ def run_experiment(
     ones; without one, a fresh id is drawn so an earlier run of the same spec is never reused.
     ``preflighted``: ``spec`` is :func:`preflight`'s result already (not checked again).
     """
-    from trainers.sweep import best_per_rule, record_best, run_trials, runs_in_process
+    from trainers.sweep import (
+        best_per_rule,
+        over_seeds,
+        record_best,
+        record_over_seeds,
+        run_trials,
+        runs_in_process,
+    )
 
     job_id = job_id or uuid.uuid4().hex[:12]
     if not JOB_ID.fullmatch(job_id):
@@ -204,6 +211,8 @@ def run_experiment(
         log.info("setting %r run_id=%s %s", child["setting"], child["run_id"], child["status"])
     result["best"] = best_per_rule(spec, children)
     record_best(uri, parent, result["best"])
+    result["over_seeds"] = over_seeds(spec, children)
+    record_over_seeds(uri, parent, result["over_seeds"])
     write_summary(uri, parent)  # the comparison on the parent run (also after each child)
     ok = all(c["status"] == RunStatus.FINISHED for c in children)
     status = RunStatus.FINISHED if ok else RunStatus.FAILED

@@ -45,10 +45,13 @@ a run of its own beside the children's curves.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import math
 import pickle
 import re
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,9 +87,12 @@ __all__ = [
     "TAG_TRIAL",
     "best_per_rule",
     "max_concurrent",
+    "over_seeds",
     "record_best",
+    "record_over_seeds",
     "run_trials",
     "runs_in_process",
+    "seed_groups",
     "train_setting",
     "train_trial",
 ]
@@ -94,6 +100,7 @@ __all__ = [
 log = logging.getLogger("bioprop.sweep")
 
 BEST_TABLE = "best_per_rule.json"
+SEEDS_TABLE = "over_seeds.json"  # per setting, its metric over the swept seeds
 # the trial function only drives Ray Train; it must not take a CPU from the Train workers
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 << 20}
 NODE_SHARE = 0.001  # of the driver node's ``node:<ip>`` resource (1.0): 1,000 trials at once
@@ -719,3 +726,67 @@ def record_best(uri: str, parent: str, rows: list[dict[str, Any]]) -> None:
     columns = ("rule", "setting", "metric", "value", "epochs", "run_id")
     table = {c: [row[c] for row in rows] for c in columns}
     client.log_table(parent, data=table, artifact_file=BEST_TABLE)
+
+
+def seed_groups(spec: ExperimentSpec) -> dict[str, str]:
+    """Each setting's label (as :meth:`ExperimentSpec.settings` writes it) mapped to the
+    label of its setting without the seed, when ``seed`` is swept (else empty): the
+    settings that differ only by their seed share a group."""
+    axes = spec.sweep_axes()
+    if "seed" not in axes:
+        return {}
+    groups = {}
+    for combo in itertools.product(*axes.values()):
+        point = dict(zip(axes, combo, strict=True))
+        rule = point.get("rule.name", spec.rule.name)
+        extras = [
+            (path, f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}")
+            for path, value in point.items()
+            if path != "rule.name"
+        ]
+        label = " ".join([rule, *(text for _, text in extras)])
+        groups[label] = " ".join([rule, *(text for path, text in extras if path != "seed")])
+    return groups
+
+
+def over_seeds(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting without its seed (when ``seed`` is swept), the headline metric (or
+    ``search.metric``) over the seeds that reported it: ``rule``, ``setting``, ``metric``,
+    ``mean``, ``std`` (sample standard deviation, n - 1; 0 for one value), ``min``, ``max``,
+    ``n`` (seeds that reported it) and ``seeds`` (seeds swept). A claim that one rule is
+    ahead of another rests on these, not on the best single seed."""
+    groups = seed_groups(spec)
+    if not groups:
+        return []
+    metric = spec.search.metric if spec.search else headline(spec.task)[0]
+    seeds = len(spec.sweep_axes()["seed"])
+    values: dict[str, list[float]] = {}
+    rules: dict[str, str] = {}
+    for entry in entries:
+        group = groups.get(entry.get("setting", ""))
+        if group is None:
+            continue
+        rules[group] = entry["rule"]
+        value = (entry.get("metrics") or {}).get(metric)
+        if value is None or math.isnan(value) or entry.get("status") == RunStatus.FAILED:
+            values.setdefault(group, [])
+            continue
+        values.setdefault(group, []).append(float(value))
+    rows = []
+    for group in dict.fromkeys(groups.values()):
+        got = values.get(group)
+        if not got:
+            continue
+        rows.append({
+            "rule": rules[group], "setting": group, "metric": metric,
+            "mean": statistics.fmean(got), "std": statistics.stdev(got) if len(got) > 1 else 0.0,
+            "min": min(got), "max": max(got), "n": len(got), "seeds": seeds,
+        })  # fmt: skip
+    return rows
+
+
+def record_over_seeds(uri: str, parent: str, rows: list[dict[str, Any]]) -> None:
+    """The :func:`over_seeds` rows as the parent run's table ``over_seeds.json``."""
+    if rows:
+        table = {c: [row[c] for row in rows] for c in rows[0]}
+        _client(uri).log_table(parent, data=table, artifact_file=SEEDS_TABLE)

@@ -67,6 +67,21 @@ def test_four_setting_sweep_runs_two_trials_at_once(workdir, ray_cluster):
     stored = json.loads(open(table).read())
     assert stored["columns"][0] == "rule" and len(stored["data"]) == 2
 
+    # per rule over its two seeds: mean and sample std of the children's val_acc
+    for row in result["over_seeds"]:
+        got = [
+            r.data.metrics["val_acc"]
+            for r in children
+            if r.data.tags["bioprop.rule"] == row["rule"]
+        ]
+        mean = sum(got) / 2
+        assert row["setting"] == row["rule"] and (row["n"], row["seeds"]) == (2, 2)
+        assert row["mean"] == pytest.approx(mean)
+        assert row["std"] == pytest.approx(((got[0] - mean) ** 2 + (got[1] - mean) ** 2) ** 0.5)
+    assert [row["rule"] for row in result["over_seeds"]] == ["bp", "fa"]
+    table = client.download_artifacts(parent.info.run_id, "over_seeds.json", str(workdir))
+    assert len(json.loads(open(table).read())["data"]) == 2
+
 
 @pytest.fixture
 def another_ray_on_this_host():
