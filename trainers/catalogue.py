@@ -276,9 +276,18 @@ def _check_params(field: str, what: str, known: dict[str, Param], params: dict[s
 def check_rule_params(rules: list[str], params: dict[str, Any]) -> None:
     """Refuse a ``rule.params`` key that one of ``rules`` does not take, or a value of the
     wrong type (each value of a sweep list is checked). The message names the key, the
-    rule and its valid keys."""
+    rule and its valid keys (and, in a sweep over several rules, that every one of them gets
+    ``rule.params``)."""
     for rule in rules:
-        _check_params("rule.params", f"rule {rule!r}", RULES[rule].params, params)
+        try:
+            _check_params("rule.params", f"rule {rule!r}", RULES[rule].params, params)
+        except ValueError as exc:
+            if len(rules) == 1:
+                raise
+            raise ValueError(
+                f"{exc}. Every rule of the sweep gets rule.params: give a parameter that only "
+                "some of them take in a spec of their own"
+            ) from None
 
 
 def check_model_params(model: str, params: dict[str, Any]) -> None:

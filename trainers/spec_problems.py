@@ -52,6 +52,8 @@ def _one(error: dict[str, Any], model: type[BaseModel]) -> str:
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return f"{where}: no such field{hint}"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # a validator's
+    if not loc or message.startswith((f"{where}.", f"{where}:")):  # it names the field itself
+        return message
     return f"{where}: {message}"
 
 

@@ -143,6 +143,11 @@ def test_rules_lists_every_registered_rule_with_its_parameters_and_defaults() ->
         ("schedule: {epoch: 2}\n", "schedule.epoch: no such field; did you mean epochs?"),
         ("optim: {lr: -0.05}\n", "optim.lr: Input should be greater than 0, got -0.05"),
         ("rule: {name: [bp, fa}\n", "expected ',' or ']', but got '}'"),  # not eaten as markup
+        (
+            "rule: {name: [fa, kp], params: {decay: 0.001}}\n",
+            "rule.params.decay: rule 'fa' has no parameter 'decay'; its parameters: none. Every "
+            "rule of the sweep gets rule.params",
+        ),
     ],
 )
 def test_run_says_what_is_wrong_with_a_spec_in_its_terms(
