@@ -55,7 +55,11 @@ class JobPublic(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
-    mlflow_parent_run_id: str | None = None
+    mlflow_parent_run_id: str | None = Field(
+        None,
+        description="the job's MLflow parent run; in lists once the job has ended (one job's "
+        "GET finds it in MLflow while the job runs)",
+    )
     result: dict[str, Any] | None = Field(
         None, description="the driver's result.json, when written"
     )
