@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,7 +205,8 @@ def run_experiment(
             spec, job_id=job_id, uri=uri, parent=parent, storage_path=spec.storage_path,
             in_process=in_process,
         )  # fmt: skip
-    except BaseException:
+    except BaseException as exc:
+        _release_interrupted(exc)
         _kill_open_runs(uri, job_id, parent)
         raise
     result["children"] = children
@@ -219,6 +222,18 @@ def run_experiment(
     finish_run(uri, parent, status.value)
     result["status"] = status.value
     return result
+
+
+def _release_interrupted(exc: BaseException) -> None:
+    """Drop what the frames an exception unwound still hold. A signal that interrupts an
+    MLflow query leaves its SQLite cursor open in those frames (the traceback keeps them),
+    and its read lock would block :func:`_kill_open_runs`' writes until they time out."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)  # frames still running are left as they are
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 def _kill_open_runs(uri: str, job_id: str, parent: str) -> None:
