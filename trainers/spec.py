@@ -359,12 +359,7 @@ class ExperimentSpec(Section):
             for path, value in zip(axes, combo, strict=True):
                 _set(data, path, value)
             spec = ExperimentSpec.model_validate(data)
-            extras = [
-                f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}"
-                for path, value in zip(axes, combo, strict=True)
-                if path != "rule.name"
-            ]
-            yield " ".join([spec.rule.name, *extras]), spec
+            yield setting_label(spec.rule.name, dict(zip(axes, combo, strict=True))), spec
 
     def expand(self) -> list[ExperimentSpec]:
         """One resolved spec per sweep setting (a single-element list when not a sweep);
@@ -384,6 +379,17 @@ class ExperimentSpec(Section):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+
+def setting_label(rule: str, point: dict[str, Any]) -> str:
+    """A sweep point's label: the rule, then ``field=value`` (JSON) for every other swept
+    field path of ``point``, e.g. ``sc p=0.75 manhattan=true``."""
+    extras = [
+        f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}"
+        for path, value in point.items()
+        if path != "rule.name"
+    ]
+    return " ".join([rule, *extras])
 
 
 def _get(data: dict[str, Any], path: str) -> Any:

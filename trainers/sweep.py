@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import math
 import pickle
@@ -70,7 +69,7 @@ from trainers.contracts import (
     RunStatus,
     best_tag,
 )
-from trainers.spec import ExperimentSpec
+from trainers.spec import ExperimentSpec, setting_label
 from trainers.summary import write_summary
 from trainers.tracking import (
     find_job_runs,
@@ -739,13 +738,8 @@ def seed_groups(spec: ExperimentSpec) -> dict[str, str]:
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
         rule = point.get("rule.name", spec.rule.name)
-        extras = [
-            (path, f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}")
-            for path, value in point.items()
-            if path != "rule.name"
-        ]
-        label = " ".join([rule, *(text for _, text in extras)])
-        groups[label] = " ".join([rule, *(text for path, text in extras if path != "seed")])
+        unseeded = {path: value for path, value in point.items() if path != "seed"}
+        groups[setting_label(rule, point)] = setting_label(rule, unseeded)
     return groups
 
 
@@ -764,13 +758,12 @@ def over_seeds(spec: ExperimentSpec, entries: list[dict[str, Any]]) -> list[dict
     rules: dict[str, str] = {}
     for entry in entries:
         group = groups.get(entry.get("setting", ""))
-        if group is None:
+        value = (entry.get("metrics") or {}).get(metric)
+        if group is None or value is None or math.isnan(value):
+            continue
+        if entry.get("status") == RunStatus.FAILED:
             continue
         rules[group] = entry["rule"]
-        value = (entry.get("metrics") or {}).get(metric)
-        if value is None or math.isnan(value) or entry.get("status") == RunStatus.FAILED:
-            values.setdefault(group, [])
-            continue
         values.setdefault(group, []).append(float(value))
     rows = []
     for group in dict.fromkeys(groups.values()):
